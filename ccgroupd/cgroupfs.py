@@ -1,0 +1,405 @@
+"""The kernel boundary: the only module that opens files under the cgroup root and /proc.
+
+Both roots are constructor parameters, so tests point them at a fake tree and
+nothing else in ccgroupd needs to know where the kernel lives. Group names are
+paths relative to the cgroup root ("system.slice/ccgroupd.service/engine"; a
+leading "/" is accepted); the root itself is "".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccgroupd.errors import (
+    CgroupCreateError,
+    CgroupError,
+    CgroupPathError,
+    CgroupReadError,
+    CgroupRemoveError,
+    CgroupVerifyError,
+    CgroupWriteError,
+)
+from ccgroupd.parsers import (
+    ParseError,
+    parse_controllers,
+    parse_flat_keyed,
+    parse_pids,
+    parse_proc_cgroup_v2,
+)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_ROOT = Path("/proc")
+
+# Kernel interface file names, spelled as the kernel spells them.
+CGROUP_PROCS = "cgroup.procs"
+CGROUP_CONTROLLERS = "cgroup.controllers"
+CGROUP_SUBTREE_CONTROL = "cgroup.subtree_control"
+CGROUP_EVENTS = "cgroup.events"
+CGROUP_KILL = "cgroup.kill"
+CPU_MAX = "cpu.max"
+CPU_MAX_BURST = "cpu.max.burst"
+CPU_WEIGHT = "cpu.weight"
+CPU_STAT = "cpu.stat"
+CPU_PRESSURE = "cpu.pressure"
+MEMORY_MAX = "memory.max"
+MEMORY_HIGH = "memory.high"
+MEMORY_LOW = "memory.low"
+MEMORY_SWAP_MAX = "memory.swap.max"
+MEMORY_CURRENT = "memory.current"
+MEMORY_PEAK = "memory.peak"
+MEMORY_SWAP_CURRENT = "memory.swap.current"
+MEMORY_STAT = "memory.stat"
+MEMORY_EVENTS = "memory.events"
+MEMORY_SWAP_EVENTS = "memory.swap.events"
+MEMORY_PRESSURE = "memory.pressure"
+IO_PRESSURE = "io.pressure"
+PIDS_MAX = "pids.max"
+PIDS_CURRENT = "pids.current"
+PIDS_EVENTS = "pids.events"
+
+# Files whose numbers the kernel rounds down to a page on write.
+PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_LOW, MEMORY_SWAP_MAX})
+
+_RMDIR_FIRST_BACKOFF_S = 0.01
+_RMDIR_MAX_BACKOFF_S = 0.5
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    pid: int
+    comm: str
+    rss_bytes: int
+
+
+class Cgroupfs:
+    def __init__(self, root: Path | str = CGROUP_ROOT, proc_root: Path | str = PROC_ROOT,
+                 page_size: int | None = None) -> None:
+        self.root = Path(root)
+        self.proc_root = Path(proc_root)
+        self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+
+    # -- paths ---------------------------------------------------------------
+
+    def path(self, group: str, attribute: str | None = None) -> Path:
+        """The directory of ``group`` (or one of its files); refuses anything outside the root."""
+        parts = [part for part in group.split("/") if part not in ("", ".")]
+        if attribute is not None:
+            if "/" in attribute or attribute in ("", ".", ".."):
+                raise CgroupPathError(f"bad cgroup attribute name {attribute!r}")
+            parts.append(attribute)
+        if ".." in parts:
+            raise CgroupPathError(f"cgroup path {group!r} leaves the cgroup root {self.root}")
+        current = self.root
+        for part in parts:
+            current = current / part
+            if current.is_symlink():
+                raise CgroupPathError(f"cgroup path {current} is a symlink; refusing to follow it")
+        return current
+
+    def exists(self, group: str) -> bool:
+        return self.path(group).is_dir()
+
+    # -- attributes ----------------------------------------------------------
+
+    def read(self, group: str, attribute: str) -> str:
+        path = self.path(group, attribute)
+        try:
+            with open(path, encoding="ascii") as file:
+                return file.read()
+        except OSError as exc:
+            raise CgroupReadError.from_oserror(exc, path) from exc
+        except UnicodeDecodeError as exc:
+            raise CgroupReadError(path, detail="not ASCII text") from exc
+
+    def read_flat_keyed(self, group: str, attribute: str) -> dict[str, int]:
+        text = self.read(group, attribute)
+        try:
+            return parse_flat_keyed(text)
+        except ParseError as exc:
+            raise CgroupReadError(self.path(group, attribute), detail=str(exc)) from exc
+
+    def write(self, group: str, attribute: str, value: str) -> None:
+        """One write(2) of ``value``; never creates a file (a misspelled attribute is ENOENT)."""
+        path = self.path(group, attribute)
+        data = value.encode("ascii")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise CgroupWriteError.from_oserror(exc, path, value) from exc
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            raise CgroupWriteError.from_oserror(exc, path, value) from exc
+        finally:
+            os.close(fd)
+        if written != len(data):
+            raise CgroupWriteError(path, value, errno.EIO, f"short write of {written} bytes")
+
+    def expected_read_back(self, attribute: str, value: str) -> str:
+        """What the kernel shows after ``value`` is written: memory numbers page-rounded down."""
+        tokens = value.split()
+        if attribute in PAGE_ROUNDED:
+            tokens = [str(int(t) // self.page_size * self.page_size) if t.isdigit() else t
+                      for t in tokens]
+        if attribute == CPU_MAX and len(tokens) == 1:
+            return tokens[0]  # writing only the quota leaves the period as it was
+        return " ".join(tokens)
+
+    def write_verified(self, group: str, attribute: str, value: str) -> str:
+        """Write, read back, compare (page-aligned for memory); returns what is in force."""
+        self.write(group, attribute, value)
+        read_back = self.read(group, attribute).strip()
+        expected = self.expected_read_back(attribute, value)
+        quota_only = attribute == CPU_MAX and " " not in expected
+        if (read_back.split()[0] if quota_only else read_back) != expected:
+            raise CgroupVerifyError(self.path(group, attribute), value, read_back)
+        return read_back
+
+    # -- groups --------------------------------------------------------------
+
+    def create(self, group: str) -> bool:
+        """mkdir -p; True if the leaf was created now, False if it already existed."""
+        target = self.path(group)
+        if target == self.root:
+            return False
+        created = False
+        for parent in reversed([target, *target.parents]):
+            if len(parent.parts) <= len(self.root.parts):
+                continue
+            try:
+                os.mkdir(parent)
+                created = parent == target
+            except FileExistsError:
+                if not parent.is_dir():
+                    raise CgroupCreateError(parent, detail="not a directory") from None
+            except OSError as exc:
+                raise CgroupCreateError.from_oserror(exc, parent) from exc
+        return created
+
+    def children(self, group: str) -> list[str]:
+        base = self.path(group)
+        prefix = group.strip("/")
+        try:
+            names = sorted(entry.name for entry in os.scandir(base)
+                           if entry.is_dir(follow_symlinks=False))
+        except OSError as exc:
+            raise CgroupReadError.from_oserror(exc, base) from exc
+        return [f"{prefix}/{name}" if prefix else name for name in names]
+
+    def controllers(self, group: str) -> frozenset[str]:
+        return self._read_controllers(group, CGROUP_CONTROLLERS)
+
+    def subtree_controllers(self, group: str) -> frozenset[str]:
+        return self._read_controllers(group, CGROUP_SUBTREE_CONTROL)
+
+    def _read_controllers(self, group: str, attribute: str) -> frozenset[str]:
+        try:
+            return parse_controllers(self.read(group, attribute))
+        except ParseError as exc:
+            raise CgroupReadError(self.path(group, attribute), detail=str(exc)) from exc
+
+    def enable_controllers(self, group: str, controllers: Iterable[str], *, top: str = "") -> None:
+        """Enable ``controllers`` for the children of ``group``, top-down from ``top``.
+
+        Every group from ``top`` down to ``group`` gets them in its
+        ``cgroup.subtree_control``; ``top`` must be a group we own (our delegated
+        subtree), never one systemd manages. A group holding processes refuses
+        (EBUSY: no internal processes), as on the kernel.
+        """
+        wanted = frozenset(controllers)
+        top_parts = [p for p in top.split("/") if p]
+        parts = [p for p in group.split("/") if p]
+        if parts[: len(top_parts)] != top_parts:
+            raise CgroupPathError(f"{group!r} is not inside {top!r}")
+        for depth in range(len(top_parts), len(parts) + 1):
+            current = "/".join(parts[:depth])
+            available = self.controllers(current)
+            missing = wanted - available
+            if missing:
+                raise CgroupWriteError(
+                    self.path(current, CGROUP_SUBTREE_CONTROL),
+                    " ".join(f"+{c}" for c in sorted(missing)), errno.ENOENT,
+                    f"not available here; {CGROUP_CONTROLLERS} has {' '.join(sorted(available))}",
+                )
+            to_enable = wanted - self.subtree_controllers(current)
+            if to_enable:
+                self.write(current, CGROUP_SUBTREE_CONTROL,
+                           " ".join(f"+{c}" for c in sorted(to_enable)))
+
+    def attach(self, group: str, pid: int) -> None:
+        """Move ``pid`` (0: the calling process) into ``group``."""
+        self.write(group, CGROUP_PROCS, str(pid))
+
+    def procs(self, group: str) -> list[int]:
+        text = self.read(group, CGROUP_PROCS)
+        try:
+            return parse_pids(text)
+        except ParseError as exc:
+            raise CgroupReadError(self.path(group, CGROUP_PROCS), detail=str(exc)) from exc
+
+    def subtree_procs(self, group: str) -> list[int]:
+        pids = self.procs(group)
+        for child in self.children(group):
+            pids.extend(self.subtree_procs(child))
+        return pids
+
+    def populated(self, group: str) -> bool:
+        return self.read_flat_keyed(group, CGROUP_EVENTS).get("populated", 0) == 1
+
+    def kill(self, group: str) -> None:
+        """SIGKILL every process in the subtree; race-free against forks via cgroup.kill."""
+        try:
+            self.write(group, CGROUP_KILL, "1")
+            return
+        except CgroupWriteError as exc:
+            if exc.errno != errno.ENOENT or not self.exists(group):
+                raise
+        # Kernels before 5.14 have no cgroup.kill: signal until nothing is left to signal.
+        for _ in range(100):
+            pids = self.subtree_procs(group)
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def remove(self, group: str, *, timeout_s: float = 10.0,
+               sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.monotonic) -> None:
+        """rmdir the group and its descendants, bottom-up, retrying EBUSY while processes exit."""
+        path = self.path(group)
+        if path == self.root:
+            raise CgroupPathError("refusing to remove the cgroup root")
+        if not path.is_dir():
+            return
+        for child in self.children(group):
+            self.remove(child, timeout_s=timeout_s, sleep=sleep, clock=clock)
+        deadline = clock() + timeout_s
+        backoff = _RMDIR_FIRST_BACKOFF_S
+        while True:
+            try:
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or clock() >= deadline:
+                    raise CgroupRemoveError.from_oserror(exc, path) from exc
+            sleep(backoff)
+            backoff = min(backoff * 2, _RMDIR_MAX_BACKOFF_S)
+
+    # -- /proc ---------------------------------------------------------------
+
+    def cgroup_of(self, pid: int | str = "self") -> str:
+        """The cgroup of ``pid`` relative to the root, e.g. "system.slice/ccgroupd.service"."""
+        path = self.proc_root / str(pid) / "cgroup"
+        try:
+            text = path.read_text(encoding="ascii")
+        except OSError as exc:
+            raise CgroupReadError.from_oserror(exc, path) from exc
+        try:
+            return parse_proc_cgroup_v2(text).strip("/")
+        except ParseError as exc:
+            raise CgroupReadError(path, detail=str(exc)) from exc
+
+    def mount_type(self) -> str | None:
+        """The file system type mounted at the cgroup root ("cgroup2", "tmpfs", ...), or None."""
+        path = self.proc_root / "self" / "mounts"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CgroupReadError.from_oserror(exc, path) from exc
+        fstype = None
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == str(self.root):
+                fstype = fields[2]  # the last mount on a point is the visible one
+        return fstype
+
+    def process_memory(self, pids: Iterable[int]) -> list[ProcessMemory]:
+        """RSS and name of each pid still alive; read from statm/comm, the cheapest files."""
+        found = []
+        for pid in pids:
+            base = self.proc_root / str(pid)
+            try:
+                resident_pages = int((base / "statm").read_text(encoding="ascii").split()[1])
+                comm = (base / "comm").read_text(encoding="utf-8", errors="replace").strip()
+            except (OSError, IndexError, ValueError):
+                continue  # exited while we looked
+            found.append(ProcessMemory(pid, comm, resident_pages * self.page_size))
+        return found
+
+    # -- change notification -------------------------------------------------
+
+    def watch(self, group: str, attributes: Iterable[str]) -> Inotify:
+        """inotify IN_MODIFY on interface files; the kernel raises it when their values change."""
+        watcher = Inotify()
+        try:
+            for attribute in attributes:
+                path = self.path(group, attribute)
+                if path.exists():
+                    watcher.add(path, attribute)
+        except CgroupError:
+            watcher.close()
+            raise
+        return watcher
+
+
+_IN_MODIFY = 0x00000002
+_IN_IGNORED = 0x00008000
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
+
+
+class Inotify:
+    """A non-blocking inotify fd (the stdlib has none); hand ``fileno()`` to an event loop."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise CgroupReadError("inotify", errno=err, detail="inotify_init1 failed")
+        self._fd: int = fd
+        self._names: dict[int, str] = {}
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def add(self, path: Path, name: str) -> None:
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
+        if wd < 0:
+            raise CgroupReadError(path, errno=ctypes.get_errno(), detail="inotify_add_watch failed")
+        self._names[wd] = name
+
+    def read_changed(self) -> set[str]:
+        """Names of the watched files that changed since the last call (empty if none)."""
+        changed: set[str] = set()
+        while True:
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                return changed
+            offset = 0
+            while offset + _EVENT_HEADER.size <= len(data):
+                wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
+                offset += _EVENT_HEADER.size + length
+                if mask & _IN_IGNORED:
+                    self._names.pop(wd, None)
+                elif wd in self._names:
+                    changed.add(self._names[wd])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

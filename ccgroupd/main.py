@@ -1,0 +1,59 @@
+"""`ccgroupd`: the daemon (`ccgroupd run`) and its preflight (`ccgroupd check`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ccgroupd import __version__
+from ccgroupd.errors import EXIT_FAILURE, CcgroupdError
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  failure (the kernel refused a write, the engine could not be kept running, ...)
+  2  usage error
+  3  invalid configuration or value; nothing was changed
+  6  this host cannot run ccgroupd (see `ccgroupd check`)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccgroupd",
+        description="Keep the Dagger engine and its build containers inside cgroup v2 limits.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ccgroupd {__version__}")
+    parser.add_argument("--config", type=Path, default=None, metavar="PATH",
+                        help="configuration file (default: /etc/ccgroupd/config.toml)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="run the daemon (what the systemd unit starts)")
+    commands.add_parser("check", help="say whether this host can run ccgroupd, and what to fix")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            from ccgroupd.check import run_check
+
+            return run_check(args.config)
+        if args.command == "run":
+            from ccgroupd.daemon import run_daemon
+
+            return run_daemon(args.config)
+    except CcgroupdError as error:
+        print(f"ccgroupd: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    build_parser().print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Pure parsers for cgroup v2 and /proc text. Text in, values out; no I/O here.
+
+Malformed input raises ParseError (a ValueError) naming what was wrong, so the
+caller can say which file it came from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MAX = "max"
+
+
+class ParseError(ValueError):
+    pass
+
+
+def _parse_uint(token: str, what: str) -> int:
+    if not token.isascii() or not token.isdigit():
+        raise ParseError(f"{what}: expected a non-negative integer, got {token!r}")
+    return int(token)
+
+
+def parse_uint_or_max(text: str) -> int | None:
+    """``memory.max``, ``pids.max`` and friends: an integer, or ``max`` (returned as None)."""
+    token = text.strip()
+    if token == MAX:
+        return None
+    return _parse_uint(token, "value")
+
+
+@dataclass(frozen=True)
+class CpuMax:
+    quota_usec: int | None  # None means "max": no quota
+    period_usec: int
+
+
+def parse_cpu_max(text: str) -> CpuMax:
+    """``cpu.max``: ``"$QUOTA $PERIOD"``, QUOTA may be ``max``."""
+    fields = text.split()
+    if len(fields) != 2:
+        raise ParseError(f"cpu.max: expected '$QUOTA $PERIOD', got {text.strip()!r}")
+    quota = None if fields[0] == MAX else _parse_uint(fields[0], "cpu.max quota")
+    return CpuMax(quota, _parse_uint(fields[1], "cpu.max period"))
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """Flat-keyed files: one ``key value`` per line (``memory.events``, ``cpu.stat``, ...).
+
+    Duplicate keys and lines that are not exactly two fields are errors.
+    """
+    values: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ParseError(f"line {number}: expected 'key value', got {line!r}")
+        key, raw = fields
+        if key in values:
+            raise ParseError(f"line {number}: duplicate key {key!r}")
+        values[key] = _parse_uint(raw, key)
+    return values
+
+
+@dataclass(frozen=True)
+class CpuStat:
+    usage_usec: int
+    user_usec: int
+    system_usec: int
+    # Present only once the cpu controller is enabled for the group.
+    nr_periods: int | None = None
+    nr_throttled: int | None = None
+    throttled_usec: int | None = None
+
+
+def parse_cpu_stat(text: str) -> CpuStat:
+    values = parse_flat_keyed(text)
+    try:
+        return CpuStat(
+            usage_usec=values["usage_usec"],
+            user_usec=values["user_usec"],
+            system_usec=values["system_usec"],
+            nr_periods=values.get("nr_periods"),
+            nr_throttled=values.get("nr_throttled"),
+            throttled_usec=values.get("throttled_usec"),
+        )
+    except KeyError as missing:
+        raise ParseError(f"cpu.stat: missing key {missing.args[0]!r}") from None
+
+
+@dataclass(frozen=True)
+class PsiLine:
+    avg10: float
+    avg60: float
+    avg300: float
+    total_usec: int
+
+
+@dataclass(frozen=True)
+class Psi:
+    some: PsiLine
+    full: PsiLine | None  # cpu.pressure has no "full" line on older kernels
+
+
+def _parse_psi_line(line: str) -> tuple[str, PsiLine]:
+    kind, *pairs = line.split()
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ParseError(f"PSI: expected key=value, got {pair!r}")
+        values[key] = raw
+    try:
+        averages = [float(values[key]) for key in ("avg10", "avg60", "avg300")]
+        total = _parse_uint(values["total"], "PSI total")
+    except KeyError as missing:
+        raise ParseError(f"PSI {kind}: missing {missing.args[0]!r}") from None
+    except ValueError as bad:
+        raise ParseError(f"PSI {kind}: {bad}") from None
+    if any(math.isnan(avg) or avg < 0 for avg in averages):
+        raise ParseError(f"PSI {kind}: bad average in {line!r}")
+    return kind, PsiLine(averages[0], averages[1], averages[2], total)
+
+
+def parse_psi(text: str) -> Psi:
+    """``{cpu,memory,io}.pressure``: a ``some`` line and usually a ``full`` line."""
+    lines = dict(_parse_psi_line(line) for line in text.splitlines() if line.strip())
+    if "some" not in lines:
+        raise ParseError("PSI: no 'some' line")
+    return Psi(lines["some"], lines.get("full"))
+
+
+def parse_proc_cgroup_v2(text: str) -> str:
+    """The unified-hierarchy path from ``/proc/<pid>/cgroup`` (the ``0::/path`` line)."""
+    for line in text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, sep, path = rest.partition(":")
+        if hierarchy == "0" and sep and not controllers:
+            if not path.startswith("/"):
+                raise ParseError(f"/proc/<pid>/cgroup: bad v2 path {path!r}")
+            return path
+    raise ParseError("/proc/<pid>/cgroup: no cgroup v2 ('0::') line")
+
+
+def parse_controllers(text: str) -> frozenset[str]:
+    """``cgroup.controllers`` / ``cgroup.subtree_control``: space-separated names."""
+    names = text.split()
+    for name in names:
+        if not name.isascii() or not name.replace("_", "").isalnum():
+            raise ParseError(f"controllers: bad name {name!r}")
+    return frozenset(names)
+
+
+def parse_pids(text: str) -> list[int]:
+    """``cgroup.procs``: one pid per line."""
+    return [_parse_uint(line.strip(), "pid") for line in text.splitlines() if line.strip()]
