@@ -1,0 +1,303 @@
+"""The daemon's configuration: a TOML file, overridden by CCGROUPD_<SECTION>__<KEY> variables.
+
+Precedence, highest first: the environment, the file, the defaults below.
+``CCGROUPD_LIMITS__MEMORY=4G`` replaces ``memory`` in ``[limits]`` and keeps the
+file's other keys. List and table values (``engine.command``,
+``engine.environment``) are given as JSON in the environment.
+
+Every section refuses keys it does not know, so a typo fails loudly instead of
+silently leaving a default in force. Every problem becomes one ConfigError that
+names the dotted key and where the value came from (the file or the variable).
+
+config.toml.example at the top of the repository documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+
+from ccgroupd.errors import ConfigError, LimitsError
+from ccgroupd.limits import LIMIT_NAMES, Limits
+
+DEFAULT_CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
+ENV_PREFIX = "CCGROUPD_"
+ENV_NESTED_DELIMITER = "__"
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _absolute(path: Path) -> Path:
+    # A relative path would depend on the daemon's working directory, which
+    # systemd sets to "/" but a person running it by hand does not.
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CgroupSection(_Section):
+    # The engine's group: relative to the daemon's delegated subtree, or, with a
+    # leading "/", a path under the cgroup root (hosts without systemd).
+    name: str = "dagger-engine"
+    # What to do with processes already in the group at start: kill them, or
+    # refuse to start (someone else is using the group).
+    leftover: Literal["kill", "refuse"] = "kill"
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if any(part in ("", ".", "..") for part in name.strip("/").split("/")):
+            raise ValueError("must be a group path like 'dagger-engine' or '/dagger/engine', "
+                             "without empty, '.' or '..' components")
+        return name
+
+
+class EngineSection(_Section):
+    command: list[str] = Field(
+        default=["/usr/local/bin/dagger-engine", "--config", "/etc/dagger/engine.toml"],
+        min_length=1)
+    environment: dict[str, str] = {}
+    working_directory: AbsolutePath = Path("/")
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    restart_initial_delay_s: NonNegativeSeconds = 1.0
+    restart_max_delay_s: NonNegativeSeconds = 60.0
+    # More than restart_burst starts within restart_window_s: give up (engine_failed).
+    restart_burst: int = Field(default=5, ge=1)
+    restart_window_s: PositiveSeconds = 300.0
+    # SIGTERM -> cgroup.kill; the engine loses its cache if killed before it is done.
+    stop_grace_s: NonNegativeSeconds = 300.0
+    # Run the engine in a cgroup namespace rooted at its group, so the groups
+    # it creates for build containers land under the limits (dagger #10813).
+    private_cgroup_namespace: bool = False
+
+    @field_validator("restart_max_delay_s")
+    @classmethod
+    def _max_not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("restart_initial_delay_s")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be at least restart_initial_delay_s ({initial})")
+        return value
+
+
+class MonitorSection(_Section):
+    cpu_poll_interval_s: PositiveSeconds = 5.0
+    # Share of CPU periods throttled (0..1) above which cpu_throttled is reported.
+    throttle_threshold: float = Field(default=0.1, ge=0, le=1)
+    report_interval_s: PositiveSeconds = 10.0
+    drift_check_interval_s: PositiveSeconds = 30.0
+
+
+class ApiSection(_Section):
+    socket: AbsolutePath = Path("/run/ccgroupd/ccgroupd.sock")
+    # Group whose members may change limits (root always may); None: root only.
+    admin_group: str | None = None
+    # Group whose members may read status.
+    status_group: str = "ccgroupd"
+    max_request_bytes: int = Field(default=65536, ge=1024)
+    request_timeout_s: PositiveSeconds = 5.0
+
+
+class DaemonSection(_Section):
+    state_dir: AbsolutePath = Path("/var/lib/ccgroupd")
+    cgroup_root: AbsolutePath = Path("/sys/fs/cgroup")
+    proc_root: AbsolutePath = Path("/proc")
+    log_format: Literal["auto", "journal", "console", "json"] = "auto"
+
+
+class Config(BaseSettings):
+    """The whole configuration. Build it with :func:`load_config`.
+
+    ``Config(**values)`` takes the file's values as keyword arguments; the
+    environment still wins over them (that is how the file layer is passed in).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        # Sections hold keys, not deeper tables: CCGROUPD_ENGINE__ENVIRONMENT__FOO would
+        # otherwise become the variable "foo" (names are case-folded); now it is refused.
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+    )
+
+    cgroup: CgroupSection = CgroupSection()
+    limits: Limits = Limits()
+    engine: EngineSection = EngineSection()
+    monitor: MonitorSection = MonitorSection()
+    api: ApiSection = ApiSection()
+    daemon: DaemonSection = DaemonSection()
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits_from_keys(cls, value: object) -> object:
+        # [limits] uses the short keys (memory = "8G"), the model the unit-named fields.
+        if isinstance(value, Mapping):
+            return Limits.from_mapping(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init values (load_config); the environment beats it.
+        # No .env file, no secrets directory: one file, one environment.
+        return env_settings, init_settings
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read ``path`` (or DEFAULT_CONFIG_PATH if it exists) plus the environment.
+
+    An explicitly given file that does not exist is an error; the default file
+    may be absent (defaults and environment only). Raises ConfigError.
+    """
+    file_path = DEFAULT_CONFIG_PATH if path is None else path
+    file_values = _read_toml(file_path, required=path is not None)
+    source = None if file_values is None else file_path
+    values = file_values or {}
+    _check_env_sections()
+    _check_sections(values, source)
+    try:
+        return Config(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    except SettingsError as exc:
+        # A list or table value in the environment that is not valid JSON.
+        raise ConfigError(f"environment: {exc}: {exc.__cause__} "
+                          "(lists and tables are given as JSON)") from None
+
+
+def _check_sections(file_values: Mapping[str, object], path: Path | None) -> None:
+    # Checked before the values become keyword arguments, where a top-level key
+    # like _env_file would be taken as an option of BaseSettings itself.
+    for key in file_values:
+        if key not in Config.model_fields:
+            raise ConfigError(f"{path}: unknown key {key}{_suggestion([key])}")
+
+
+def _check_env_sections() -> None:
+    """Refuse CCGROUPD_<SECTION>__<KEY> for a section that does not exist.
+
+    pydantic-settings only looks up the names it knows, so a misspelled section
+    would otherwise be ignored and its value silently not applied.
+    """
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or ENV_NESTED_DELIMITER not in upper:
+            continue
+        section = upper.removeprefix(ENV_PREFIX).split(ENV_NESTED_DELIMITER)[0].lower()
+        if section not in Config.model_fields:
+            raise ConfigError(f"environment {name}: unknown section {section}"
+                              f"{_suggestion([section])}")
+
+
+def _read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
+    """The file's values; None if it is absent and not ``required``."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        # TomlConfigSettingsSource would silently skip it.
+        raise ConfigError(f"{path}: not a regular file")
+    try:
+        return TomlConfigSettingsSource(Config, toml_file=path).toml_data
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib says where: "... (at line 3, column 9)".
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    """One line naming every bad key, its value and where it came from."""
+    return "; ".join(_describe_one(error, path) for error in exc.errors())
+
+
+def _describe_one(error: ErrorDetails, path: Path | None) -> str:
+    loc = [str(part) for part in error["loc"]]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, LimitsError):
+        # Limits.from_mapping already named the key inside [limits].
+        loc = [*loc, cause.field]
+        if cause.field not in LIMIT_NAMES:
+            return f"{_origin(loc, path)}: unknown key {'.'.join(loc)}{_suggestion(loc)}"
+        value, reason = cause.value, cause.reason
+    else:
+        value, reason = error["input"], error["msg"].removeprefix("Value error, ")
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        return f"{_origin(loc, path)}: unknown key {key}{_suggestion(loc)}"
+    return f"{_origin(loc, path)}: {key} = {value!r}: {reason}"
+
+
+def _origin(loc: list[str], path: Path | None) -> str:
+    """The environment variable that set this key, if one did, else the file."""
+    environment = {name.upper() for name in os.environ}
+    for depth in range(len(loc), 0, -1):
+        name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(loc[:depth]).upper()
+        if name in environment:
+            return f"environment {name}"
+    return str(path) if path is not None else "configuration"
+
+
+def _section_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _suggestion(loc: list[str]) -> str:
+    """" (did you mean X?)" for a misspelled key or section."""
+    import difflib
+
+    known = list(LIMIT_NAMES if loc[:-1] == ["limits"] else _section_keys(loc[:-1]))
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    return f" (known: {', '.join(known)})"

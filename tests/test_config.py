@@ -1,0 +1,358 @@
+"""Configuration: TOML file, environment overrides, and errors that name the key and the source."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from ccgroupd import config as config_module
+from ccgroupd.config import (
+    ApiSection,
+    CgroupSection,
+    Config,
+    DaemonSection,
+    EngineSection,
+    MonitorSection,
+    load_config,
+)
+from ccgroupd.errors import EXIT_INVALID, ConfigError
+from ccgroupd.limits import LIMIT_NAMES, Limits
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.toml.example"
+SECTIONS = ("cgroup", "limits", "engine", "monitor", "api", "daemon")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CCGROUPD_* variables from the outside, no /etc/ccgroupd/config.toml from the host."""
+    for name in list(os.environ):
+        if name.upper().startswith("CCGROUPD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", tmp_path / "absent" / "config.toml")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def load_error(path: Path | None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.exit_code == EXIT_INVALID
+    return str(caught.value)
+
+
+# -- defaults and files -------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "default"), [
+    ("cgroup.name", "dagger-engine"),
+    ("cgroup.leftover", "kill"),
+    ("limits", Limits()),
+    ("engine.command", ["/usr/local/bin/dagger-engine", "--config", "/etc/dagger/engine.toml"]),
+    ("engine.environment", {}),
+    ("engine.working_directory", Path("/")),
+    ("engine.restart", "on-failure"),
+    ("engine.restart_initial_delay_s", 1.0),
+    ("engine.restart_max_delay_s", 60.0),
+    ("engine.restart_burst", 5),
+    ("engine.restart_window_s", 300.0),
+    ("engine.stop_grace_s", 300.0),
+    ("engine.private_cgroup_namespace", False),
+    ("monitor.cpu_poll_interval_s", 5.0),
+    ("monitor.throttle_threshold", 0.1),
+    ("monitor.report_interval_s", 10.0),
+    ("monitor.drift_check_interval_s", 30.0),
+    ("api.socket", Path("/run/ccgroupd/ccgroupd.sock")),
+    ("api.admin_group", None),
+    ("api.status_group", "ccgroupd"),
+    ("api.max_request_bytes", 65536),
+    ("api.request_timeout_s", 5.0),
+    ("daemon.state_dir", Path("/var/lib/ccgroupd")),
+    ("daemon.cgroup_root", Path("/sys/fs/cgroup")),
+    ("daemon.proc_root", Path("/proc")),
+    ("daemon.log_format", "auto"),
+])
+def test_defaults_without_a_file(key: str, default: object) -> None:
+    value: object = load_config(None)
+    for part in key.split("."):
+        value = getattr(value, part)
+    assert value == default
+
+
+def test_default_path_is_read_when_present(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    path = write(tmp_path, '[cgroup]\nname = "from-default-path"\n')
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", path)
+    assert load_config(None).cgroup.name == "from-default-path"
+
+
+def test_file_values(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+[cgroup]
+name = "/dagger/engine"
+leftover = "refuse"
+
+[limits]
+cpus = 2.5
+memory = "8G"
+memory_high = "6GiB"
+memory_swap = 0
+pids = 4096
+cpu_weight = 50
+
+[engine]
+command = ["/opt/engine", "--debug"]
+environment = { HTTPS_PROXY = "http://proxy:3128" }
+restart = "always"
+private_cgroup_namespace = true
+"""))
+    assert config.cgroup == CgroupSection(name="/dagger/engine", leftover="refuse")
+    assert config.limits == Limits.from_mapping({
+        "cpus": 2.5, "memory": "8G", "memory_high": "6G", "memory_swap": 0, "pids": 4096,
+        "cpu_weight": 50})
+    assert config.engine.command == ["/opt/engine", "--debug"]
+    assert config.engine.environment == {"HTTPS_PROXY": "http://proxy:3128"}
+    assert config.engine.restart == "always"
+    assert config.engine.private_cgroup_namespace is True
+    assert config.monitor == MonitorSection()
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(None)
+    with pytest.raises(ValueError, match="frozen"):
+        config.cgroup.name = "other"
+
+
+# -- unknown keys and bad values ------------------------------------------------
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_unknown_key_in_each_section(tmp_path: Path, section: str) -> None:
+    path = write(tmp_path, f"[{section}]\nbogus_key = 1\n")
+    assert load_error(path).startswith(f"{path}: unknown key {section}.bogus_key (")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[limit]\ncpus = 4\n", "unknown key limit (did you mean limits?)"),
+    ("[limits]\nmemroy = '8G'\n", "unknown key limits.memroy (did you mean memory?)"),
+    ("[engine]\ncomand = ['x']\n", "unknown key engine.comand (did you mean command?)"),
+    ("[api]\nzzz = 1\n", "unknown key api.zzz (known: socket, admin_group, status_group, "
+                         "max_request_bytes, request_timeout_s)"),
+    ("top_level = 1\n", "unknown key top_level (known: cgroup, limits, engine, monitor, api, "
+                        "daemon)"),
+])
+def test_unknown_key_suggests(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    assert load_error(path) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[limits]\nmemory = '12XB'\n",
+     "limits.memory = '12XB': unknown unit 'XB' (use bytes, K/M/G/T, KiB/MiB/GiB/TiB, or max)"),
+    ("[limits]\ncpus = 0\n", "limits.cpus = 0: must be more than 0"),
+    ("[limits]\ncpus = nan\n", "limits.cpus = nan: NaN is not a number of CPUs"),
+    ("[limits]\nmemory = '8G'\nmemory_high = '9G'\n",
+     "limits.memory_high = '9 GiB': memory_high (9 GiB) is above memory (8 GiB): "),
+    ("[limits]\npids = -1\n", "limits.pids = -1: out of range"),
+    ("limits = 5\n", "limits = 5: Input should be a valid dictionary or instance of Limits"),
+    ("[cgroup]\nname = '../escape'\n", "cgroup.name = '../escape': must be a group path"),
+    ("[cgroup]\nname = '/'\n", "cgroup.name = '/': must be a group path"),
+    ("[cgroup]\nleftover = 'ignore'\n", "cgroup.leftover = 'ignore': Input should be 'kill' or "
+                                        "'refuse'"),
+    ("[engine]\ncommand = []\n", "engine.command = []: List should have at least 1 item"),
+    ("[engine]\ncommand = 'dagger-engine'\n", "engine.command = 'dagger-engine': Input should "
+                                              "be a valid list"),
+    ("[engine]\nenvironment = { A = 1 }\n", "engine.environment.A = 1: Input should be a valid "
+                                            "string"),
+    ("[engine]\nworking_directory = 'var'\n",
+     "engine.working_directory = 'var': must be an absolute path"),
+    ("[engine]\nrestart = 'sometimes'\n", "engine.restart = 'sometimes': Input should be "
+                                          "'always', 'on-failure' or 'never'"),
+    ("[engine]\nstop_grace_s = -1\n", "engine.stop_grace_s = -1: Input should be greater than "
+                                      "or equal to 0"),
+    ("[engine]\nrestart_burst = 0\n", "engine.restart_burst = 0: Input should be greater than "
+                                      "or equal to 1"),
+    ("[engine]\nrestart_initial_delay_s = 10.0\nrestart_max_delay_s = 5.0\n",
+     "engine.restart_max_delay_s = 5.0: must be at least restart_initial_delay_s (10.0)"),
+    ("[monitor]\nthrottle_threshold = 1.5\n", "monitor.throttle_threshold = 1.5: Input should "
+                                              "be less than or equal to 1"),
+    ("[monitor]\ncpu_poll_interval_s = 0\n", "monitor.cpu_poll_interval_s = 0: Input should be "
+                                             "greater than 0"),
+    ("[monitor]\nreport_interval_s = inf\n", "monitor.report_interval_s = inf: Input should be "
+                                             "a finite number"),
+    ("[api]\nsocket = 'ccgroupd.sock'\n", "api.socket = 'ccgroupd.sock': must be an absolute "
+                                          "path"),
+    ("[api]\nmax_request_bytes = 10\n", "api.max_request_bytes = 10: Input should be greater "
+                                        "than or equal to 1024"),
+    ("[daemon]\nlog_format = 'xml'\n", "daemon.log_format = 'xml': Input should be 'auto', "
+                                       "'journal', 'console' or 'json'"),
+    ("[daemon]\nstate_dir = 'state'\n", "daemon.state_dir = 'state': must be an absolute path"),
+])
+def test_bad_value_names_key_and_file(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    assert load_error(path).startswith(f"{path}: {message}")
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "[engine]\nrestart = 'sometimes'\n[daemon]\nlog_format = 'xml'\n")
+    problems = load_error(path).split("; ")
+    assert [p.split(" = ")[0] for p in problems] == [f"{path}: engine.restart",
+                                                      f"{path}: daemon.log_format"]
+
+
+# -- files that cannot be read ----------------------------------------------------
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.toml"
+    assert load_error(path) == f"{path}: configuration file not found"
+
+
+def test_directory_is_an_error(tmp_path: Path) -> None:
+    assert load_error(tmp_path) == f"{tmp_path}: not a regular file"
+
+
+def test_unreadable_default_file_is_not_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    (tmp_path / "etc").write_text("a file where a directory should be")
+    path = tmp_path / "etc" / "config.toml"
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", path)
+    assert load_error(None) == f"{path}: cannot read: Not a directory"
+
+
+def test_settings_options_are_not_taken_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "_env_prefix = 'OTHER_'\n")
+    assert load_error(path).startswith(f"{path}: unknown key _env_prefix (")
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("[limits]\ncpus = \n", 2),
+    ("[limits]\ncpus = 1\ncpus = 2\n", 3),
+    ("[engine]\ncommand = ['a',\nrestart = 'always'\n", 3),
+    ("[limits\n", 1),
+])
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path, text: str, line: int) -> None:
+    path = write(tmp_path, text)
+    message = load_error(path)
+    assert message.startswith(f"{path}: invalid TOML: ")
+    assert re.search(rf"\(at line {line}, column \d+\)", message), message
+
+
+def test_toml_cut_short(tmp_path: Path) -> None:
+    path = write(tmp_path, "[engine]\ncommand = ['a',\n")
+    assert load_error(path) == f"{path}: invalid TOML: Invalid value (at end of document)"
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"[limits]\ncpus = '\xff'\n")
+    assert load_error(path) == f"{path}: not UTF-8 text (invalid start byte at byte 17)"
+
+
+# -- environment ----------------------------------------------------------------
+
+def test_environment_beats_file_and_keeps_other_keys(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits]\ncpus = 4\nmemory = '8G'\n[engine]\nrestart = 'always'\n")
+    monkeypatch.setenv("CCGROUPD_LIMITS__MEMORY", "4G")
+    monkeypatch.setenv("CCGROUPD_ENGINE__COMMAND", '["/opt/engine", "--debug"]')
+    monkeypatch.setenv("CCGROUPD_ENGINE__ENVIRONMENT", '{"HTTPS_PROXY": "http://proxy"}')
+    monkeypatch.setenv("CCGROUPD_MONITOR__THROTTLE_THRESHOLD", "0.5")
+    monkeypatch.setenv("ccgroupd_daemon__log_format", "json")  # names are case-insensitive
+    config = load_config(path)
+    assert config.limits == Limits.from_mapping({"cpus": 4, "memory": "4G"})
+    assert config.engine.restart == "always"
+    assert config.engine.command == ["/opt/engine", "--debug"]
+    assert config.engine.environment == {"HTTPS_PROXY": "http://proxy"}
+    assert config.monitor.throttle_threshold == 0.5
+    assert config.daemon.log_format == "json"
+
+
+def test_environment_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCGROUPD_LIMITS__CPUS", "1.5")
+    assert load_config(None).limits == Limits(cpus=1.5)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("CCGROUPD_LIMITS__MEMORY", "12XB",
+     "environment CCGROUPD_LIMITS__MEMORY: limits.memory = '12XB': unknown unit 'XB'"),
+    ("CCGROUPD_LIMITS", '{"memory": "4X"}',
+     "environment CCGROUPD_LIMITS: limits.memory = '4X': unknown unit 'X'"),
+    ("CCGROUPD_ENGINE__RESTART", "sometimes",
+     "environment CCGROUPD_ENGINE__RESTART: engine.restart = 'sometimes': Input should be"),
+    ("CCGROUPD_LIMITS__CPUZ", "2",
+     "environment CCGROUPD_LIMITS__CPUZ: unknown key limits.cpuz (did you mean cpus?)"),
+    ("CCGROUPD_ENGINE__ZZZ", "2", "environment CCGROUPD_ENGINE__ZZZ: unknown key engine.zzz ("),
+    # Deeper nesting would case-fold the variable name to "foo"; it is refused instead.
+    ("CCGROUPD_ENGINE__ENVIRONMENT__FOO", "bar",
+     "environment CCGROUPD_ENGINE__ENVIRONMENT__FOO: unknown key engine.environment__foo"),
+    ("CCGROUPD_LIMIT__MEMORY", "4G",
+     "environment CCGROUPD_LIMIT__MEMORY: unknown section limit (did you mean limits?)"),
+    ("CCGROUPD_ENGINE__COMMAND", "not json",
+     'environment: error parsing value for field "engine" from source "EnvSettingsSource": '
+     "Expecting value: line 1 column 1 (char 0) (lists and tables are given as JSON)"),
+])
+def test_bad_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            name: str, value: str, message: str) -> None:
+    path = write(tmp_path, "[limits]\nmemory = '8G'\n")
+    monkeypatch.setenv(name, value)
+    assert load_error(path).startswith(message)
+
+
+def test_unrelated_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCGROUPD_SOMETHING_ELSE", "1")
+    assert load_config(None) == Config()
+
+
+# -- config.toml.example ----------------------------------------------------------
+
+def example_keys() -> dict[str, set[str]]:
+    """Section -> keys shown in the example, set or commented out ("# key = value")."""
+    keys: dict[str, set[str]] = {}
+    section = ""
+    for line in EXAMPLE.read_text().splitlines():
+        if header := re.fullmatch(r"\[(\w+)\]", line):
+            section = header[1]
+            keys[section] = set()
+        elif key := re.match(r"(?:# )?(\w+) = ", line):
+            keys[section].add(key[1])
+    return keys
+
+
+def test_example_loads_with_the_documented_values() -> None:
+    config = load_config(EXAMPLE)
+    assert config.limits == Limits.from_mapping({"cpus": 4, "memory": "8G"})
+    # Everything else in the example is the default.
+    assert config.cgroup == CgroupSection()
+    assert config.engine == EngineSection()
+    assert config.monitor == MonitorSection()
+    assert config.api == ApiSection()
+    assert config.daemon == DaemonSection()
+
+
+def test_example_shows_every_key_of_every_section() -> None:
+    shown = example_keys()
+    assert tuple(shown) == SECTIONS
+    assert shown["limits"] == set(LIMIT_NAMES)
+    for section in SECTIONS:
+        if section != "limits":
+            assert shown[section] == set(type(getattr(Config(), section)).model_fields), section
+
+
+def test_example_comments_every_key() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"(?:# )?\w+ = ", line):
+            assert lines[number - 1].startswith("#"), f"line {number + 1} has no comment: {line}"
+
+
+def test_example_commented_out_values_are_valid(tmp_path: Path) -> None:
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", EXAMPLE.read_text(), flags=re.MULTILINE)
+    config = load_config(write(tmp_path, uncommented))
+    assert config.limits.to_mapping() == {
+        "cpus": 4.0, "memory": 8 * 1024**3, "memory_high": 7 * 1024**3, "memory_swap": 0,
+        "pids": 10000, "cpu_weight": 100}
+    assert config.api.admin_group == "ccgroupd-admin"
