@@ -29,9 +29,11 @@ from ccgroupd.errors import (
     CgroupWriteError,
 )
 from ccgroupd.parsers import (
+    Mount,
     ParseError,
     parse_controllers,
     parse_flat_keyed,
+    parse_mounts,
     parse_pids,
     parse_proc_cgroup_v2,
 )
@@ -66,6 +68,9 @@ PIDS_MAX = "pids.max"
 PIDS_CURRENT = "pids.current"
 PIDS_EVENTS = "pids.events"
 
+# systemd marks the cgroup of a unit with Delegate=yes with this extended attribute.
+DELEGATE_XATTR = "trusted.delegate"
+
 # Files whose numbers the kernel rounds down to a page on write.
 PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_LOW, MEMORY_SWAP_MAX})
 
@@ -78,6 +83,27 @@ class ProcessMemory:
     pid: int
     comm: str
     rss_bytes: int
+
+
+@dataclass(frozen=True)
+class ProcessIds:
+    uid: int  # effective, as SO_PEERCRED reports it
+    gid: int
+    groups: frozenset[int]  # supplementary groups
+
+
+def parse_proc_status_ids(text: str) -> ProcessIds:
+    """The ``Uid:``, ``Gid:`` and ``Groups:`` lines of /proc/PID/status."""
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            fields[key] = value.split()
+    try:
+        return ProcessIds(uid=int(fields["Uid"][1]), gid=int(fields["Gid"][1]),
+                          groups=frozenset(int(g) for g in fields.get("Groups", [])))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ParseError(f"no usable Uid/Gid/Groups lines: {exc!r}") from None
 
 
 class Cgroupfs:
@@ -108,6 +134,20 @@ class Cgroupfs:
     def exists(self, group: str) -> bool:
         return self.path(group).is_dir()
 
+    def has_attribute(self, group: str, attribute: str, *, writable: bool = False) -> bool:
+        """Whether ``group`` has the interface file (and, if asked, whether we may write it)."""
+        return os.access(self.path(group, attribute), os.W_OK if writable else os.F_OK)
+
+    def delegated(self, group: str) -> bool:
+        """True if systemd delegated ``group``: Delegate=yes sets trusted.delegate=1 on it."""
+        path = self.path(group)
+        try:
+            return os.getxattr(path, DELEGATE_XATTR) == b"1"
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+                return False
+            raise CgroupReadError.from_oserror(exc, path, detail=f"xattr {DELEGATE_XATTR}") from exc
+
     # -- attributes ----------------------------------------------------------
 
     def read(self, group: str, attribute: str) -> str:
@@ -130,6 +170,9 @@ class Cgroupfs:
     def write(self, group: str, attribute: str, value: str) -> None:
         """One write(2) of ``value``; never creates a file (a misspelled attribute is ENOENT)."""
         path = self.path(group, attribute)
+        if not value.isascii():
+            # Every value the kernel takes is ASCII; say so instead of leaking UnicodeEncodeError.
+            raise CgroupWriteError(path, value, errno.EINVAL, "not ASCII text")
         data = value.encode("ascii")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -313,17 +356,31 @@ class Cgroupfs:
 
     def mount_type(self) -> str | None:
         """The file system type mounted at the cgroup root ("cgroup2", "tmpfs", ...), or None."""
+        fstype = None
+        for mount in self.mounts():
+            if Path(mount.target) == self.root:
+                fstype = mount.fstype  # the last mount on a point is the visible one
+        return fstype
+
+    def mounts(self) -> list[Mount]:
+        """The mount table of this process, in mount order."""
         path = self.proc_root / "self" / "mounts"
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            return parse_mounts(path.read_text(encoding="utf-8", errors="replace"))
         except OSError as exc:
             raise CgroupReadError.from_oserror(exc, path) from exc
-        fstype = None
-        for line in text.splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and fields[1] == str(self.root):
-                fstype = fields[2]  # the last mount on a point is the visible one
-        return fstype
+        except ParseError as exc:
+            raise CgroupReadError(path, detail=str(exc)) from exc
+
+    def comm(self, pid: int | str) -> str | None:
+        """The command name of ``pid`` (/proc/PID/comm), or None if there is no such process."""
+        path = self.proc_root / str(pid) / "comm"
+        try:
+            return path.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CgroupReadError.from_oserror(exc, path) from exc
 
     def process_memory(self, pids: Iterable[int]) -> list[ProcessMemory]:
         """RSS and name of each pid still alive; read from statm/comm, the cheapest files."""
@@ -337,6 +394,18 @@ class Cgroupfs:
                 continue  # exited while we looked
             found.append(ProcessMemory(pid, comm, resident_pages * self.page_size))
         return found
+
+    def process_ids(self, pid: int) -> ProcessIds:
+        """Effective uid and gid and the supplementary groups of ``pid``, from /proc/PID/status."""
+        path = self.proc_root / str(pid) / "status"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CgroupReadError.from_oserror(exc, path) from exc
+        try:
+            return parse_proc_status_ids(text)
+        except ParseError as exc:
+            raise CgroupReadError(path, detail=str(exc)) from exc
 
     # -- change notification -------------------------------------------------
 

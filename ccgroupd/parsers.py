@@ -6,7 +6,7 @@ caller can say which file it came from.
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
 
 MAX = "max"
@@ -104,29 +104,43 @@ class Psi:
     full: PsiLine | None  # cpu.pressure has no "full" line on older kernels
 
 
+_PSI_AVERAGE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def _parse_psi_line(line: str) -> tuple[str, PsiLine]:
     kind, *pairs = line.split()
+    if kind not in ("some", "full"):
+        raise ParseError(f"PSI: expected a 'some' or 'full' line, got {line!r}")
     values: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise ParseError(f"PSI: expected key=value, got {pair!r}")
+        if key in values:
+            raise ParseError(f"PSI {kind}: duplicate key {key!r}")
         values[key] = raw
     try:
-        averages = [float(values[key]) for key in ("avg10", "avg60", "avg300")]
+        raw_averages = [values[key] for key in ("avg10", "avg60", "avg300")]
         total = _parse_uint(values["total"], "PSI total")
     except KeyError as missing:
         raise ParseError(f"PSI {kind}: missing {missing.args[0]!r}") from None
-    except ValueError as bad:
-        raise ParseError(f"PSI {kind}: {bad}") from None
-    if any(math.isnan(avg) or avg < 0 for avg in averages):
-        raise ParseError(f"PSI {kind}: bad average in {line!r}")
+    # The kernel prints "12.34"; float() would also take "nan", "inf", "-1" and "1_0".
+    for raw in raw_averages:
+        if not _PSI_AVERAGE.fullmatch(raw):
+            raise ParseError(f"PSI {kind}: bad average {raw!r}")
+    averages = [float(raw) for raw in raw_averages]
     return kind, PsiLine(averages[0], averages[1], averages[2], total)
 
 
 def parse_psi(text: str) -> Psi:
     """``{cpu,memory,io}.pressure``: a ``some`` line and usually a ``full`` line."""
-    lines = dict(_parse_psi_line(line) for line in text.splitlines() if line.strip())
+    lines: dict[str, PsiLine] = {}
+    for line in text.splitlines():
+        if line.strip():
+            kind, values = _parse_psi_line(line)
+            if kind in lines:
+                raise ParseError(f"PSI: more than one {kind!r} line")
+            lines[kind] = values
     if "some" not in lines:
         raise ParseError("PSI: no 'some' line")
     return Psi(lines["some"], lines.get("full"))
@@ -156,3 +170,34 @@ def parse_controllers(text: str) -> frozenset[str]:
 def parse_pids(text: str) -> list[int]:
     """``cgroup.procs``: one pid per line."""
     return [_parse_uint(line.strip(), "pid") for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    fstype: str
+    options: frozenset[str]
+
+
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape_mount_field(field: str) -> str:
+    # The kernel writes space, tab, newline and backslash in paths as octal escapes.
+    return _MOUNT_ESCAPE.sub(lambda match: chr(int(match[1], 8)), field)
+
+
+def parse_mounts(text: str) -> list[Mount]:
+    """``/proc/<pid>/mounts``: one mount per line, in mount order (later lines cover earlier)."""
+    mounts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) < 4:
+            raise ParseError(f"mounts line {number}: expected 'source target type options', "
+                             f"got {line!r}")
+        source, target, fstype, options = (_unescape_mount_field(f) for f in fields[:4])
+        mounts.append(Mount(source, target, fstype, frozenset(options.split(","))))
+    return mounts

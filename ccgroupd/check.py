@@ -1,0 +1,261 @@
+"""`ccgroupd check`: can this host run ccgroupd? One plain line per fact, and what to do.
+
+Every failure is a line of output, never a traceback: a host that cannot run the
+daemon is the normal case this command exists for.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ccgroupd.cgroupfs import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE, Cgroupfs
+from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
+from ccgroupd.parsers import Mount, ParseError, parse_psi
+
+REQUIRED_CONTROLLERS = ("cpu", "memory", "pids")
+OPTIONAL_CONTROLLERS = ("io",)
+SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
+_WIDTH = 100
+
+UNIFIED_BOOT_ADVICE = (
+    "boot with the unified hierarchy: add systemd.unified_cgroup_hierarchy=1 to "
+    "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub and reboot; afterwards "
+    "`stat -fc %T /sys/fs/cgroup` prints cgroup2fs"
+)
+NO_SYSTEMD_MOUNT_ADVICE = (
+    "without systemd, whatever sets up this machine (init, container runtime) must "
+    "mount only cgroup2 there: unmount the v1 hierarchies and "
+    "`mount -t cgroup2 none {root}`"
+)
+
+
+class Status(enum.Enum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: Status
+    topic: str
+    text: str
+    advice: tuple[str, ...] = ()
+
+
+def run_check(config_path: Path | None, *, out: TextIO | None = None) -> int:
+    """Print the preflight; 0 if ccgroupd can run here, 6 if the host cannot, 3 for a bad config."""
+    out = out or sys.stdout
+    config_findings, cgroupfs = _load_config(config_path)
+    host_findings = preflight(cgroupfs, euid=os.geteuid())
+    for finding in [*config_findings, *host_findings]:
+        out.write(_format(finding))
+    if any(f.status is Status.FAIL for f in host_findings):
+        out.write("\nThis host cannot run ccgroupd yet: fix the FAIL lines above.\n")
+        return EXIT_UNSUPPORTED
+    if any(f.status is Status.FAIL for f in config_findings):
+        out.write("\nThe host is usable, but the configuration is not: fix it first.\n")
+        return EXIT_INVALID
+    out.write("\nThis host can run ccgroupd.\n")
+    return EXIT_OK
+
+
+def preflight(cgroupfs: Cgroupfs, *, euid: int,
+              systemd_runtime_dir: Path = SYSTEMD_RUNTIME_DIR) -> list[Finding]:
+    """Everything `ccgroupd check` looks at, in the order a person would fix it."""
+    findings = [_privileges(euid)]
+    under_systemd, init_finding = _init_system(cgroupfs, systemd_runtime_dir)
+    mount_findings, unified = _hierarchy(cgroupfs, under_systemd)
+    findings += mount_findings
+    findings.append(init_finding)
+    if not unified:
+        findings.append(Finding(Status.WARN, "skipped", "controllers, delegation, cgroup.kill "
+                                "and PSI were not checked: they need cgroup v2 at "
+                                f"{cgroupfs.root}"))
+        return findings
+    for check in (_controllers, _cgroup_kill, _psi):
+        findings.append(_guarded(check, cgroupfs))
+    findings.append(_guarded(lambda fs: _delegation(fs, under_systemd), cgroupfs))
+    return findings
+
+
+def _format(finding: Finding) -> str:
+    head = f"{finding.status.value:<5} {finding.topic:<12} "
+    lines = textwrap.wrap(finding.text, _WIDTH, initial_indent=head,
+                          subsequent_indent=" " * len(head))
+    for advice in finding.advice:
+        lines += textwrap.wrap(advice, _WIDTH, initial_indent=" " * len(head) + "-> ",
+                               subsequent_indent=" " * (len(head) + 3))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _load_config(config_path: Path | None) -> tuple[list[Finding], Cgroupfs]:
+    from ccgroupd.config import DEFAULT_CONFIG_PATH, load_config
+    from ccgroupd.limits import host_cpu_count
+
+    try:
+        config = load_config(config_path)
+    except CcgroupdError as error:
+        return ([Finding(Status.FAIL, "config", str(error),
+                         ("fix the configuration; the host checks below use the default "
+                          "roots /sys/fs/cgroup and /proc",))], Cgroupfs())
+    where = config_path or DEFAULT_CONFIG_PATH
+    source = str(where) if config_path or where.exists() else "built-in defaults"
+    findings = [Finding(Status.OK, "config", f"read {source}")]
+    try:
+        config.limits.check_host(host_cpu_count())
+    except CcgroupdError as error:
+        findings.append(Finding(Status.FAIL, "config", str(error), ("lower [limits] cpus",)))
+    return findings, Cgroupfs(config.daemon.cgroup_root, config.daemon.proc_root)
+
+
+def _guarded(check: Callable[[Cgroupfs], Finding], cgroupfs: Cgroupfs) -> Finding:
+    """Run one check; a file that cannot be read becomes a FAIL line naming it."""
+    try:
+        return check(cgroupfs)
+    except CcgroupdError as error:
+        return Finding(Status.FAIL, "cgroupfs", str(error))
+
+
+def _privileges(euid: int) -> Finding:
+    if euid == 0:
+        return Finding(Status.OK, "privileges", "running as root")
+    return Finding(Status.WARN, "privileges",
+                   f"running as uid {euid}: the daemon needs root and some checks may be "
+                   "incomplete", ("run `sudo ccgroupd check`",))
+
+
+def _init_system(cgroupfs: Cgroupfs, systemd_runtime_dir: Path) -> tuple[bool, Finding]:
+    try:
+        init = cgroupfs.comm(1)
+    except CgroupError:
+        init = None
+    if init == "systemd" or systemd_runtime_dir.is_dir():
+        return True, Finding(Status.OK, "systemd", "the host runs systemd")
+    return False, Finding(
+        Status.WARN, "systemd",
+        f"no systemd here (PID 1 is {init or 'unknown'!r}, no {systemd_runtime_dir})",
+        ("ccgroupd can run without systemd: start it as root from the init system and give "
+         "[cgroup] name as an absolute path under the cgroup root",))
+
+
+def _hierarchy(cgroupfs: Cgroupfs, under_systemd: bool) -> tuple[list[Finding], bool]:
+    """Is cgroup v2 mounted alone at the cgroup root? (findings, usable)."""
+    root = cgroupfs.root
+    try:
+        mounts = cgroupfs.mounts()
+        fstype = cgroupfs.mount_type()
+    except CgroupError as error:
+        return [Finding(Status.FAIL, "cgroup v2", str(error))], False
+    if fstype == "cgroup2":
+        return [Finding(Status.OK, "cgroup v2", f"cgroup v2 is mounted unified at {root}")], True
+    v1 = sorted(_v1_controllers(mounts, root))
+    unified = [m for m in mounts if m.fstype == "cgroup2"]
+    advice = (UNIFIED_BOOT_ADVICE,) if under_systemd else (
+        UNIFIED_BOOT_ADVICE, NO_SYSTEMD_MOUNT_ADVICE.format(root=root))
+    if fstype is None and not v1 and not unified:
+        return [Finding(Status.FAIL, "cgroup v2", f"nothing is mounted at {root}", advice)], False
+    layout = "hybrid (cgroup v1 + v2)" if unified else "legacy (cgroup v1 only)"
+    held = [c for c in REQUIRED_CONTROLLERS if any(c in name.split(",") for name in v1)]
+    findings = [Finding(
+        Status.FAIL, "cgroup v2",
+        f"{root} is a {fstype or 'plain directory'} holding cgroup v1 hierarchies "
+        f"({', '.join(v1) or 'none'}): the {layout} layout. A controller serves one "
+        f"hierarchy only; here {', '.join(held) or 'the controllers'} belong to v1, so their "
+        "limits (cpu.max, memory.max, pids.max) cannot be set on cgroup v2, and ccgroupd "
+        "works on cgroup v2 alone.", advice)]
+    for mount in unified:
+        findings.append(_unified_elsewhere(mount))
+    return findings, False
+
+
+def _v1_controllers(mounts: list[Mount], root: Path) -> Iterator[str]:
+    for mount in mounts:
+        if mount.fstype == "cgroup" and Path(mount.target).parent == root:
+            yield Path(mount.target).name
+
+
+def _unified_elsewhere(mount: Mount) -> Finding:
+    try:
+        controllers = sorted(Cgroupfs(mount.target).controllers(""))
+    except CgroupError as error:
+        return Finding(Status.FAIL, "cgroup v2", f"cgroup v2 is at {mount.target}: {error}")
+    return Finding(Status.FAIL, "cgroup v2",
+                   f"cgroup v2 is mounted at {mount.target} with controllers: "
+                   f"{' '.join(controllers) or 'none'}; ccgroupd needs "
+                   f"{' '.join(REQUIRED_CONTROLLERS)} there")
+
+
+def _controllers(cgroupfs: Cgroupfs) -> Finding:
+    available = cgroupfs.controllers("")
+    missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
+    shown = " ".join(sorted(available)) or "none"
+    if missing:
+        return Finding(
+            Status.FAIL, "controllers",
+            f"{' '.join(missing)} missing from {cgroupfs.root}/cgroup.controllers (has: {shown})",
+            ("a controller is missing when the kernel command line disables it "
+             "(cgroup_disable=...) or a cgroup v1 hierarchy holds it; remove that and reboot",))
+    optional = [c for c in OPTIONAL_CONTROLLERS if c not in available]
+    if optional:
+        return Finding(Status.OK, "controllers",
+                       f"{shown} (optional {' '.join(optional)} missing: disk I/O is not "
+                       "limited, which ccgroupd does not need)")
+    return Finding(Status.OK, "controllers", shown)
+
+
+def _delegation(cgroupfs: Cgroupfs, under_systemd: bool) -> Finding:
+    own = cgroupfs.cgroup_of("self")
+    shown = f"/{own}"
+    if under_systemd:
+        parts = own.split("/") if own else []
+        lineage = ["/".join(parts[:depth]) for depth in range(len(parts), 0, -1)]
+        delegated = next((g for g in lineage if cgroupfs.delegated(g)), None)
+        if delegated is not None:
+            return Finding(Status.OK, "delegation",
+                           f"this process runs in {shown}, delegated by systemd at /{delegated}")
+        return Finding(
+            Status.WARN, "delegation",
+            f"this process runs in {shown}, which systemd did not delegate",
+            ("that is expected from a shell; the daemon must run from its unit, which has "
+             "Delegate=yes (`systemctl show -p Delegate ccgroupd` says yes)",))
+    if cgroupfs.has_attribute(own, CGROUP_SUBTREE_CONTROL, writable=True):
+        return Finding(Status.OK, "delegation",
+                       f"this process may manage {shown} (its {CGROUP_SUBTREE_CONTROL} is "
+                       "writable)")
+    return Finding(Status.FAIL, "delegation",
+                   f"{cgroupfs.path(own, CGROUP_SUBTREE_CONTROL)} is not writable: this "
+                   "process cannot manage its cgroup", ("run ccgroupd as root",))
+
+
+def _cgroup_kill(cgroupfs: Cgroupfs) -> Finding:
+    # The root group has no cgroup.kill: look at our own group, or any child of the root.
+    own = cgroupfs.cgroup_of("self")
+    sample = own or next(iter(cgroupfs.children("")), None)
+    if sample is None:
+        return Finding(Status.WARN, "cgroup.kill", "cannot tell: no cgroup below the root")
+    if cgroupfs.has_attribute(sample, CGROUP_KILL):
+        return Finding(Status.OK, "cgroup.kill", "present: a group is killed as a whole")
+    return Finding(Status.WARN, "cgroup.kill",
+                   "missing (kernel older than 5.14): ccgroupd falls back to signalling each "
+                   "process, which can miss processes forked meanwhile",
+                   ("use a kernel >= 5.14",))
+
+
+def _psi(cgroupfs: Cgroupfs) -> Finding:
+    try:
+        parse_psi(cgroupfs.read("", CPU_PRESSURE))
+    except CgroupError as error:
+        return Finding(Status.WARN, "PSI", f"pressure information unavailable: {error}",
+                       ("build the kernel with CONFIG_PSI=y and boot without psi=0 "
+                        "(pressure is reported, not needed for limits)",))
+    except ParseError as error:
+        return Finding(Status.WARN, "PSI", f"cannot parse {CPU_PRESSURE}: {error}")
+    return Finding(Status.OK, "PSI", "pressure stall information is available")

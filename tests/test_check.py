@@ -1,0 +1,202 @@
+"""`ccgroupd check` against fake hosts: unified, hybrid (like the development machine), broken."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from pyfakefs.fake_filesystem import FakeFilesystem
+
+from ccgroupd.cgroupfs import Cgroupfs
+from ccgroupd.check import Finding, Status, preflight, run_check
+from ccgroupd.config import Config, DaemonSection
+from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
+from ccgroupd.limits import Limits
+from ccgroupd.main import main
+from fakekernel import FakeKernel, FakeMount
+
+SERVICE = "system.slice/ccgroupd.service"
+# Built before pyfakefs starts: once ccgroupd.config is imported, pydantic cannot make Path
+# values inside a fake file system (pathlib.Path loses _flavour there, on Python 3.11).
+SRV_CONFIG = Config(daemon=DaemonSection(cgroup_root=Path("/srv/cg"),
+                                         proc_root=Path("/srv/proc")))
+GREEDY_CONFIG = Config(limits=Limits.from_mapping({"cpus": 100_000}))
+
+
+@pytest.fixture(autouse=True)
+def _no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CCGROUPD_"):
+            monkeypatch.delenv(name)
+
+
+def systemd_host(fs: FakeFilesystem, **kernel_options: object) -> FakeKernel:
+    fs.create_dir("/run/systemd/system")
+    return FakeKernel(fs, **kernel_options)  # type: ignore[arg-type]
+
+
+def check() -> tuple[int, str]:
+    """Exit code and output of `ccgroupd check` with the default configuration."""
+    out = io.StringIO()
+    code = run_check(None, out=out)
+    return code, out.getvalue()
+
+
+def unwrapped(text: str) -> str:
+    return " ".join(text.split())
+
+
+def by_topic(findings: list[Finding]) -> dict[str, Finding]:
+    return {finding.topic: finding for finding in findings}
+
+
+def test_a_delegated_unified_host_passes(fs: FakeFilesystem) -> None:
+    systemd_host(fs, self_group=f"{SERVICE}/supervisor")
+    os.setxattr(f"/sys/fs/cgroup/{SERVICE}", "trusted.delegate", b"1")
+    code, out = check()
+    assert code == EXIT_OK, out
+    assert "FAIL" not in out and "WARN" not in out
+    assert "cgroup v2 is mounted unified at /sys/fs/cgroup" in out
+    assert f"delegated by systemd at /{SERVICE}" in unwrapped(out)
+    assert out.rstrip().endswith("This host can run ccgroupd.")
+
+
+def test_a_shell_outside_the_unit_is_only_a_warning(fs: FakeFilesystem) -> None:
+    systemd_host(fs, self_group="user.slice/user-0.slice/session-1.scope")
+    code, out = check()
+    assert code == EXIT_OK, out
+    assert "WARN  delegation" in out
+    assert "Delegate=yes" in out
+
+
+def test_the_hybrid_layout_fails_and_explains(fs: FakeFilesystem) -> None:
+    # The development machine: tmpfs at /sys/fs/cgroup, v1 hierarchies, unified holds hugetlb.
+    FakeKernel(fs, layout="hybrid", controllers=["hugetlb"], init_comm="process_api")
+    code, out = check()
+    assert code == EXIT_UNSUPPORTED
+    assert "Traceback" not in out
+    flat = unwrapped(out)
+    for fact in ("/sys/fs/cgroup is a tmpfs holding cgroup v1 hierarchies",
+                 "hybrid (cgroup v1 + v2)", "cpu, memory, pids belong to v1",
+                 "cgroup v2 is mounted at /sys/fs/cgroup/unified with controllers: hugetlb",
+                 "systemd.unified_cgroup_hierarchy=1", "GRUB_CMDLINE_LINUX", "update-grub",
+                 "reboot", "mount -t cgroup2 none /sys/fs/cgroup", "PID 1 is 'process_api'",
+                 "were not checked"):
+        assert fact in flat, fact
+
+
+def test_a_hybrid_systemd_host_gets_only_the_boot_advice(fs: FakeFilesystem) -> None:
+    systemd_host(fs, layout="hybrid", controllers=[])
+    code, out = check()
+    assert code == EXIT_UNSUPPORTED
+    assert "systemd.unified_cgroup_hierarchy=1" in out
+    assert "mount -t cgroup2" not in unwrapped(out)
+    assert "with controllers: none" in out
+
+
+def test_a_legacy_host(fs: FakeFilesystem) -> None:
+    kernel = FakeKernel(fs, layout="hybrid", controllers=[])
+    kernel.set_mounts(m for m in kernel.mounts if m.fstype != "cgroup2")
+    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    assert findings["cgroup v2"].status is Status.FAIL
+    assert "legacy (cgroup v1 only)" in findings["cgroup v2"].text
+
+
+def test_nothing_mounted(fs: FakeFilesystem) -> None:
+    kernel = FakeKernel(fs)
+    kernel.set_mounts([FakeMount("proc", "/proc", "proc", "rw")])
+    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    assert findings["cgroup v2"].text == "nothing is mounted at /sys/fs/cgroup"
+    assert findings["cgroup v2"].status is Status.FAIL
+
+
+def test_missing_controllers_fail(fs: FakeFilesystem) -> None:
+    systemd_host(fs, controllers=["cpu", "io"])
+    code, out = check()
+    assert code == EXIT_UNSUPPORTED
+    assert ("memory pids missing from /sys/fs/cgroup/cgroup.controllers (has: cpu io)"
+            in unwrapped(out))
+    assert "cgroup_disable=" in out
+
+
+def test_missing_io_is_fine(fs: FakeFilesystem) -> None:
+    systemd_host(fs, controllers=["cpu", "memory", "pids"])
+    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    assert findings["controllers"].status is Status.OK
+    assert "optional io missing" in findings["controllers"].text
+
+
+def test_old_kernel_without_cgroup_kill_or_psi_warns(fs: FakeFilesystem) -> None:
+    systemd_host(fs, cgroup_kill=False, psi=False, self_group="user.slice")
+    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    assert findings["cgroup.kill"].status is Status.WARN
+    assert "older than 5.14" in findings["cgroup.kill"].text
+    assert findings["PSI"].status is Status.WARN
+    assert "CONFIG_PSI" in findings["PSI"].advice[0]
+
+
+def test_cgroup_kill_is_looked_for_below_the_root(fs: FakeFilesystem) -> None:
+    systemd_host(fs, self_group="")  # the root has no cgroup.kill; init.scope has
+    assert by_topic(preflight(Cgroupfs(), euid=0))["cgroup.kill"].status is Status.OK
+
+
+def test_without_systemd(fs: FakeFilesystem) -> None:
+    FakeKernel(fs, init_comm="init")
+    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    assert findings["systemd"].status is Status.WARN
+    assert "absolute path" in findings["systemd"].advice[0]
+    assert findings["delegation"].status is Status.OK
+    assert "cgroup.subtree_control is writable" in findings["delegation"].text
+
+
+def test_not_root_warns(fs: FakeFilesystem) -> None:
+    systemd_host(fs)
+    findings = by_topic(preflight(Cgroupfs(), euid=1000))
+    assert findings["privileges"].status is Status.WARN
+    assert "sudo ccgroupd check" in findings["privileges"].advice[0]
+
+
+def test_unreadable_proc_is_a_line_not_a_traceback(fs: FakeFilesystem) -> None:
+    fs.create_dir("/sys/fs/cgroup")
+    code, out = check()
+    assert code == EXIT_UNSUPPORTED
+    assert "FAIL  cgroup v2    cannot read /proc/self/mounts: [Errno 2]" in out
+
+
+def test_a_bad_config_file_is_reported(fs: FakeFilesystem) -> None:
+    systemd_host(fs)
+    out = io.StringIO()
+    code = run_check(Path("/etc/ccgroupd/missing.toml"), out=out)
+    assert code == EXIT_INVALID
+    assert "FAIL  config" in out.getvalue()
+    assert "missing.toml" in out.getvalue()
+
+
+def test_roots_come_from_the_config(fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    systemd_host(fs, mount_point="/srv/cg", proc_root="/srv/proc")
+    monkeypatch.setattr("ccgroupd.config.load_config", lambda path: SRV_CONFIG)
+    out = io.StringIO()
+    assert run_check(Path("/etc/ccgroupd/config.toml"), out=out) == EXIT_OK, out.getvalue()
+    assert "cgroup v2 is mounted unified at /srv/cg" in out.getvalue()
+    assert "read /etc/ccgroupd/config.toml" in out.getvalue()
+
+
+def test_more_cpus_than_the_host_has_is_a_config_failure(
+        fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    systemd_host(fs)
+    monkeypatch.setattr("ccgroupd.config.load_config", lambda path: GREEDY_CONFIG)
+    out = io.StringIO()
+    assert run_check(None, out=out) == EXIT_INVALID
+    assert "FAIL  config       cpus = 100000.0: above the" in out.getvalue()
+    assert "lower [limits] cpus" in out.getvalue()
+    assert "The host is usable, but the configuration is not" in out.getvalue()
+
+
+def test_ccgroupd_check_command(fs: FakeFilesystem, capsys: pytest.CaptureFixture[str]) -> None:
+    FakeKernel(fs, layout="hybrid", controllers=["hugetlb"], init_comm="process_api")
+    assert main(["check"]) == EXIT_UNSUPPORTED
+    captured = capsys.readouterr()
+    assert "FAIL  cgroup v2" in captured.out
+    assert captured.err == ""
