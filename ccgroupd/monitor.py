@@ -1,0 +1,476 @@
+"""Violation monitoring: turns the kernel's event counters into rate-limited journald records.
+
+The kernel raises inotify IN_MODIFY on ``memory.events``, ``memory.swap.events``,
+``pids.events`` and ``cgroup.events`` when their values change; on a change the
+Monitor re-reads only the files that changed, so its cost does not depend on how
+many processes the group holds. ``cpu.stat`` has no notification and is polled.
+
+Counters are compared with their last value (as systemd keeps ``oom_kill_last``)
+and only deltas are reported. Per event type at most one record goes out per
+``report_interval_s``: the first occurrence after a quiet period at once (an OOM
+kill is reported within milliseconds), later ones in the same window summed into
+one record at the window's end.
+
+Only the OOM path reads anything per process: an ``oom_kill`` record carries a
+snapshot (usage, peak, limit, largest ``memory.stat`` entries, largest processes
+by RSS, the child groups where the kills happened), taken at most twice per
+report interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ccgroupd.cgroupfs import (
+    CGROUP_EVENTS,
+    CPU_MAX,
+    CPU_STAT,
+    MEMORY_CURRENT,
+    MEMORY_EVENTS,
+    MEMORY_HIGH,
+    MEMORY_MAX,
+    MEMORY_PEAK,
+    MEMORY_STAT,
+    MEMORY_SWAP_EVENTS,
+    MEMORY_SWAP_MAX,
+    PIDS_EVENTS,
+    PIDS_MAX,
+    Cgroupfs,
+    Inotify,
+)
+from ccgroupd.errors import CgroupError, CgroupReadError
+from ccgroupd.events import EVENTS
+from ccgroupd.parsers import ParseError, parse_cpu_max, parse_cpu_stat, parse_uint_or_max
+
+if TYPE_CHECKING:
+    from ccgroupd.config import MonitorSection
+
+MEMORY_EVENTS_LOCAL = "memory.events.local"
+PIDS_EVENTS_LOCAL = "pids.events.local"
+WATCHED_FILES = (MEMORY_EVENTS, MEMORY_SWAP_EVENTS, PIDS_EVENTS, CGROUP_EVENTS)
+
+# Which counter of which file is which event, in the order they are reported
+# (oom_kill first: it is the one whose latency matters).
+COUNTER_KEYS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    MEMORY_EVENTS: (("oom_kill", "oom_kill"), ("oom", "oom"), ("max", "memory_max"),
+                    ("high", "memory_high")),
+    MEMORY_SWAP_EVENTS: (("max", "swap_max"),),
+    PIDS_EVENTS: (("max", "pids_max"),),
+}
+COUNTER_EVENTS = ("oom_kill", "oom", "memory_max", "memory_high", "swap_max", "pids_max",
+                  "cpu_throttled")
+# Looked up once so that a name missing from the registry fails at import, not in production.
+EVENT_TYPES = {name: EVENTS[name] for name in COUNTER_EVENTS}
+
+# The limit file a memory event is about.
+_LIMIT_FILES = {"oom": MEMORY_MAX, "memory_max": MEMORY_MAX, "memory_high": MEMORY_HIGH,
+                "swap_max": MEMORY_SWAP_MAX}
+
+# memory.stat entries that are byte counts (the rest count events or pages scanned),
+# without the active_/inactive_ and slab_ splits that only repeat anon, file and slab.
+MEMORY_STAT_BYTE_KEYS = frozenset({
+    "anon", "file", "kernel", "kernel_stack", "pagetables", "sec_pagetables", "percpu",
+    "sock", "vmalloc", "shmem", "zswap", "file_mapped", "file_dirty", "file_writeback",
+    "swapcached", "anon_thp", "file_thp", "shmem_thp", "unevictable", "slab",
+})
+SNAPSHOT_TOP_N = 5
+# A file of a removed group: ENOENT by path, ENODEV if it went between open and read.
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV})
+
+
+class MonitorState(enum.Enum):
+    STOPPED = "stopped"  # run() not started
+    WATCHING = "watching"
+    VANISHED = "vanished"  # the group does not exist; waiting for it to come back
+
+
+@dataclass
+class _Aggregate:
+    """Rate limiting for one event type."""
+
+    total: int = 0  # since the Monitor started
+    window_end: float | None = None  # while set, occurrences are summed until then
+    pending: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _CpuSample:
+    at: float
+    nr_periods: int
+    nr_throttled: int
+    throttled_usec: int
+
+
+class Monitor:
+    def __init__(self, cgroupfs: Cgroupfs, group: str, settings: MonitorSection, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._cgroupfs = cgroupfs
+        self._group = group.strip("/")
+        self._cgroup_path = str(cgroupfs.path(self._group))
+        self._settings = settings
+        self._clock = clock
+        self._log = structlog.get_logger("ccgroupd")
+        self.state = MonitorState.STOPPED
+        self.populated: bool | None = None
+        self._aggregates = {name: _Aggregate() for name in EVENT_TYPES}
+        self._last_counters: dict[tuple[str, str], int] = {}
+        self._last_local_oom_kills: dict[str, int] = {}
+        self._pids_hierarchical = True
+        self._last_pids_refused: dict[str, int] = {}
+        self._last_cpu: _CpuSample | None = None
+        self._next_poll: float = clock()
+        self._last_violation: str | None = None
+        self._watcher: Inotify | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+
+    # -- the contract ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Watch until cancelled. Raises only for errors other than the group vanishing."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        try:
+            self.start()
+            while True:
+                self.tick()
+                if self._failure is not None:
+                    raise self._failure
+                self._wakeup.clear()
+                delay_s = max(0.0, self.next_deadline() - self._clock())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), delay_s)
+        finally:
+            self._disarm()
+            self._loop = self._wakeup = None
+
+    def counters(self) -> dict[str, int]:
+        """Event totals since the Monitor started (cpu_throttled: throttled periods)."""
+        return {name: aggregate.total for name, aggregate in self._aggregates.items()}
+
+    def last_violation(self) -> str | None:
+        """One line for systemd's STATUS=, e.g. "oom_kill +1 at 02:13:05 UTC"."""
+        return self._last_violation
+
+    def oom_kills_total(self) -> int:
+        """OOM kills since the Monitor started, after reading memory.events now.
+
+        The supervisor asks when the engine exits; reading here (and reporting
+        what is new) puts the oom_kill record before the engine_exited one.
+        """
+        if self.state is MonitorState.WATCHING:
+            self.on_changed({MEMORY_EVENTS})
+        return self._aggregates["oom_kill"].total
+
+    # -- driving (run() calls these; tests call them with a fake clock) --------
+
+    def start(self) -> None:
+        """Take the current counters as the baseline: what happened before is not news."""
+        if not self._cgroupfs.exists(self._group):
+            self._vanish()
+            return
+        current = self._read_current_counters()
+        if current is not None:
+            self._last_local_oom_kills = self._subtree_counter(MEMORY_EVENTS_LOCAL, "oom_kill")
+            self._last_pids_refused = self._subtree_counter(PIDS_EVENTS, "max")
+            self._prime(current)
+
+    def on_changed(self, files: Iterable[str]) -> None:
+        """Handle inotify's report that ``files`` changed: read just those, report deltas."""
+        now = self._clock()
+        for name in sorted(set(files) & set(COUNTER_KEYS)):
+            if name == PIDS_EVENTS and not self._pids_hierarchical:
+                continue  # counted by _poll_pids_subtree instead
+            values = self._read_counters(name)
+            if values is None:
+                if self.state is MonitorState.VANISHED:
+                    return
+                continue  # this group has no such file; its baselines stay as they are
+            for key, event in COUNTER_KEYS[name]:
+                delta = self._delta((name, key), values.get(key, 0))
+                if delta:
+                    self._aggregates[event].total += delta
+                    self._occurred(event, now, {"delta": delta})
+        if CGROUP_EVENTS in files:
+            values = self._read_counters(CGROUP_EVENTS)
+            if values is not None:
+                self.populated = values.get("populated", 0) == 1
+
+    def tick(self) -> None:
+        """Time-driven work: flush windows that ended, poll cpu.stat, look for a vanished group."""
+        now = self._clock()
+        self._flush_due(now)
+        if now < self._next_poll:
+            return
+        self._next_poll = now + self._settings.cpu_poll_interval_s
+        if self.state is MonitorState.VANISHED:
+            if self._cgroupfs.exists(self._group):
+                self._resume()
+        else:
+            self._poll_cpu(now)
+            if not self._pids_hierarchical and self.state is MonitorState.WATCHING:
+                self._poll_pids_subtree(now)
+
+    def next_deadline(self) -> float:
+        ends = [a.window_end for a in self._aggregates.values() if a.window_end is not None]
+        return min([self._next_poll, *ends])
+
+    # -- counters ---------------------------------------------------------------
+
+    def _read_current_counters(self) -> dict[str, dict[str, int]] | None:
+        """Every counter file the group has; None if the group vanished meanwhile."""
+        current = {}
+        for name in COUNTER_KEYS:
+            values = self._read_counters(name)
+            if self.state is MonitorState.VANISHED:
+                return None
+            if values is not None:
+                current[name] = values
+        return current
+
+    def _prime(self, current: Mapping[str, Mapping[str, int]]) -> None:
+        for name, values in current.items():
+            for key, _event in COUNTER_KEYS[name]:
+                self._last_counters[(name, key)] = values.get(key, 0)
+        # Before Linux 6.11 (which added pids.events.local) a refused fork is counted in
+        # the forking task's own group, not in the group whose pids.max refused it: the
+        # engine's children and build containers never show up in this group's file.
+        self._pids_hierarchical = self._cgroupfs.path(self._group, PIDS_EVENTS_LOCAL).exists()
+        self._last_cpu = None
+        self._next_poll = self._clock()
+        self.state = MonitorState.WATCHING
+        self._arm()
+
+    def _resume(self) -> None:
+        # A recreated group starts from zero: everything it counted so far is new.
+        self._prime({})
+        self.on_changed(set(COUNTER_KEYS) | {CGROUP_EVENTS})
+
+    def _delta(self, counter: tuple[str, str], value: int) -> int:
+        last = self._last_counters.get(counter, 0)
+        self._last_counters[counter] = value
+        # Lower than before: the group was recreated and counts from zero again.
+        return value if value < last else value - last
+
+    def _read_counters(self, name: str) -> dict[str, int] | None:
+        """A flat-keyed file, or None if it is not there (then the state says whether the
+        group vanished or only lacks the file, like memory.swap.events without swap)."""
+        try:
+            return self._cgroupfs.read_flat_keyed(self._group, name)
+        except CgroupReadError as exc:
+            if exc.errno not in _GONE_ERRNOS:
+                raise
+            if not self._cgroupfs.exists(self._group):
+                self._vanish()
+            return None
+
+    def _vanish(self) -> None:
+        if self.state is not MonitorState.VANISHED:
+            self._log.info("cgroup_vanished", cgroup=self._cgroup_path)
+        self.state = MonitorState.VANISHED
+        self.populated = False
+        self._last_counters.clear()
+        self._last_local_oom_kills.clear()
+        self._last_pids_refused.clear()
+        self._last_cpu = None
+        self._disarm()
+
+    # -- cpu.stat -------------------------------------------------------------
+
+    def _poll_cpu(self, now: float) -> None:
+        try:
+            stat = parse_cpu_stat(self._cgroupfs.read(self._group, CPU_STAT))
+        except CgroupReadError as exc:
+            if exc.errno not in _GONE_ERRNOS or self._cgroupfs.exists(self._group):
+                raise
+            self._vanish()
+            return
+        except ParseError as exc:
+            raise CgroupReadError(self._cgroupfs.path(self._group, CPU_STAT),
+                                  detail=str(exc)) from exc
+        if stat.nr_periods is None or stat.nr_throttled is None or stat.throttled_usec is None:
+            return  # the cpu controller is not enabled for the group: nothing is throttled
+        sample = _CpuSample(now, stat.nr_periods, stat.nr_throttled, stat.throttled_usec)
+        last, self._last_cpu = self._last_cpu, sample
+        if last is None or sample.nr_periods < last.nr_periods:
+            return  # first sample, or the group was recreated: a new baseline
+        periods = sample.nr_periods - last.nr_periods
+        throttled = sample.nr_throttled - last.nr_throttled
+        self._aggregates["cpu_throttled"].total += throttled
+        if periods and throttled / periods > self._settings.throttle_threshold:
+            self._occurred("cpu_throttled", now, {
+                "delta": throttled,
+                "periods": periods,
+                "throttled_usec": sample.throttled_usec - last.throttled_usec,
+                "interval_usec": round((now - last.at) * 1_000_000),
+            })
+
+    def _poll_pids_subtree(self, now: float) -> None:
+        """pids.events of every group in the subtree, for kernels that count refusals locally.
+
+        One small read per group per poll: the cost follows the number of groups
+        (build containers), never the number of processes.
+        """
+        current = self._subtree_counter(PIDS_EVENTS, "max")
+        delta = sum(_increases(self._last_pids_refused, current).values())
+        self._last_pids_refused = current
+        if delta:
+            self._aggregates["pids_max"].total += delta
+            self._occurred("pids_max", now, {"delta": delta})
+
+    # -- aggregation and rate limit -------------------------------------------------
+
+    def _occurred(self, event: str, now: float, amounts: Mapping[str, int]) -> None:
+        aggregate = self._aggregates[event]
+        if aggregate.window_end is not None and now < aggregate.window_end:
+            aggregate.pending.update(amounts)
+            return
+        aggregate.window_end = now + self._settings.report_interval_s
+        self._report(event, amounts)
+        if self._wakeup is not None:
+            self._wakeup.set()  # a new window end: run() may have to wake earlier
+
+    def _flush_due(self, now: float) -> None:
+        for event, aggregate in self._aggregates.items():
+            if aggregate.window_end is None or now < aggregate.window_end:
+                continue
+            if not aggregate.pending:
+                aggregate.window_end = None  # quiet: the next occurrence is reported at once
+                continue
+            pending, aggregate.pending = aggregate.pending, Counter()
+            aggregate.window_end = now + self._settings.report_interval_s
+            self._report(event, pending)
+
+    def _report(self, event: str, amounts: Mapping[str, int]) -> None:
+        delta = amounts["delta"]
+        fields: dict[str, object] = {"cgroup": self._cgroup_path, "delta": delta,
+                                     "total": self._aggregates[event].total}
+        if event == "oom_kill":
+            fields.update(self._oom_snapshot())
+        elif event in _LIMIT_FILES:
+            fields["limit_bytes"] = self._read_limit(_LIMIT_FILES[event])
+        elif event == "pids_max":
+            fields["limit_pids"] = self._read_limit(PIDS_MAX)
+        elif event == "cpu_throttled":
+            fields.update(self._throttle_fields(amounts))
+        self._log.warning(event, **fields)
+        self._last_violation = f"{event} +{delta} at {time.strftime('%H:%M:%S %Z')}"
+
+    def _throttle_fields(self, amounts: Mapping[str, int]) -> dict[str, object]:
+        interval_usec = amounts["interval_usec"]
+        fields: dict[str, object] = {
+            "periods": amounts["periods"],
+            "throttled_usec": amounts["throttled_usec"],
+            "interval_s": round(interval_usec / 1_000_000, 3),
+            "throttled_periods_fraction": round(amounts["delta"] / amounts["periods"], 3),
+            "throttled_time_fraction": round(amounts["throttled_usec"] / interval_usec, 3),
+        }
+        with contextlib.suppress(CgroupError, ParseError):
+            cpu_max = parse_cpu_max(self._cgroupfs.read(self._group, CPU_MAX))
+            if cpu_max.quota_usec is not None:
+                fields["limit_cpus"] = round(cpu_max.quota_usec / cpu_max.period_usec, 3)
+        return fields
+
+    def _read_limit(self, attribute: str) -> int | None:
+        """The limit in force (None: "max" or unreadable); a report goes out regardless."""
+        with contextlib.suppress(CgroupError, ParseError):
+            return parse_uint_or_max(self._cgroupfs.read(self._group, attribute))
+        return None
+
+    # -- the OOM snapshot ---------------------------------------------------------
+
+    def _oom_snapshot(self) -> dict[str, object]:
+        """What the group looks like right after a kill; every part is best effort."""
+        snapshot: dict[str, object] = {"limit_bytes": self._read_limit(MEMORY_MAX)}
+        with contextlib.suppress(CgroupError, ParseError):
+            snapshot["usage_bytes"] = parse_uint_or_max(
+                self._cgroupfs.read(self._group, MEMORY_CURRENT))
+        if self._cgroupfs.path(self._group, MEMORY_PEAK).exists():  # Linux 5.19 and later
+            with contextlib.suppress(CgroupError, ParseError):
+                snapshot["peak_bytes"] = parse_uint_or_max(
+                    self._cgroupfs.read(self._group, MEMORY_PEAK))
+        with contextlib.suppress(CgroupError):
+            stat = self._cgroupfs.read_flat_keyed(self._group, MEMORY_STAT)
+            largest = sorted(((value, key) for key, value in stat.items()
+                              if key in MEMORY_STAT_BYTE_KEYS), reverse=True)[:SNAPSHOT_TOP_N]
+            snapshot["memory_stat_bytes"] = {key: value for value, key in largest}
+        pids = []
+        for group in self._subtree():
+            with contextlib.suppress(CgroupError):
+                pids.extend(self._cgroupfs.procs(group))
+        processes = sorted(self._cgroupfs.process_memory(pids),
+                           key=lambda process: process.rss_bytes, reverse=True)
+        snapshot["top_processes"] = [{"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss_bytes}
+                                     for p in processes[:SNAPSHOT_TOP_N]]
+        oom_groups = self._oom_groups()
+        if oom_groups:
+            snapshot["oom_groups"] = oom_groups
+        return snapshot
+
+    def _oom_groups(self) -> dict[str, int]:
+        """Groups in the subtree whose own processes were OOM-killed since the last look."""
+        current = self._subtree_counter(MEMORY_EVENTS_LOCAL, "oom_kill")
+        increases = _increases(self._last_local_oom_kills, current)
+        self._last_local_oom_kills = current
+        return increases
+
+    def _subtree_counter(self, attribute: str, key: str) -> dict[str, int]:
+        """One counter of the group and each descendant, by name relative to the group."""
+        found: dict[str, int] = {}
+        for group in self._subtree():
+            with contextlib.suppress(CgroupError):
+                values = self._cgroupfs.read_flat_keyed(group, attribute)
+                found[group[len(self._group):].strip("/") or "."] = values.get(key, 0)
+        return found
+
+    def _subtree(self) -> Iterator[str]:
+        """The group and its descendants; build containers come and go while we walk."""
+        pending = [self._group]
+        while pending:
+            group = pending.pop()
+            yield group
+            with contextlib.suppress(CgroupError):
+                pending.extend(self._cgroupfs.children(group))
+
+    # -- inotify ------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """Start inotify on the watched files; only inside run(), which owns the event loop."""
+        if self._loop is None or self._watcher is not None:
+            return
+        self._watcher = self._cgroupfs.watch(self._group, WATCHED_FILES)
+        self._loop.add_reader(self._watcher.fileno(), self._on_readable)
+
+    def _disarm(self) -> None:
+        if self._watcher is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._watcher.fileno())
+        self._watcher.close()
+        self._watcher = None
+
+    def _on_readable(self) -> None:
+        assert self._watcher is not None
+        try:
+            self.on_changed(self._watcher.read_changed())
+        except Exception as exc:  # a reader callback cannot raise into run(): hand it over
+            self._failure = exc
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+
+def _increases(previous: Mapping[str, int], current: Mapping[str, int]) -> dict[str, int]:
+    """Per-group counter increases; a group first seen now was created since: all of it is new."""
+    return {group: count - previous.get(group, 0) for group, count in current.items()
+            if count > previous.get(group, 0)}
