@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ccgroupd.limits import format_bytes
+from ccgroupd.limitvalues import format_bytes
 
 SUPPORT_URL = "file:///usr/share/doc/ccgroupd/README.md"
 

@@ -49,6 +49,7 @@ from ccgroupd.cgroupfs import (
     Inotify,
 )
 from ccgroupd.errors import CgroupError, CgroupReadError
+from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
 from ccgroupd.parsers import ParseError, parse_cpu_max, parse_cpu_stat, parse_uint_or_max
 
@@ -67,10 +68,8 @@ COUNTER_KEYS: Mapping[str, tuple[tuple[str, str], ...]] = {
     MEMORY_SWAP_EVENTS: (("max", "swap_max"),),
     PIDS_EVENTS: (("max", "pids_max"),),
 }
-COUNTER_EVENTS = ("oom_kill", "oom", "memory_max", "memory_high", "swap_max", "pids_max",
-                  "cpu_throttled")
 # Looked up once so that a name missing from the registry fails at import, not in production.
-EVENT_TYPES = {name: EVENTS[name] for name in COUNTER_EVENTS}
+EVENT_TYPES = {name: EVENTS[name] for name in VIOLATION_EVENTS}
 
 # The limit file a memory event is about.
 _LIMIT_FILES = {"oom": MEMORY_MAX, "memory_max": MEMORY_MAX, "memory_high": MEMORY_HIGH,

@@ -33,7 +33,7 @@ CONTRACT_EVENTS = {
 LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception"}
 # Log calls whose event name is a variable, and why each is safe.
 VARIABLE_EVENT_CALLS = {
-    # Names from monitor.COUNTER_EVENTS, which it looks up in the registry at import.
+    # Names from eventnames.VIOLATION_EVENTS, which monitor.py looks up in the registry at import.
     ("monitor.py", "event"),
 }
 

@@ -27,8 +27,9 @@ from ccgroupd.cgroupfs import (
 )
 from ccgroupd.config import MonitorSection
 from ccgroupd.errors import CgroupReadError
+from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
-from ccgroupd.monitor import COUNTER_EVENTS, PIDS_EVENTS_LOCAL, Monitor, MonitorState
+from ccgroupd.monitor import PIDS_EVENTS_LOCAL, Monitor, MonitorState
 from fakekernel import FakeKernel
 
 GROUP = "dagger-engine"
@@ -92,7 +93,7 @@ def logs() -> Iterator[Logs]:
 
 
 def test_every_counter_event_is_registered() -> None:
-    assert set(COUNTER_EVENTS) <= set(EVENTS)
+    assert set(VIOLATION_EVENTS) <= set(EVENTS)
 
 
 def test_reports_deltas_not_the_kernels_raw_counters(
@@ -476,7 +477,7 @@ def test_oom_kills_total_reads_memory_events_now(
 
 
 def test_counters_and_last_violation(monitor: Monitor, kernel: FakeKernel) -> None:
-    assert monitor.counters() == dict.fromkeys(COUNTER_EVENTS, 0)
+    assert monitor.counters() == dict.fromkeys(VIOLATION_EVENTS, 0)
     assert monitor.last_violation() is None
     kernel.bump(GROUP, MEMORY_EVENTS, max=4)
     monitor.on_changed({MEMORY_EVENTS})
