@@ -1,0 +1,185 @@
+"""Daemon-side building blocks of the control plane, used by ccgroupd.daemon.
+
+- :class:`LimitLayers`: effective limits = config file <- persisted changes <-
+  runtime changes, and which layer each value came from;
+- :func:`refuse_memory_below_usage`: the guard that keeps ``set --memory`` from
+  turning into an OOM kill;
+- :func:`log_limits_changed`: the audit record of every change;
+- :func:`read_usage`, :class:`CpuMeter`, :func:`status_document`: the
+  ``status`` reply, whose schema ccgroupctl documents and renders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+from ccgroupd.cgroupfs import (
+    CPU_STAT,
+    MEMORY_CURRENT,
+    MEMORY_SWAP_CURRENT,
+    PIDS_CURRENT,
+    Cgroupfs,
+)
+from ccgroupd.errors import CgroupReadError, LimitsError
+from ccgroupd.limits import LIMIT_NAMES, Limits, format_bytes
+from ccgroupd.parsers import ParseError, parse_cpu_stat, parse_uint_or_max
+
+if TYPE_CHECKING:
+    from ccgroupd.api import Peer
+
+log = structlog.get_logger("ccgroupd")
+
+Source = Literal["config", "persisted", "runtime"]
+
+
+@dataclass(frozen=True)
+class LimitLayers:
+    """The three layers; values in the change layers are kept as the operator wrote them."""
+
+    config: Limits
+    persisted: Mapping[str, object] = field(default_factory=dict)
+    runtime: Mapping[str, object] = field(default_factory=dict)
+
+    def effective(self) -> Limits:
+        """Raises LimitsError if the layers do not combine (e.g. memory_high above memory)."""
+        # One overlay, validated once: an intermediate layer may be inconsistent on its own.
+        return self.config.with_changes({**self.persisted, **self.runtime})
+
+    def source(self, name: str) -> Source:
+        if name in self.runtime:
+            return "runtime"
+        if name in self.persisted:
+            return "persisted"
+        return "config"
+
+    def with_set(self, changes: Mapping[str, object], *, runtime: bool) -> LimitLayers:
+        """The layers after ``set``. A persistent change also drops runtime changes of the same
+        limits: what the operator just asked for is what must be in force."""
+        if runtime:
+            return LimitLayers(self.config, self.persisted, {**self.runtime, **changes})
+        kept_runtime = {k: v for k, v in self.runtime.items() if k not in changes}
+        return LimitLayers(self.config, {**self.persisted, **changes}, kept_runtime)
+
+    def with_config(self, config: Limits) -> LimitLayers:
+        """The layers after a reload: the changes stay on top of the new config file."""
+        return LimitLayers(config, self.persisted, self.runtime)
+
+    def reset(self) -> LimitLayers:
+        return LimitLayers(self.config)
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """``status`` ``limits``: every limit name -> {"value": ..., "source": ...}."""
+        values = self.effective().to_mapping()
+        return {name: {"value": values[name], "source": self.source(name)}
+                for name in LIMIT_NAMES}
+
+
+def refuse_memory_below_usage(old: Limits, new: Limits, *, usage_bytes: int | None,
+                              cgroup: str, force: bool) -> None:
+    """Refuse a new memory.max at or below what the group uses now, unless forced.
+
+    On cgroup v2 such a write does not fail: the writer blocks in reclaim and
+    then the kernel OOM-kills inside the group, the engine first in line.
+    """
+    limit = new.memory_max_bytes
+    if force or limit is None or usage_bytes is None or limit == old.memory_max_bytes:
+        return
+    if limit <= usage_bytes:
+        raise LimitsError(
+            "memory", format_bytes(limit),
+            f"at or below current usage {format_bytes(usage_bytes)} of {cgroup}; "
+            "the kernel would OOM-kill the engine instead of failing; use --force")
+
+
+def log_limits_changed(old: Limits, new: Limits, *, cgroup: str, peer: Peer | None,
+                       scope: Literal["persistent", "runtime", "reset", "reload"]) -> None:
+    """One ``limits_changed`` record naming who asked and each value before and after."""
+    before, after = old.to_mapping(), new.to_mapping()
+    changed = [name for name in LIMIT_NAMES if before[name] != after[name]]
+    if not changed:
+        return
+    log.info("limits_changed", cgroup=cgroup, scope=scope,
+             uid=None if peer is None else peer.uid, pid=None if peer is None else peer.pid,
+             old=_describe_values(before, changed), new=_describe_values(after, changed))
+
+
+def _describe_values(values: Mapping[str, object], names: list[str]) -> str:
+    """"cpus=2, memory=512 MiB": one readable journal field, sizes in binary units."""
+    return ", ".join(f"{name}={_describe_value(name, values[name])}" for name in names)
+
+
+def _describe_value(name: str, value: object) -> str:
+    if value is None:
+        return "default" if name == "cpu_weight" else "max"
+    if name.startswith("memory") and isinstance(value, int):
+        return format_bytes(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class CpuMeter:
+    """CPU use as a percentage of one CPU (top's convention: 250 = two and a half CPUs),
+    averaged between consecutive samples. The daemon samples on its periodic tick so
+    that ``status`` shows recent use, not an average since the previous ``status``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: tuple[int, float] | None = None
+        self.percent: float | None = None
+
+    def sample(self, usage_usec: int) -> float | None:
+        now_s = self._clock()
+        if self._last is not None:
+            last_usec, last_s = self._last
+            elapsed_s = now_s - last_s
+            if elapsed_s > 0 and usage_usec >= last_usec:
+                self.percent = (usage_usec - last_usec) / 1e6 / elapsed_s * 100
+        self._last = (usage_usec, now_s)
+        return self.percent
+
+
+def read_usage(cgroupfs: Cgroupfs, group: str, limits: Limits,
+               cpu_meter: CpuMeter) -> dict[str, Any]:
+    """``status`` ``usage``; a file that cannot be read (group gone, no swap) reads null."""
+    cpu_usec = _read_or_none(lambda: parse_cpu_stat(cgroupfs.read(group, CPU_STAT)).usage_usec)
+    memory_bytes = _read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_CURRENT)))
+    swap_bytes = _read_or_none(
+        lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_SWAP_CURRENT)))
+    pids = _read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, PIDS_CURRENT)))
+    cpu_percent = cpu_meter.sample(cpu_usec) if cpu_usec is not None else None
+    limit = limits.memory_max_bytes
+    return {
+        "cpu_percent": None if cpu_percent is None else round(cpu_percent, 1),
+        "memory_bytes": memory_bytes,
+        "memory_percent": (None if memory_bytes is None or limit is None
+                           else round(memory_bytes / limit * 100, 1)),
+        "swap_bytes": swap_bytes,
+        "pids": pids,
+    }
+
+
+def _read_or_none(read: Callable[[], int | None]) -> int | None:
+    try:
+        return read()
+    except (CgroupReadError, ParseError):
+        return None
+
+
+def status_document(*, cgroup_path: str, layers: LimitLayers, usage: Mapping[str, Any],
+                    events: Mapping[str, int], engine: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``status`` reply (schema: ccgroupd.ctl STATUS_SCHEMA).
+
+    ``engine`` carries ``state``, ``pid``, ``uptime_s`` and ``restarts``;
+    ``events`` the monitor's counters since the daemon started.
+    """
+    return {
+        "cgroup": {"path": cgroup_path},
+        "limits": layers.describe(),
+        "usage": dict(usage),
+        "events": dict(events),
+        "engine": dict(engine),
+    }

@@ -1,0 +1,437 @@
+"""`ccgroupctl`: change and inspect the limits of a running ccgroupd.
+
+Start-up cost matters (operators script it in loops, and it is measured
+against `python3 -c pass`): at module level this imports only argparse, json,
+socket and ccgroupd modules that need nothing heavier (protocol, eventnames,
+and limitvalues: the rules the daemon's pydantic model calls, without
+pydantic). Anything heavier is imported inside the one command that needs it;
+tests/test_limitvalues.py fails when a client path loads a heavy module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+
+from ccgroupd import __version__, protocol
+from ccgroupd.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PERMISSION,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CcgroupdError,
+)
+from ccgroupd.eventnames import VIOLATION_EVENTS
+from ccgroupd.limitvalues import check_values, format_bytes
+
+# `typing` is not free at start-up (about 20% of this module's import time in the
+# guest): the names below are for annotations only, which are never evaluated here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, NoReturn
+
+SOCKET_ENV = "CCGROUPD_API__SOCKET"  # the same variable that overrides api.socket for the daemon
+MAX_REPLY_BYTES = 16 * 1024**2
+# Seconds to wait for the reply. A memory.max write can sit in kernel reclaim,
+# and restarting the engine waits for its graceful stop (minutes by default).
+DEFAULT_TIMEOUT_S = {
+    protocol.OP_STATUS: 10.0,
+    protocol.OP_SET: 120.0,
+    protocol.OP_RESET: 120.0,
+    protocol.OP_RELOAD: 120.0,
+    protocol.OP_RESTART_ENGINE: 900.0,
+}
+START_HINT = "is it running? systemctl start ccgroupd"
+
+# --option -> limit name, as in the config file's [limits] table.
+SET_OPTIONS = {
+    "cpus": ("--cpus", "CPUs the engine may use, e.g. 4 or 0.5 (cpu.max)"),
+    "memory": ("--memory", "hard memory limit, e.g. 8G or 512M (memory.max)"),
+    "memory_high": ("--memory-high", "memory throttling threshold (memory.high)"),
+    "memory_swap": ("--swap", "swap on top of memory, e.g. 2G or 0 (memory.swap.max)"),
+    "pids": ("--pids", "maximum number of processes (pids.max)"),
+    "cpu_weight": ("--cpu-weight", "relative CPU weight 1-10000, default 100 (cpu.weight)"),
+}
+EPILOG = f"""\
+values take the forms of the config file: sizes as bytes, K/M/G/T or KiB/MiB/GiB/TiB
+(powers of 1024), max for no limit; --cpus 0.5 means half a CPU.
+
+status --json schema (version 1; fields are only ever added):
+  cgroup.path            absolute path of the engine's cgroup
+  limits.<name>.value    effective value: cpus (float), memory, memory_high,
+                         memory_swap (bytes), pids, cpu_weight (int); null = no limit
+  limits.<name>.source   "config", "persisted" (set) or "runtime" (set --runtime)
+  usage.cpu_percent      CPU use in % of one CPU (250 = 2.5 CPUs), recent average
+  usage.memory_bytes     memory.current; usage.memory_percent = % of memory.max
+  usage.swap_bytes       memory.swap.current; usage.pids = pids.current
+  events.<name>          violations counted since the daemon started: oom_kill, oom,
+                         memory_max, memory_high, swap_max, pids_max, cpu_throttled
+  engine                 state, pid, uptime_s, restarts
+  any value may be null when the daemon cannot tell (e.g. the engine is restarting).
+
+the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
+
+exit codes:
+  0  success
+  1  the operation failed (the kernel refused a write, ...)
+  2  usage error
+  3  value or combination refused; nothing was changed
+  4  permission denied
+  5  daemon unreachable ({START_HINT})
+"""
+
+
+class CtlError(CcgroupdError):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+                 **kwargs: Any) -> None:
+        def formatter(prog: str) -> argparse.HelpFormatter:
+            # argparse builds formatters on every run, not only for --help, and would ask
+            # shutil for the width: importing shutil (with bz2, lzma and zlib) costs more
+            # start-up time than building all the parsers.
+            return formatter_class(prog, width=_help_width())
+
+        # No abbreviations: `--mem 1G` must not quietly mean --memory or --memory-high.
+        super().__init__(allow_abbrev=False, formatter_class=formatter, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other ccgroupctl error, instead of argparse's usage dump.
+        self.exit(EXIT_USAGE, f"ccgroupctl: {message} (see ccgroupctl --help)\n")
+
+
+def _help_width() -> int:
+    """What argparse uses, shutil.get_terminal_size().columns - 2, without shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0 and sys.__stdout__ is not None:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (ValueError, OSError):  # not a terminal, or stdout closed
+            columns = 0
+    return (columns or 80) - 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ccgroupctl",
+        description="Change and inspect the limits ccgroupd keeps on the Dagger engine.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ccgroupctl {__version__}")
+    parser.add_argument("--socket", metavar="PATH",
+                        default=os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH),
+                        help="the daemon's control socket (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="how long to wait for the daemon's answer")
+    json_option = _Parser(add_help=False)
+    json_option.add_argument("--json", action="store_true", help="print the reply as JSON")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    set_parser = commands.add_parser(
+        "set", parents=[json_option], help="change limits (persisted unless --runtime)",
+        description="Change limits of the running engine. Changes persist across daemon "
+                    "restarts unless --runtime is given; `reset` drops them.")
+    for name, (option, text) in SET_OPTIONS.items():
+        set_parser.add_argument(option, dest=name, metavar="VALUE", help=text)
+    set_parser.add_argument("--runtime", action="store_true",
+                            help="only until the daemon restarts")
+    set_parser.add_argument("--force", action="store_true",
+                            help="allow a memory limit at or below current usage (the kernel "
+                                 "will OOM-kill inside the group)")
+    commands.add_parser("status", parents=[json_option],
+                        help="limits and their sources, usage, events, engine state")
+    commands.add_parser("reset", parents=[json_option],
+                        help="drop all changes: back to the config file's limits")
+    commands.add_parser("reload", parents=[json_option], help="re-read the config file")
+    commands.add_parser("restart-engine", parents=[json_option],
+                        help="stop the engine gracefully and start it again")
+    events_parser = commands.add_parser(
+        "events", parents=[json_option], help="recent limit violations from the journal",
+        description="Violation records (OOM kills, limit hits, throttling) from journald.")
+    events_parser.add_argument("--since", metavar="TIME",
+                               help="as journalctl understands it: '1 hour ago', 'today', ...")
+    events_parser.add_argument("--follow", "-f", action="store_true",
+                               help="keep printing new records")
+    events_parser.add_argument("--lines", "-n", type=int, default=50, metavar="N",
+                               help="show at most N past records (default: %(default)s)")
+    events_parser.add_argument("--all", action="store_true",
+                               help="every ccgroupd event, not only violations")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "events":
+            return show_events(args)
+        op, request_args = _request_for(args)
+        timeout_s = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT_S[op]
+        result = call(args.socket, op, request_args, timeout_s)
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            print(render(op, result))
+    except CcgroupdError as error:
+        print(f"ccgroupctl: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head`: nothing left to say, and no traceback about it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.command != protocol.OP_SET:
+        return args.command, {}
+    changes = {name: getattr(args, name) for name in SET_OPTIONS
+               if getattr(args, name) is not None}
+    if not changes:
+        raise CtlError("set needs at least one limit, e.g. --cpus 4 or --memory 8G",
+                       EXIT_USAGE)
+    # Refuse bad values here, by the config file's rules (raises LimitsError, exit code 3,
+    # naming the option); the daemon checks again, with the rest of the limits and the
+    # host's CPU count, before anything is written.
+    check_values(changes)
+    return protocol.OP_SET, {"limits": changes, "runtime": args.runtime, "force": args.force}
+
+
+# -- talking to the daemon -----------------------------------------------------
+
+
+def call(socket_path: str, op: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Send one request and return the result; a refusal raises CtlError with its exit code."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise CtlError(f"cannot reach ccgroupd at {socket_path} ({exc.strerror}); "
+                           f"{START_HINT}", EXIT_UNREACHABLE) from None
+        except PermissionError:
+            raise CtlError(f"permission denied: cannot connect to {socket_path}",
+                           EXIT_PERMISSION) from None
+        except OSError as exc:
+            raise CtlError(f"cannot reach ccgroupd at {socket_path}: {exc.strerror or exc}",
+                           EXIT_UNREACHABLE) from None
+        try:
+            sock.sendall(protocol.request(op, args))
+            sock.shutdown(socket.SHUT_WR)
+            line = _read_line(sock)
+        except TimeoutError:
+            raise CtlError(f"ccgroupd did not answer within {timeout_s:g} s "
+                           "(--timeout to wait longer)", EXIT_FAILURE) from None
+        except OSError as exc:
+            raise CtlError(f"connection to ccgroupd failed: {exc.strerror or exc}",
+                           EXIT_FAILURE) from None
+    if not line:
+        raise CtlError("ccgroupd closed the connection without answering; "
+                       "see journalctl -u ccgroupd", EXIT_FAILURE)
+    reply = protocol.decode_object(line, "reply")
+    result = reply.get("result")
+    if reply.get("ok") is True and isinstance(result, dict):
+        return result
+    error = reply.get("error")
+    if reply.get("ok") is False and isinstance(error, dict):
+        code = error.get("code")
+        return_code = code if isinstance(code, int) and 0 < code < 126 else EXIT_FAILURE
+        raise CtlError(str(error.get("message", "request failed")), return_code)
+    raise protocol.ProtocolError("malformed reply: neither a result nor an error")
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks = []
+    size = 0
+    while size <= MAX_REPLY_BYTES:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if b"\n" in chunk:
+            break
+    return b"".join(chunks).split(b"\n", 1)[0]
+
+
+# -- human output --------------------------------------------------------------
+
+
+def render(op: str, result: Mapping[str, Any]) -> str:
+    if op == protocol.OP_STATUS:
+        return render_status(result)
+    lines = []
+    if "in_force" in result:
+        lines.append("in force now:")
+        lines.extend(f"  {attribute:<16} {_kernel_value(attribute, value)}"
+                     for attribute, value in sorted(result["in_force"].items()))
+    if "limits" in result:
+        where = result.get("cgroup", {}).get("path")
+        lines.append(f"limits in force on {where}:" if where else "limits in force:")
+        lines.extend(_limit_lines(result["limits"]))
+    if "engine" in result:
+        lines.append(f"engine: {_engine_line(result['engine'])}")
+    return "\n".join(lines) if lines else "done"
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    cgroup = status.get("cgroup", {})
+    usage = status.get("usage", {})
+    limits = status.get("limits", {})
+    lines = [
+        f"cgroup:  {cgroup.get('path', '?')}",
+        f"engine:  {_engine_line(status.get('engine', {}))}",
+        "limits:",
+        *_limit_lines(limits),
+        "usage:",
+        *_usage_lines(usage, limits),
+    ]
+    events = status.get("events", {})
+    if events:
+        lines.append("events since start:")
+        lines.append("  " + ", ".join(f"{name} {count}" for name, count in events.items()))
+    return "\n".join(lines)
+
+
+def _limit_lines(limits: Mapping[str, Any]) -> list[str]:
+    return [f"  {name:<12} {_limit_value(name, entry.get('value')):<12} "
+            f"({entry.get('source', '?')})"
+            for name, entry in limits.items()]
+
+
+def _limit_value(name: str, value: object) -> str:
+    if value is None:
+        return "default" if name == "cpu_weight" else "max"
+    if name.startswith("memory") and isinstance(value, int):
+        return format_bytes(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
+    cpu = usage.get("cpu_percent")
+    cpus = limits.get("cpus", {}).get("value")
+    cpu_text = "?" if cpu is None else f"{cpu:.0f}% of one CPU"
+    if cpu is not None and cpus:
+        cpu_text += f" ({cpu / cpus:.0f}% of the {cpus:g}-CPU limit)"
+    memory = usage.get("memory_bytes")
+    memory_text = "?" if memory is None else format_bytes(memory)
+    memory_limit = limits.get("memory", {}).get("value")
+    if usage.get("memory_percent") is not None and memory_limit is not None:
+        memory_text += f" ({usage['memory_percent']:.1f}% of {format_bytes(memory_limit)})"
+    swap = usage.get("swap_bytes")
+    pids = usage.get("pids")
+    return [f"  cpu      {cpu_text}",
+            f"  memory   {memory_text}",
+            f"  swap     {'-' if swap is None else format_bytes(swap)}",
+            f"  pids     {'?' if pids is None else pids}"]
+
+
+def _engine_line(engine: Mapping[str, Any]) -> str:
+    parts = [str(engine.get("state", "?"))]
+    if engine.get("pid") is not None:
+        parts.append(f"pid {engine['pid']}")
+    if engine.get("uptime_s") is not None:
+        parts.append(f"up {_duration(engine['uptime_s'])}")
+    if engine.get("restarts") is not None:
+        parts.append(f"{engine['restarts']} restarts")
+    return ", ".join(parts)
+
+
+def _kernel_value(attribute: str, value: str) -> str:
+    if attribute.startswith("memory.") and value.isdigit():
+        return f"{value} ({format_bytes(int(value))})"
+    return value
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+# -- events --------------------------------------------------------------------
+
+
+def show_events(args: argparse.Namespace) -> int:
+    """Stream journald records through `journalctl -o json`, one summary line each."""
+    import subprocess
+
+    names = _all_event_names() if args.all else VIOLATION_EVENTS
+    command = ["journalctl", "--no-pager", "-o", "json", "--lines", str(args.lines),
+               "SYSLOG_IDENTIFIER=ccgroupd", *(f"CCGROUPD_EVENT={name}" for name in names)]
+    if args.since:
+        command += ["--since", args.since]
+    if args.follow:
+        command.append("--follow")
+    try:
+        journal = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        raise CtlError("journalctl not found: events are read from systemd's journal",
+                       EXIT_FAILURE) from None
+    assert journal.stdout is not None
+    try:
+        for line in journal.stdout:
+            record = _parse_record(line)
+            if record is not None:
+                print(json.dumps(record, sort_keys=True) if args.json else summarize(record),
+                      flush=True)
+    except KeyboardInterrupt:
+        journal.terminate()
+        return EXIT_OK  # Ctrl-C is how --follow ends
+    finally:
+        journal.stdout.close()
+    code = journal.wait()
+    return EXIT_OK if code == 0 else EXIT_FAILURE
+
+
+def _all_event_names() -> list[str]:
+    from ccgroupd.events import EVENTS
+
+    return sorted(EVENTS)
+
+
+def _parse_record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def summarize(record: Mapping[str, Any]) -> str:
+    """One line: local time, event name, the record's human MESSAGE."""
+    import time
+
+    try:
+        stamp_s = int(record["__REALTIME_TIMESTAMP"]) / 1e6
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp_s))
+    except (KeyError, ValueError):
+        when = "?"
+    message = record.get("MESSAGE", "")
+    if not isinstance(message, str):  # journald hands non-UTF-8 fields over as byte lists
+        message = bytes(message).decode(errors="replace")
+    return f"{when} {record.get('CCGROUPD_EVENT', '?'):<14} {' '.join(message.split())}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

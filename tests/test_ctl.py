@@ -1,0 +1,333 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccgroupd import ctl, protocol
+from ccgroupd.errors import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PERMISSION,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
+
+STATUS = {
+    "cgroup": {"path": "/sys/fs/cgroup/system.slice/ccgroupd.service/engine"},
+    "limits": {
+        "cpus": {"value": 2.0, "source": "persisted"},
+        "memory": {"value": 536870912, "source": "runtime"},
+        "memory_high": {"value": None, "source": "config"},
+        "memory_swap": {"value": 0, "source": "config"},
+        "pids": {"value": 4096, "source": "config"},
+        "cpu_weight": {"value": None, "source": "config"},
+    },
+    "usage": {"cpu_percent": 150.0, "memory_bytes": 314572800, "memory_percent": 58.6,
+              "swap_bytes": 0, "pids": 42},
+    "events": {"oom_kill": 1, "oom": 1, "memory_max": 3, "memory_high": 0, "swap_max": 0,
+               "pids_max": 0, "cpu_throttled": 7},
+    "engine": {"state": "running", "pid": 1234, "uptime_s": 7385.2, "restarts": 1},
+}
+
+
+class FakeDaemon:
+    """Answers one connection with a canned reply line (or hangs up) and keeps the request."""
+
+    def __init__(self, path: Path, reply: bytes | None) -> None:
+        self.path = path
+        self.reply = reply
+        self.requests: list[dict[str, Any]] = []
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(os.fspath(path))
+        self._listener.listen()
+        self._thread = threading.Thread(target=self._serve_one, daemon=True)
+        self._thread.start()
+
+    def _serve_one(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.requests.append(json.loads(data))
+            if self.reply is not None:
+                connection.sendall(self.reply)
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def daemon_path(tmp_path: Path) -> Path:
+    return tmp_path / "ccgroupd.sock"
+
+
+@pytest.fixture
+def answering(daemon_path: Path, request: pytest.FixtureRequest) -> Iterator[FakeDaemon]:
+    daemon = FakeDaemon(daemon_path, request.param)
+    yield daemon
+    daemon.close()
+
+
+def ok(result: dict[str, Any]) -> bytes:
+    return protocol.ok_reply(result)
+
+
+def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ccgroupd.ctl", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+# -- arguments and client-side validation ----------------------------------------
+
+
+def test_set_options_become_one_set_request(daemon_path: Path) -> None:
+    daemon = FakeDaemon(daemon_path, ok({"in_force": {"cpu.max": "200000 100000"}}))
+    try:
+        code = ctl.main(["--socket", str(daemon_path), "set", "--cpus", "2", "--memory", "512M",
+                         "--memory-high", "400M", "--swap", "0", "--pids", "100",
+                         "--cpu-weight", "50", "--runtime", "--force"])
+    finally:
+        daemon.close()
+    assert code == EXIT_OK
+    assert daemon.requests == [{
+        "v": 1, "op": "set",
+        "args": {"limits": {"cpus": "2", "memory": "512M", "memory_high": "400M",
+                            "memory_swap": "0", "pids": "100", "cpu_weight": "50"},
+                 "runtime": True, "force": True},
+    }]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["set"], EXIT_USAGE, "set needs at least one limit"),
+    (["set", "--cpus", "-1"], EXIT_INVALID, "cpus = '-1': a number of CPUs cannot be negative"),
+    (["set", "--cpus", "0"], EXIT_INVALID, "cpus = '0': must be more than 0"),
+    (["set", "--memory", "12XB"], EXIT_INVALID, "memory = '12XB': unknown unit 'XB'"),
+    (["set", "--memory", "1G", "--memory-high", "2G"], EXIT_INVALID,
+     "memory_high (2 GiB) is above memory (1 GiB)"),
+    (["set", "--pids", "lots"], EXIT_INVALID, "pids = 'lots'"),
+    (["sett"], EXIT_USAGE, "invalid choice: 'sett'"),
+    (["set", "--cpu", "2"], EXIT_USAGE, "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_and_never_reaches_the_daemon(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int,
+        message: str) -> None:
+    # No daemon listens here: reaching it would exit 5 instead.
+    assert exit_code_of(["--socket", str(tmp_path / "none.sock"), *args]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("ccgroupctl: ")
+    assert message in err
+
+
+def exit_code_of(argv: list[str]) -> int:
+    """main()'s result, or the code argparse exits with."""
+    try:
+        return ctl.main(argv)
+    except SystemExit as exit_:
+        assert isinstance(exit_.code, int)
+        return exit_.code
+
+
+def test_help_documents_exit_codes_and_the_status_schema() -> None:
+    text = ctl.build_parser().format_help()
+    for line in ("0  success", "2  usage error", "3  value or combination refused",
+                 "4  permission denied", "5  daemon unreachable",
+                 "limits.<name>.source", "engine                 state, pid, uptime_s"):
+        assert line in text
+
+
+def test_socket_defaults_to_the_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ctl.SOCKET_ENV, "/tmp/other.sock")
+    assert ctl.build_parser().parse_args(["status"]).socket == "/tmp/other.sock"
+    monkeypatch.delenv(ctl.SOCKET_ENV)
+    assert ctl.build_parser().parse_args(["status"]).socket == protocol.DEFAULT_SOCKET_PATH
+
+
+# -- replies and exit codes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("answering", [ok(STATUS)], indirect=True)
+def test_status_json_prints_the_result(answering: FakeDaemon,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "status", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == STATUS
+    assert answering.requests == [{"v": 1, "op": "status", "args": {}}]
+
+
+@pytest.mark.parametrize("answering", [
+    protocol.error_reply(EXIT_PERMISSION, "permission denied: 'set' needs root (you are uid 1000)"),
+], indirect=True)
+def test_refusal_exits_with_the_daemons_code(answering: FakeDaemon,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "set", "--cpus", "2"]) == EXIT_PERMISSION
+    assert capsys.readouterr().err == (
+        "ccgroupctl: permission denied: 'set' needs root (you are uid 1000)\n")
+
+
+@pytest.mark.parametrize("answering", [None], indirect=True)
+def test_daemon_hanging_up_without_answer_is_a_failure(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "reload"]) == EXIT_FAILURE
+    assert "closed the connection without answering" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("answering", [b"garbage\n"], indirect=True)
+def test_garbage_reply_is_reported_not_a_traceback(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "reset"]) == EXIT_USAGE
+    assert "malformed reply" in capsys.readouterr().err
+
+
+def test_silent_daemon_times_out(daemon_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(os.fspath(daemon_path))
+        listener.listen()  # accepted by the kernel, never answered
+        code = ctl.main(["--socket", str(daemon_path), "--timeout", "0.2", "status"])
+    assert code == EXIT_FAILURE
+    assert "did not answer within 0.2 s" in capsys.readouterr().err
+
+
+def test_stale_socket_is_unreachable(daemon_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(os.fspath(daemon_path))  # a daemon that died: the file stays, nobody listens
+        assert ctl.main(["--socket", str(daemon_path), "status"]) == EXIT_UNREACHABLE
+    assert "systemctl start ccgroupd" in capsys.readouterr().err
+
+
+def test_unreachable_daemon_as_a_real_process(tmp_path: Path) -> None:
+    result = run_ctl("--socket", str(tmp_path / "missing.sock"), "set", "--cpus", "2")
+    assert result.returncode == EXIT_UNREACHABLE
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"ccgroupctl: cannot reach ccgroupd at {tmp_path / 'missing.sock'} "
+        "(No such file or directory); is it running? systemctl start ccgroupd\n")
+
+
+def test_invalid_value_as_a_real_process(tmp_path: Path) -> None:
+    result = run_ctl("--socket", str(tmp_path / "missing.sock"), "set", "--memory", "12XB")
+    assert result.returncode == EXIT_INVALID
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_version_as_a_real_process() -> None:
+    result = run_ctl("--version")
+    assert result.returncode == EXIT_OK
+    assert result.stdout.startswith("ccgroupctl ")
+
+
+# -- human output --------------------------------------------------------------
+
+
+def test_status_for_people() -> None:
+    assert ctl.render_status(STATUS) == "\n".join([
+        "cgroup:  /sys/fs/cgroup/system.slice/ccgroupd.service/engine",
+        "engine:  running, pid 1234, up 2h 3m, 1 restarts",
+        "limits:",
+        "  cpus         2            (persisted)",
+        "  memory       512 MiB      (runtime)",
+        "  memory_high  max          (config)",
+        "  memory_swap  0 B          (config)",
+        "  pids         4096         (config)",
+        "  cpu_weight   default      (config)",
+        "usage:",
+        "  cpu      150% of one CPU (75% of the 2-CPU limit)",
+        "  memory   300 MiB (58.6% of 512 MiB)",
+        "  swap     0 B",
+        "  pids     42",
+        "events since start:",
+        "  oom_kill 1, oom 1, memory_max 3, memory_high 0, swap_max 0, pids_max 0, "
+        "cpu_throttled 7",
+    ])
+
+
+def test_status_with_unknown_values_still_renders() -> None:
+    text = ctl.render_status({"cgroup": {"path": "/x"}, "engine": {"state": "backoff"},
+                              "limits": {}, "usage": {}, "events": {}})
+    assert "engine:  backoff" in text
+    assert "  cpu      ?" in text
+    assert "  swap     -" in text
+
+
+def test_set_reply_with_the_status_document_shows_the_limits_in_force() -> None:
+    lines = ctl.render("set", STATUS).splitlines()
+    assert lines[0] == ("limits in force on "
+                        "/sys/fs/cgroup/system.slice/ccgroupd.service/engine:")
+    assert lines[1] == "  cpus         2            (persisted)"
+    assert lines[-1] == "engine: running, pid 1234, up 2h 3m, 1 restarts"
+
+
+def test_set_reply_shows_what_is_in_force() -> None:
+    text = ctl.render("set", {"in_force": {"cpu.max": "200000 100000",
+                                           "memory.max": "536870912"}})
+    assert text == ("in force now:\n"
+                    "  cpu.max          200000 100000\n"
+                    "  memory.max       536870912 (512 MiB)")
+
+
+# -- events --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A journalctl on PATH that records its arguments and prints two JSON records."""
+    records = [
+        {"__REALTIME_TIMESTAMP": "1795835045000000", "CCGROUPD_EVENT": "oom_kill",
+         "MESSAGE": "OOM killer killed 1 process in /sys/fs/cgroup/engine (3 since start)"},
+        {"__REALTIME_TIMESTAMP": "1795835046000000", "CCGROUPD_EVENT": "pids_max",
+         "MESSAGE": [102, 111, 114, 107]},  # journald's form for a non-UTF-8 field
+    ]
+    script = tmp_path / "bin" / "journalctl"
+    script.parent.mkdir()
+    lines = "\n".join(json.dumps(r) for r in records)
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\ncat <<'EOF'\n{lines}\n"
+                      "not json\nEOF\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("TZ", "UTC")
+    return tmp_path / "args"
+
+
+def test_events_summarizes_one_line_per_record(fake_journalctl: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["events", "--since", "1 hour ago", "-n", "10"]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "2026-11-28 03:04:05 oom_kill       OOM killer killed 1 process in /sys/fs/cgroup/engine "
+        "(3 since start)",
+        "2026-11-28 03:04:06 pids_max       fork",
+    ]
+    args = fake_journalctl.read_text()
+    events = " ".join(f"CCGROUPD_EVENT={name}" for name in ctl.VIOLATION_EVENTS)
+    assert args == (f"--no-pager -o json --lines 10 SYSLOG_IDENTIFIER=ccgroupd {events} "
+                    "--since 1 hour ago\n")
+
+
+def test_events_json_passes_records_through(fake_journalctl: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["events", "--json", "--all"]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert json.loads(out[0])["CCGROUPD_EVENT"] == "oom_kill"
+    assert "CCGROUPD_EVENT=limits_changed" in fake_journalctl.read_text()
+
+
+def test_events_without_journalctl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert ctl.main(["events"]) == EXIT_FAILURE
+    assert "journalctl not found" in capsys.readouterr().err
