@@ -16,6 +16,7 @@ EXIT_INVALID = 3  # a value or combination was refused; nothing was changed
 EXIT_PERMISSION = 4  # the caller may not do this
 EXIT_UNREACHABLE = 5  # the daemon is not running or its socket cannot be reached
 EXIT_UNSUPPORTED = 6  # this host cannot run ccgroupd (see `ccgroupd check`)
+EXIT_ENGINE_FAILED = 7  # the engine kept failing; ccgroupd gave up restarting it
 
 
 class CcgroupdError(Exception):

@@ -16,6 +16,7 @@ exit codes:
   2  usage error
   3  invalid configuration or value; nothing was changed
   6  this host cannot run ccgroupd (see `ccgroupd check`)
+  7  the engine kept failing: restart_burst starts within restart_window_s
 """
 
 

@@ -3,17 +3,8 @@
 # controllers ccgroupd needs, a booted systemd as PID 1, and ccgroupd installed the way
 # tests/vm/run-in-vm promises (with its dependencies, unit file and configuration).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "FAILED: $what"
-        return 1
-    fi
-}
 
 fs_type=$(stat -fc %T /sys/fs/cgroup)
 check "/sys/fs/cgroup is cgroup2 (got $fs_type)" test "$fs_type" = cgroup2fs
@@ -41,3 +32,4 @@ check "ccgroupd.service is installed" test "$(systemctl show -P LoadState ccgrou
 check "ccgroupd.service is not started" \
     test "$(systemctl show -P ActiveState ccgroupd.service)" = inactive
 check "/etc/ccgroupd/config.toml is in place" test -s /etc/ccgroupd/config.toml
+finish

@@ -1,0 +1,72 @@
+"""The one seam through which ccgroupd starts processes and signals the engine.
+
+Nothing else in ccgroupd spawns a process or calls os.kill on the engine, so the
+supervisor's tests replace this module's Spawner with a fake and drive exits,
+signals and hangs by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+
+class ProcessHandle(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running; the exit code, or minus the signal number (as subprocess)."""
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the process; does nothing once it has exited."""
+
+
+class Spawner(Protocol):
+    async def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> ProcessHandle:
+        """Start ``argv``; raises OSError when it cannot be started."""
+
+
+class _AsyncioProcess:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    def send_signal(self, signum: int) -> None:
+        # The pid is still ours until asyncio reaps it, so this cannot hit a reused pid;
+        # ProcessLookupError only means it exited between our check and the kill.
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signum)
+
+
+class AsyncioSpawner:
+    """The real spawner: asyncio.create_subprocess_exec in a session of its own.
+
+    A new session keeps a terminal's Ctrl-C (a signal to the whole foreground
+    process group) from reaching the engine behind the daemon's back: the daemon
+    decides how the engine is stopped. stdin is /dev/null; stdout and stderr are
+    inherited, so under systemd the engine's output lands in the journal.
+    """
+
+    async def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> ProcessHandle:
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
+        return _AsyncioProcess(process)

@@ -1,0 +1,399 @@
+"""Engine supervision: explicit states, restart policy with backoff and a cap, graceful stop.
+
+States and the only transitions allowed between them (anything else is a bug
+and raises TransitionError):
+
+    EXITED   -> STARTING                      (first start, operator restart)
+    STARTING -> RUNNING                       (spawned)
+             -> BACKOFF | EXITED | FAILED     (could not be spawned; policy decides)
+    RUNNING  -> STOPPING                      (stop or restart requested)
+             -> BACKOFF | EXITED | FAILED     (exited by itself; policy decides)
+    BACKOFF  -> STARTING | EXITED             (delay over | stop requested)
+    STOPPING -> EXITED
+    FAILED   (final: too many starts within the window; the daemon gives up)
+
+The backoff delay doubles with every start inside the restart window
+(restart_initial_delay_s, x2, ... capped at restart_max_delay_s), so an engine
+that stays up long enough for its starts to age out of the window is back to
+the initial delay. More than restart_burst starts within restart_window_s is
+FAILED, like systemd's StartLimitBurst.
+
+The stop sequence is SIGTERM to the engine's main pid, then up to
+stop_grace_s (cut short by force_stop()) for it to exit, then cgroup.kill for
+whatever is left in the group, then a wait until the group is empty. An engine
+that exits by itself gets the same clean-up of leftovers, so a restarted engine
+never shares the group with processes of its predecessor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+
+from ccgroupd.cgroupfs import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS, Cgroupfs
+from ccgroupd.errors import CgroupReadError
+from ccgroupd.process import ProcessHandle, Spawner
+
+log = structlog.get_logger("ccgroupd")
+
+# How often to look at cgroup.events while waiting for a killed group to empty.
+EMPTY_POLL_INTERVAL_S = 0.05
+
+
+class EngineState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+_S = EngineState
+TRANSITIONS: Mapping[EngineState, frozenset[EngineState]] = {
+    _S.EXITED: frozenset({_S.STARTING}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.BACKOFF, _S.EXITED, _S.FAILED}),
+    _S.RUNNING: frozenset({_S.STOPPING, _S.BACKOFF, _S.EXITED, _S.FAILED}),
+    _S.BACKOFF: frozenset({_S.STARTING, _S.EXITED}),
+    _S.STOPPING: frozenset({_S.EXITED}),
+    _S.FAILED: frozenset(),
+}
+
+
+class TransitionError(Exception):
+    """A state change the machine does not allow: a bug in ccgroupd, never an operator error."""
+
+
+RestartMode = Literal["always", "on-failure", "never"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What to run: the full argv (shim included), its environment and working directory."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    mode: RestartMode = "on-failure"
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    burst: int = 5
+    window_s: float = 300.0
+    stop_grace_s: float = 300.0
+
+    def delay_s(self, starts_in_window: int) -> float:
+        """Backoff before the next start, after ``starts_in_window`` starts (>= 1)."""
+        return min(self.initial_delay_s * 2.0 ** (starts_in_window - 1), self.max_delay_s)
+
+
+@dataclass(frozen=True)
+class EngineExit:
+    returncode: int | None  # None: could not be spawned; negative: killed by that signal
+    oom_killed: bool = False
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.returncode == 0
+
+    def log_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"exit_code": None, "signal": None,
+                                     "oom_killed": self.oom_killed}
+        if self.returncode is not None and self.returncode < 0:
+            fields["signal"] = signal.Signals(-self.returncode).name
+        else:
+            fields["exit_code"] = self.returncode
+        if self.error is not None:
+            fields["error"] = self.error
+        return fields
+
+
+class EngineGroup(Protocol):
+    """The cgroup the engine runs in, as the supervisor needs it."""
+
+    @property
+    def path(self) -> str:
+        """Absolute path, for logs."""
+
+    def kill(self) -> None: ...
+
+    def populated(self) -> bool: ...
+
+    def oom_kills(self) -> int:
+        """memory.events oom_kill (hierarchical: counts kills anywhere in the subtree)."""
+
+    def prepare(self) -> None:
+        """Make the (empty) group ready for a new engine to join."""
+
+
+class CgroupEngineGroup:
+    def __init__(self, cgroupfs: Cgroupfs, group: str) -> None:
+        self._cgroupfs = cgroupfs
+        self._group = group
+
+    @property
+    def path(self) -> str:
+        return str(self._cgroupfs.path(self._group))
+
+    def kill(self) -> None:
+        self._cgroupfs.kill(self._group)
+
+    def populated(self) -> bool:
+        return self._cgroupfs.populated(self._group)
+
+    def oom_kills(self) -> int:
+        try:
+            return self._cgroupfs.read_flat_keyed(self._group, MEMORY_EVENTS).get("oom_kill", 0)
+        except CgroupReadError as exc:
+            if exc.errno == errno.ENOENT:  # memory controller not enabled: nothing to count
+                return 0
+            raise
+
+    def prepare(self) -> None:
+        """Remove the child groups an earlier engine made and the controllers it enabled.
+
+        An engine in a private cgroup namespace moves itself into a child group
+        and enables controllers for its children (as the Dagger engine does). The
+        group it leaves behind refuses new members (no internal processes when
+        subtree_control is set: EBUSY), so the next engine could not join it.
+        """
+        for child in self._cgroupfs.children(self._group):
+            self._cgroupfs.remove(child)
+        enabled = self._cgroupfs.subtree_controllers(self._group)
+        if enabled:
+            self._cgroupfs.write(self._group, CGROUP_SUBTREE_CONTROL,
+                                 " ".join(f"-{name}" for name in sorted(enabled)))
+
+
+class _Request(enum.Enum):
+    STOP = "stop"
+    RESTART = "restart"
+
+
+class Supervisor:
+    def __init__(self, spec: EngineSpec, policy: RestartPolicy, spawner: Spawner,
+                 group: EngineGroup, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 on_change: Callable[[EngineState], None] | None = None) -> None:
+        self.spec = spec
+        self.policy = policy
+        self._spawner = spawner
+        self._group = group
+        self._clock = clock
+        self._sleep = sleep
+        self._on_change = on_change
+        self._state = EngineState.EXITED
+        self._process: ProcessHandle | None = None
+        self._started_at: float | None = None
+        self._starts: deque[float] = deque()
+        self._start_count = 0
+        self._request: _Request | None = None
+        self._wake = asyncio.Event()
+        self._force = asyncio.Event()
+        self.last_exit: EngineExit | None = None
+        self._oom_kills_seen = 0
+
+    # -- what others may look at ---------------------------------------------
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    @property
+    def pid(self) -> int | None:
+        if self._state in (EngineState.RUNNING, EngineState.STOPPING) and self._process:
+            return self._process.pid
+        return None
+
+    @property
+    def restarts(self) -> int:
+        return max(self._start_count - 1, 0)
+
+    def uptime_s(self) -> float | None:
+        if self.pid is None or self._started_at is None:
+            return None
+        return self._clock() - self._started_at
+
+    # -- what others may ask -------------------------------------------------
+
+    def note_oom_kills(self) -> None:
+        """Take the group's OOM-kill count as the new baseline (the daemon calls this
+        every few seconds).
+
+        memory.events counts kills anywhere in the subtree, build containers
+        included, so "the engine died of SIGKILL and the count rose since it
+        started" would call an engine OOM-killed when a build was killed hours
+        earlier. Against a recent baseline, only a kill within the last few
+        seconds before the engine's death counts.
+        """
+        if self._state is EngineState.RUNNING:
+            self._oom_kills_seen = self._group.oom_kills()
+
+    def request_stop(self) -> None:
+        """Stop the engine (gracefully) and make run() return."""
+        self._request = _Request.STOP
+        self._wake.set()
+
+    def force_stop(self) -> None:
+        """Stop now: skip what is left of the grace period and kill the group."""
+        self.request_stop()
+        self._force.set()
+
+    def request_restart(self) -> None:
+        """Stop the engine gracefully and start it again; not counted against the cap."""
+        if self._request is not _Request.STOP:
+            self._request = _Request.RESTART
+            self._wake.set()
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self) -> EngineState:
+        """Start the engine and keep it going per policy; returns EXITED (stopped) or FAILED."""
+        while True:
+            if self._request is _Request.STOP:
+                return self._state
+            if self._request is _Request.RESTART:
+                self._request = None
+                self._wake.clear()
+                self._starts.clear()  # an operator restart starts a fresh count
+            self._transition(EngineState.STARTING)
+            outcome = await self._run_once()
+            if outcome is None:  # stopped on request; loop to see which one
+                continue
+            self.last_exit = outcome
+            following = self._after_exit(outcome)
+            self._transition(following)
+            if following is EngineState.FAILED:
+                return following
+            if following is EngineState.BACKOFF:
+                await self._backoff()
+            else:
+                await self._wake.wait()
+
+    def _after_exit(self, outcome: EngineExit) -> EngineState:
+        if self._request is not None:
+            return EngineState.EXITED  # a request came in while we cleaned up: let run() see it
+        mode = self.policy.mode
+        if mode == "never" or (mode == "on-failure" and outcome.succeeded):
+            return EngineState.EXITED
+        self._forget_old_starts()
+        if len(self._starts) >= self.policy.burst:
+            log.error("engine_failed", cgroup=self._group.path, starts=len(self._starts),
+                      window_s=self.policy.window_s,
+                      reason=(f"{len(self._starts)} starts within {self.policy.window_s:g} s "
+                              f"(restart_burst = {self.policy.burst})"),
+                      **outcome.log_fields())
+            return EngineState.FAILED
+        return EngineState.BACKOFF
+
+    async def _backoff(self) -> None:
+        delay_s = self.policy.delay_s(len(self._starts))
+        log.warning("engine_restarting", cgroup=self._group.path, delay_s=delay_s,
+                    restarts=len(self._starts))
+        await self._race(self._sleep(delay_s), self._wake.wait())
+        if self._request is _Request.STOP:
+            self._transition(EngineState.EXITED)
+
+    def _forget_old_starts(self) -> None:
+        horizon = self._clock() - self.policy.window_s
+        while self._starts and self._starts[0] < horizon:
+            self._starts.popleft()
+
+    async def _run_once(self) -> EngineExit | None:
+        """One life of the engine; None if it ended because of a request (stop, restart)."""
+        self._group.prepare()
+        self._oom_kills_seen = self._group.oom_kills()
+        self._starts.append(self._clock())
+        self._start_count += 1
+        try:
+            process = await self._spawner.spawn(self.spec.argv, self.spec.env, self.spec.cwd)
+        except OSError as exc:
+            outcome = EngineExit(None, error=str(exc))
+            # The error text is the record's field; a traceback would add nothing.
+            log.error("engine_exited",  # noqa: TRY400
+                      cgroup=self._group.path, pid=None, **outcome.log_fields())
+            return outcome
+        self._process = process
+        self._started_at = self._clock()
+        self._transition(EngineState.RUNNING)
+        log.info("engine_started", pid=process.pid, cgroup=self._group.path,
+                 restarts=self.restarts)
+        exited = asyncio.ensure_future(process.wait())
+        await self._race(exited, self._wake.wait())
+        if not exited.done():
+            await self._stop(process, exited)
+            return None
+        await empty_group(self._group, self._sleep)
+        returncode = exited.result()
+        oom_killed = (returncode == -signal.SIGKILL
+                      and self._group.oom_kills() > self._oom_kills_seen)
+        outcome = EngineExit(returncode, oom_killed=oom_killed)
+        log.warning("engine_exited", pid=process.pid, cgroup=self._group.path,
+                    uptime_s=round(self._clock() - self._started_at, 3), **outcome.log_fields())
+        return outcome
+
+    async def _stop(self, process: ProcessHandle, exited: asyncio.Future[int]) -> None:
+        self._transition(EngineState.STOPPING)
+        log.info("engine_stopping", pid=process.pid, cgroup=self._group.path,
+                 grace_s=self.policy.stop_grace_s)
+        process.send_signal(signal.SIGTERM)
+        await self._race(exited, self._sleep(self.policy.stop_grace_s), self._force.wait())
+        await empty_group(self._group, self._sleep)
+        outcome = EngineExit(await exited)
+        log.info("engine_exited", pid=process.pid, cgroup=self._group.path, stopped=True,
+                 **outcome.log_fields())
+        self.last_exit = outcome
+        self._transition(EngineState.EXITED)
+
+    @staticmethod
+    async def _race(*waitables: Awaitable[object]) -> None:
+        """Wait until the first of ``waitables`` finishes; cancel the others (not futures)."""
+        tasks = [asyncio.ensure_future(w) for w in waitables]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task, waitable in zip(tasks, waitables, strict=True):
+                if task is not waitable:
+                    task.cancel()
+
+    def _transition(self, new: EngineState) -> None:
+        if new not in TRANSITIONS[self._state]:
+            raise TransitionError(f"engine state {self._state.value} -> {new.value} is not allowed")
+        self._state = new
+        if self._on_change is not None:
+            self._on_change(new)
+
+
+async def empty_group(group: EngineGroup, sleep: Callable[[float], Awaitable[None]]) -> None:
+    """cgroup.kill whatever is left, then wait until the kernel says the group is empty."""
+    if not group.populated():
+        return
+    group.kill()
+    while group.populated():
+        await sleep(EMPTY_POLL_INTERVAL_S)
+
+
+def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[str],
+                *, private_cgroupns: bool) -> tuple[str, ...]:
+    """The argv that runs ``command`` through the exec shim inside ``group``."""
+    # -P: the engine's working directory must not shadow the ccgroupd package.
+    shim = [python, "-P", "-m", "ccgroupd.shim",
+            "--cgroup-root", str(cgroup_root), "--group", group]
+    if private_cgroupns:
+        shim.append("--private-cgroupns")
+    return (*shim, "--", *command)

@@ -1,0 +1,484 @@
+"""The daemon against the fake kernel: cgroup layout, leftovers, start-up order, reload, drift,
+limit changes from the control socket, and the exit code when the engine fails."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyfakefs.fake_filesystem import FakeFilesystem
+from structlog.testing import capture_logs
+
+from ccgroupd.api import Peer
+from ccgroupd.cgroupfs import Cgroupfs
+from ccgroupd.config import Config, load_config
+from ccgroupd.daemon import (
+    Daemon,
+    Layout,
+    LeftoverProcessesError,
+    claim_engine_group,
+    plan_layout,
+    set_up_layout,
+)
+from ccgroupd.errors import (
+    EXIT_ENGINE_FAILED,
+    EXIT_OK,
+    CgroupReadError,
+    ConfigError,
+    HostUnsupportedError,
+    LimitsError,
+)
+from ccgroupd.notify import Notifier
+from ccgroupd.process import ProcessHandle
+from fakekernel import FakeKernel
+
+UNIT = "system.slice/ccgroupd.service"
+ENGINE = f"{UNIT}/dagger-engine"
+CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
+PEER = Peer(pid=4242, uid=0, gid=0)
+MIB = 1024**2
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop, bounded so a hang fails instead of blocking."""
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 20))
+    return wrapper
+
+
+def systemd_host(fs: FakeFilesystem, *, delegated: bool = True) -> FakeKernel:
+    """A host where systemd runs ccgroupd.service and enabled the controllers down to it."""
+    kernel = FakeKernel(fs, self_group=UNIT)
+    kernel.enable("", "cpu", "io", "memory", "pids")
+    kernel.enable("system.slice", "cpu", "io", "memory", "pids")
+    if delegated:
+        os.setxattr(kernel.root / UNIT, "trusted.delegate", b"1")
+    return kernel
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__(None, watchdog_usec=None)
+        self.sent: list[dict[str, str]] = []
+
+    def send(self, **fields: str) -> None:
+        self.sent.append(fields)
+
+    def sent_key(self, key: str) -> list[dict[str, str]]:
+        return [message for message in self.sent if key in message]
+
+
+class KernelProcess:
+    """An engine process in the fake kernel's process table; it dies by SIGTERM (exit 0)
+    or by cgroup.kill, as the fake kernel decides."""
+
+    def __init__(self, kernel: FakeKernel, pid: int, *, exits_on_sigterm: bool = True) -> None:
+        self._kernel = kernel
+        self._pid = pid
+        self._exits_on_sigterm = exits_on_sigterm
+        self._returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    async def wait(self) -> int:
+        while self._kernel.alive(self._pid):
+            await asyncio.sleep(0.001)
+        if self._returncode is None:
+            self._returncode = -signal.SIGKILL
+        return self._returncode
+
+    def send_signal(self, signum: int) -> None:
+        if signum == signal.SIGTERM and self._exits_on_sigterm and self._kernel.alive(self._pid):
+            self._returncode = 0
+            self._kernel.exit(self._pid)
+
+    def crash(self, returncode: int) -> None:
+        self._returncode = returncode
+        self._kernel.exit(self._pid)
+
+
+class ShimSpawner:
+    """Does what the exec shim does: the new process starts inside the --group it is given."""
+
+    def __init__(self, kernel: FakeKernel, *, crash_with: int | None = None) -> None:
+        self._kernel = kernel
+        self._crash_with = crash_with
+        self.processes: list[KernelProcess] = []
+        self.argvs: list[Sequence[str]] = []
+
+    async def spawn(self, argv: Sequence[str], env: Mapping[str, str],
+                    cwd: Path) -> ProcessHandle:
+        self.argvs.append(argv)
+        group = argv[argv.index("--group") + 1]
+        process = KernelProcess(self._kernel, self._kernel.spawn(group, comm="engine"))
+        self.processes.append(process)
+        if self._crash_with is not None:
+            process.crash(self._crash_with)
+        return process
+
+
+def write_config(fs: FakeFilesystem, memory: str = "256M", command: str = "/bin/engine",
+                 extra: str = "") -> None:
+    text = f"""
+[limits]
+cpus = 1
+memory = "{memory}"
+pids = 100
+
+[engine]
+command = ["{command}"]
+restart_initial_delay_s = 0
+restart_max_delay_s = 0
+restart_burst = 3
+stop_grace_s = 5
+{extra}
+"""
+    if fs.exists(CONFIG_PATH):
+        fs.remove_object(str(CONFIG_PATH))
+    fs.create_file(CONFIG_PATH, contents=text)
+
+
+def make_daemon(kernel: FakeKernel, spawner: ShimSpawner,
+                config: Config | None = None) -> tuple[Daemon, RecordingNotifier]:
+    notifier = RecordingNotifier()
+    daemon = Daemon(config or load_config(CONFIG_PATH), CONFIG_PATH,
+                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()), spawner=spawner,
+                    notifier=notifier, monitor_factory=None, serve_api=False)
+    return daemon, notifier
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never became true")
+
+
+async def started(daemon: Daemon, notifier: RecordingNotifier) -> asyncio.Task[int]:
+    task = asyncio.create_task(daemon.serve())
+    await until(lambda: bool(notifier.sent_key("READY")) or task.done())
+    return task
+
+
+async def stop(daemon: Daemon, task: asyncio.Task[int]) -> int:
+    os.kill(os.getpid(), signal.SIGTERM)  # through the daemon's real signal handler
+    return await task
+
+
+# -- layout ------------------------------------------------------------------------------
+
+
+def test_without_systemd_the_group_is_under_the_cgroup_root(fs: FakeFilesystem) -> None:
+    kernel = FakeKernel(fs, self_group="user.slice/user-0.slice/session-1.scope")
+    cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    layout = plan_layout(cgroupfs, "dagger-engine")
+    assert layout == Layout(engine="dagger-engine", delegated=False)
+    set_up_layout(cgroupfs, layout)
+    assert {"cpu", "memory", "pids", "io"} <= kernel.group("").subtree_control
+    assert kernel.group_of(kernel.self_pid) == "user.slice/user-0.slice/session-1.scope"
+
+
+def test_delegated_unit_moves_itself_to_a_leaf_and_enables_controllers(
+        fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    layout = plan_layout(cgroupfs, "dagger-engine")
+    assert layout == Layout(engine=ENGINE, delegated=True, unit=UNIT)
+
+    set_up_layout(cgroupfs, layout)
+
+    assert kernel.group_of(kernel.self_pid) == f"{UNIT}/supervisor"
+    assert kernel.group(UNIT).subtree_control == {"cpu", "io", "memory", "pids"}
+    # Nothing above the unit was written: systemd's own choices stay as they were.
+    assert kernel.group("system.slice").subtree_control == {"cpu", "io", "memory", "pids"}
+
+
+def test_a_service_without_delegation_is_refused(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs, delegated=False)
+    with pytest.raises(HostUnsupportedError, match="Delegate=yes"):
+        plan_layout(Cgroupfs(**kernel.cgroupfs_args()), "dagger-engine")
+
+
+def test_an_absolute_group_outside_the_delegated_subtree_is_refused(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    with pytest.raises(ConfigError, match="outside this unit's delegated subtree"):
+        plan_layout(Cgroupfs(**kernel.cgroupfs_args()), "/dagger-engine")
+
+
+# -- leftovers ---------------------------------------------------------------------------
+
+
+@run_async
+async def test_leftover_processes_are_killed_and_logged(fs: FakeFilesystem) -> None:
+    kernel = FakeKernel(fs)
+    kernel.enable("", "cpu", "memory", "pids")
+    old = [kernel.spawn("dagger-engine", "engine"), kernel.spawn("dagger-engine/buildkit/a")]
+    with capture_logs() as logs:
+        await claim_engine_group(Cgroupfs(**kernel.cgroupfs_args()), "dagger-engine", "kill")
+    assert not any(kernel.alive(pid) for pid in old)
+    assert kernel.children("dagger-engine") == []  # the old engine's groups are gone too
+    assert logs == [{"event": "cgroup_leftover_killed", "log_level": "warning",
+                     "cgroup": "/sys/fs/cgroup/dagger-engine", "delta": 2}]
+
+
+@run_async
+async def test_leftover_processes_with_refuse_policy_stop_the_start(fs: FakeFilesystem) -> None:
+    kernel = FakeKernel(fs)
+    pid = kernel.spawn("dagger-engine", "engine")
+    with pytest.raises(LeftoverProcessesError, match="1 processes"):
+        await claim_engine_group(Cgroupfs(**kernel.cgroupfs_args()), "dagger-engine", "refuse")
+    assert kernel.alive(pid)
+
+
+@run_async
+async def test_an_empty_leftover_group_is_reset_for_a_new_engine(fs: FakeFilesystem) -> None:
+    kernel = FakeKernel(fs)
+    kernel.enable("", "cpu", "memory", "pids")
+    # What a namespaced engine leaves behind: controllers enabled, a child group.
+    kernel.mkdir("dagger-engine")
+    kernel.enable("dagger-engine", "memory", "pids")
+    kernel.mkdir("dagger-engine/init")
+    cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    await claim_engine_group(cgroupfs, "dagger-engine", "refuse")
+    assert kernel.children("dagger-engine") == []
+    assert kernel.group("dagger-engine").subtree_control == set()
+    cgroupfs.attach("dagger-engine", 0)  # a new engine can join (no EBUSY)
+
+
+# -- the whole daemon ----------------------------------------------------------------------
+
+
+@run_async
+async def test_start_ready_and_graceful_stop(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+
+    with capture_logs() as logs:
+        task = await started(daemon, notifier)
+        engine = kernel.group(ENGINE)
+        assert engine.values["memory.max"] == str(256 * MIB)
+        assert engine.values["cpu.max"] == "100000 100000"
+        assert engine.values["pids.max"] == "100"
+        assert kernel.procs(ENGINE) == {spawner.processes[0].pid}
+        ready = notifier.sent_key("READY")[0]
+        assert "memory=256 MiB" in ready["STATUS"]
+        assert f"engine running (pid {spawner.processes[0].pid})" in ready["STATUS"]
+        status = daemon.status()
+        assert status["cgroup"]["path"] == f"/sys/fs/cgroup/{ENGINE}"
+        assert status["engine"]["state"] == "running"
+        assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "config"}
+
+        assert await stop(daemon, task) == EXIT_OK
+
+    events = [entry["event"] for entry in logs]
+    # READY only after the limits were written and the engine started.
+    assert events.index("limits_applied") < events.index("engine_started")
+    assert events.index("engine_started") < events.index("daemon_started")
+    assert events[-3:] == ["daemon_stopping", "engine_stopping", "engine_exited"]
+    assert notifier.sent_key("STOPPING")
+    assert not kernel.exists(ENGINE)  # removed once empty
+    argv = spawner.argvs[0]
+    assert tuple(argv[argv.index("--") + 1:]) == ("/bin/engine",)
+
+
+@run_async
+async def test_reload_changes_limits_without_restarting_the_engine(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    task = await started(daemon, notifier)
+
+    write_config(fs, memory="128M")
+    with capture_logs() as logs:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until(lambda: kernel.group(ENGINE).values["memory.max"] == str(128 * MIB))
+        await until(lambda: len(notifier.sent_key("READY")) == 2)
+
+    assert len(spawner.processes) == 1
+    assert notifier.sent_key("RELOADING")
+    changed = next(entry for entry in logs if entry["event"] == "limits_changed")
+    assert changed["old"] == "memory=256 MiB"
+    assert changed["new"] == "memory=128 MiB"
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_reload_with_a_broken_config_keeps_the_running_one(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    task = await started(daemon, notifier)
+
+    write_config(fs, memory="banana")
+    with capture_logs() as logs, pytest.raises(ConfigError, match="memory"):
+        await daemon.reload(PEER)
+
+    assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
+    assert daemon.limits.memory_max_bytes == 256 * MIB
+    failed = [entry for entry in logs if entry["event"] == "config_reload_failed"]
+    assert len(failed) == 1
+    assert failed[0]["file"] == str(CONFIG_PATH)
+    assert len(notifier.sent_key("READY")) == 2  # back to ready after RELOADING=1
+    assert len(spawner.processes) == 1
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_reload_with_a_new_engine_command_restarts_the_engine(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    task = await started(daemon, notifier)
+
+    write_config(fs, command="/bin/other-engine")
+    await daemon.reload(PEER)
+    await until(lambda: len(spawner.processes) == 2 and daemon.status()["engine"]["pid"]
+                == spawner.processes[1].pid)
+
+    assert not kernel.alive(spawner.processes[0].pid)
+    assert spawner.argvs[1][-1] == "/bin/other-engine"
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_drift_is_noticed_logged_and_undone(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
+    task = await started(daemon, notifier)
+    cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    cgroupfs.write(ENGINE, "memory.max", "max")
+
+    with capture_logs() as logs:
+        drift = await daemon.check_drift()
+
+    assert drift == {"memory.max": ("max", str(256 * MIB))}
+    assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
+    drifted = [entry for entry in logs if entry["event"] == "limits_drifted"]
+    assert drifted == [{"event": "limits_drifted", "log_level": "warning",
+                        "cgroup": f"/sys/fs/cgroup/{ENGINE}", "file": "memory.max",
+                        "old": "max", "new": str(256 * MIB)}]
+    assert await daemon.check_drift() == {}
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_an_engine_that_keeps_failing_makes_the_daemon_exit_non_zero(
+        fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel, crash_with=1)
+    daemon, notifier = make_daemon(kernel, spawner)
+    with capture_logs() as logs:
+        code = await daemon.serve()
+    assert code == EXIT_ENGINE_FAILED
+    assert len(spawner.processes) == 3  # restart_burst
+    assert [entry["event"] for entry in logs].count("engine_failed") == 1
+    assert "engine failed" in notifier.sent[-1]["STATUS"]
+
+
+@run_async
+async def test_set_limits_persists_refuses_oom_and_resets(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
+    task = await started(daemon, notifier)
+
+    status = await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+    assert status["limits"]["memory"] == {"value": 512 * MIB, "source": "persisted"}
+    assert kernel.group(ENGINE).values["memory.max"] == str(512 * MIB)
+    assert '"memory": "512M"' in Path("/var/lib/ccgroupd/limits.json").read_text()
+
+    kernel.update(ENGINE, "memory.current", str(300 * MIB))
+    with pytest.raises(LimitsError, match="OOM-kill"):
+        await daemon.set_limits({"memory": "256M"}, runtime=True, force=False, peer=PEER)
+    assert kernel.group(ENGINE).values["memory.max"] == str(512 * MIB)
+    await daemon.set_limits({"memory": "256M"}, runtime=True, force=True, peer=PEER)
+    assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
+
+    status = await daemon.reset(PEER)
+    assert status["limits"]["memory"]["source"] == "config"
+    assert '"limits": {}' in Path("/var/lib/ccgroupd/limits.json").read_text()
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_persisted_changes_apply_at_start(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    fs.create_file("/var/lib/ccgroupd/limits.json",
+                   contents='{"version": 1, "limits": {"pids": 42}}')
+    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
+    task = await started(daemon, notifier)
+    assert kernel.group(ENGINE).values["pids.max"] == "42"
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_restart_engine_from_the_control_socket(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    task = await started(daemon, notifier)
+    await daemon.restart_engine(PEER)
+    await until(lambda: len(spawner.processes) == 2 and daemon.status()["engine"]["state"]
+                == "running")
+    assert daemon.status()["engine"]["restarts"] == 1
+    assert await stop(daemon, task) == EXIT_OK
+
+
+class BrokenMonitor:
+    async def run(self) -> None:
+        raise CgroupReadError("/sys/fs/cgroup/x/memory.events", errno=5)
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def last_violation(self) -> str | None:
+        return None
+
+
+@run_async
+async def test_a_dead_background_task_stops_the_engine_and_the_daemon(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    notifier = RecordingNotifier()
+    daemon = Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
+                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()), spawner=spawner,
+                    notifier=notifier, monitor_factory=lambda *_: BrokenMonitor(),
+                    serve_api=False)
+    with pytest.raises(CgroupReadError, match=r"memory\.events"):
+        await daemon.serve()
+    assert not kernel.alive(spawner.processes[0].pid)
+    assert not kernel.exists(ENGINE)
+
+
+def test_notifier_reads_systemd_environment() -> None:
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "60000000",
+                                      "WATCHDOG_PID": str(os.getpid())})
+    assert notifier.enabled
+    assert notifier.watchdog_interval_s == 30
+    other = Notifier.from_environ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval_s is None
+    assert not other.enabled

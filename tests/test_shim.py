@@ -1,0 +1,58 @@
+"""The exec shim as a real subprocess: it joins the group before it execs, and each failing
+step exits with its own code and one line on stderr. (Against a plain directory: this host
+has no cgroup v2 tree; the guest VM scenarios run it on the real kernel.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccgroupd.shim import EXIT_SHIM_ATTACH, EXIT_SHIM_NOT_FOUND, EXIT_SHIM_USAGE
+
+
+def shim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-P", "-m", "ccgroupd.shim", *args],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_shim_joins_the_group_then_execs_the_command(tmp_path: Path) -> None:
+    procs = tmp_path / "engine" / "cgroup.procs"
+    procs.parent.mkdir()
+    procs.write_text("")
+    result = shim("--cgroup-root", str(tmp_path), "--group", "engine", "--",
+                  sys.executable, "-c", "import os; print(os.getpid())")
+    assert result.returncode == 0, result.stderr
+    assert procs.read_text() == "0"  # "move me", written by the shim before the exec
+    assert result.stdout.strip().isdigit()
+
+
+def test_shim_that_cannot_join_exits_without_running_the_command(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = shim("--cgroup-root", str(tmp_path), "--group", "missing", "--",
+                  "touch", str(marker))
+    assert result.returncode == EXIT_SHIM_ATTACH
+    assert result.stderr.startswith("ccgroupd-shim: cannot join cgroup 'missing'")
+    assert result.stderr.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_shim_reports_a_missing_command(tmp_path: Path) -> None:
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "cgroup.procs").write_text("")
+    result = shim("--cgroup-root", str(tmp_path), "--group", "engine", "--", "no-such-engine")
+    assert result.returncode == EXIT_SHIM_NOT_FOUND
+    assert "no-such-engine: command not found" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--group", "g"],  # no command
+    ["--", "true"],  # no group
+    ["--bogus", "--group", "g", "--", "true"],
+])
+def test_shim_usage_errors(args: list[str]) -> None:
+    result = shim(*args)
+    assert result.returncode == EXIT_SHIM_USAGE
+    assert result.stderr.startswith("ccgroupd-shim: ")
