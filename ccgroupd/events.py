@@ -48,7 +48,9 @@ class Fields:
         if value is None:
             return "?"
         if isinstance(value, Mapping):
-            return ", ".join(f"{name} {item}" for name, item in value.items())
+            # "." is the watched group itself (names are relative to it).
+            return ", ".join(f"{'the group itself' if name == '.' else name}: {item}"
+                             for name, item in value.items())
         return str(value)
 
     def size(self, key: str) -> str:
@@ -222,7 +224,7 @@ _EVENTS = (
         "(CCGROUPD_TOP_PROCESSES) and the child groups where the kills happened\n"
         "(CCGROUPD_OOM_GROUPS, e.g. buildkit/<id> for a build container).\n"
         "\n"
-        "Raise the memory limit (`ccgroupctl set memory=...` or config.toml), or run\n"
+        "Raise the memory limit (`ccgroupctl set --memory SIZE` or config.toml), or run\n"
         "fewer or smaller builds at once.",
     ),
     EventType(

@@ -64,12 +64,14 @@ def test_journal_record_carries_every_field() -> None:
     structlog.get_logger("ccgroupd").warning(
         "oom_kill", cgroup="/sys/fs/cgroup/dagger-engine", delta=1, total=3,
         limit_bytes=8 * 1024**3, usage_bytes=8482560409, peak_bytes=None,
-        oom_groups={"buildkit/abc": 1}, top_processes=[{"pid": 7, "comm": "go", "rss_bytes": 5}])
+        oom_groups={"buildkit/abc": 1, ".": 2},
+        top_processes=[{"pid": 7, "comm": "go", "rss_bytes": 5}])
 
     [record] = sent
     assert record == {
         "MESSAGE": "OOM killer killed 1 process in /sys/fs/cgroup/dagger-engine (3 since start);"
-                   " memory.max 8 GiB, usage 7.9 GiB; killed in buildkit/abc 1",
+                   " memory.max 8 GiB, usage 7.9 GiB;"
+                   " killed in buildkit/abc: 1, the group itself: 2",
         "PRIORITY": "4",
         "MESSAGE_ID": EVENTS["oom_kill"].message_id,
         "SYSLOG_IDENTIFIER": "ccgroupd",
@@ -79,7 +81,7 @@ def test_journal_record_carries_every_field() -> None:
         "CCGROUPD_TOTAL": "3",
         "CCGROUPD_LIMIT_BYTES": "8589934592",
         "CCGROUPD_USAGE_BYTES": "8482560409",
-        "CCGROUPD_OOM_GROUPS": '{"buildkit/abc": 1}',
+        "CCGROUPD_OOM_GROUPS": '{".": 2, "buildkit/abc": 1}',
         "CCGROUPD_TOP_PROCESSES": '[{"comm": "go", "pid": 7, "rss_bytes": 5}]',
         "CODE_FILE": __file__,
         "CODE_LINE": record["CODE_LINE"],

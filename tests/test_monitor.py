@@ -440,7 +440,7 @@ def test_oom_kill_record_carries_a_snapshot(
     assert record["oom_groups"] == {"buildkit/abc": 3}
     assert EVENTS["oom_kill"].message(record) == (
         f"OOM killer killed 3 processes in {GROUP_PATH} (3 since start); memory.max 64 MiB, "
-        "usage 63 MiB, peak 64 MiB; killed in buildkit/abc 3")
+        "usage 63 MiB, peak 64 MiB; killed in buildkit/abc: 3")
 
 
 def test_top_processes_are_capped_at_five(
