@@ -3,6 +3,7 @@
 # controllers ccgroupd needs, a booted systemd as PID 1, and ccgroupd installed the way
 # tests/vm/run-in-vm promises (with its dependencies, unit file and configuration).
 set -euo pipefail
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 

@@ -5,9 +5,11 @@
 # memory hog must be OOM-killed under the engine group's memory.max. A crash and restart of
 # such an engine must work too (the group it leaves behind has children and controllers on).
 set -uo pipefail
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 reset_unit
+trap forget_daemon_state EXIT
 
 
 

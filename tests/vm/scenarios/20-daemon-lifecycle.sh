@@ -3,9 +3,11 @@
 # broken config), drift, crash -> restart with backoff, stop (SIGTERM first, group empty),
 # and an engine that keeps failing -> the unit ends up failed.
 set -uo pipefail
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 reset_unit
+trap forget_daemon_state EXIT
 
 journal_events() { journalctl -u ccgroupd --no-pager -o json "$@" | jq -r 'select(.CCGROUPD_EVENT) | .CCGROUPD_EVENT'; }
 count_event() { journalctl -u ccgroupd --no-pager -o json | jq -r 'select(.CCGROUPD_EVENT == "'"$1"'") | .CCGROUPD_EVENT' | wc -l; }

@@ -250,6 +250,9 @@ async def main() -> int:
         await asyncio.gather(task, return_exceptions=True)
         fs.kill(G)
         fs.remove(G)
+        # Leave the host as found: 50-deb compares the file system around its install.
+        CATALOG.unlink(missing_ok=True)
+        subprocess.run(["journalctl", "--update-catalog"], check=True)
     (RESULTS / "30-monitor.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures))
     print("FAILURES:", failures if failures else "none")

@@ -4,6 +4,7 @@
 # Runs as root in the guest. The engine is a stand-in that holds 150 MiB, so that
 # memory limits below its usage can be shown; config: cpus 1, memory 1G, no pids limit.
 set -uo pipefail
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # run_ctl ARGS...: sets $out (stdout+stderr) and $rc of one ccgroupctl call
@@ -65,22 +66,23 @@ restart_burst = 50
 [api]
 request_timeout_s = 3.0
 EOF
-getent group ccgroupd >/dev/null || groupadd --system ccgroupd
+created_group=0
+if ! getent group ccgroupd >/dev/null; then
+    groupadd --system ccgroupd
+    created_group=1
+fi
+# shellcheck disable=SC2329  # invoked by the EXIT trap
+clean_up() {
+    forget_daemon_state
+    if ((created_group)); then groupdel ccgroupd; fi
+}
+trap clean_up EXIT
 status_gid=$(getent group ccgroupd | cut -d: -f3)
 
 # Earlier scenarios in the same boot may have left the unit running, failed or
 # rate-limited, and changes in the state directory: start from a clean slate.
-reset_unit
-rm -f /var/lib/ccgroupd/limits.json
-systemctl start ccgroupd
-if ! systemctl is-active -q ccgroupd; then
-    echo "FAILED: ccgroupd did not start; nothing else can be shown"
-    journalctl -b -u ccgroupd --no-pager -o cat | tail -n 40
-    exit 1
-fi
-echo "ok: ccgroupd started"
-engine=$(ccgroupctl status --json | "$CCGROUPD_PYTHON" -c \
-    'import json, sys; print(json.load(sys.stdin)["cgroup"]["path"])')
+start_fresh
+engine=$(engine_cgroup)
 echo "engine cgroup: $engine"
 check "config limits in force: cpu.max $(engine_file cpu.max), memory.max $(engine_file memory.max)" \
     test "$(engine_file cpu.max)/$(engine_file memory.max)" = "100000 100000/1073741824"

@@ -32,6 +32,33 @@ reset_unit() {
     return 0
 }
 
+# start_fresh: start ccgroupd without persisted limit changes; exit the scenario if it fails.
+start_fresh() {
+    reset_unit
+    rm -f /var/lib/ccgroupd/limits.json
+    systemctl start ccgroupd
+    if ! systemctl is-active -q ccgroupd; then
+        echo "FAILED: ccgroupd did not start; nothing else can be shown"
+        journalctl -b -u ccgroupd --no-pager -o cat | tail -n 40
+        exit 1
+    fi
+    echo "ok: ccgroupd started"
+}
+
+# engine_cgroup: the engine group's path, as ccgroupctl status reports it.
+engine_cgroup() {
+    ccgroupctl status --json | "$CCGROUPD_PYTHON" -c \
+        'import json, sys; print(json.load(sys.stdin)["cgroup"]["path"])'
+}
+
+# forget_daemon_state: stop the unit and remove what its StateDirectory= keeps, so
+# that later scenarios (50-deb compares the file system before and after) find a
+# host as the harness left it. Scenarios that start ccgroupd run it on EXIT.
+forget_daemon_state() {
+    systemctl stop ccgroupd 2>/dev/null
+    rm -rf /var/lib/ccgroupd
+}
+
 # finish: the scenario's exit status, from the checks counted so far.
 finish() {
     echo "failures: $failures"
