@@ -18,6 +18,7 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -45,6 +47,7 @@ from ccgroupd.limits import LIMIT_NAMES, Limits
 DEFAULT_CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
 ENV_PREFIX = "CCGROUPD_"
 ENV_NESTED_DELIMITER = "__"
+DEFAULT_METRICS_PORT = 9847
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -127,6 +130,15 @@ class ApiSection(_Section):
     request_timeout_s: PositiveSeconds = 5.0
 
 
+class MetricsSection(_Section):
+    # Serve Prometheus metrics over HTTP (off unless enabled).
+    enabled: bool = False
+    # Loopback only by default: the endpoint has no authentication.
+    listen_address: IPvAnyAddress = IPv4Address("127.0.0.1")
+    # Outside the well-known ports of node_exporter (9100) and cAdvisor (8080).
+    port: int = Field(default=DEFAULT_METRICS_PORT, ge=1, le=65535)
+
+
 class DaemonSection(_Section):
     state_dir: AbsolutePath = Path("/var/lib/ccgroupd")
     cgroup_root: AbsolutePath = Path("/sys/fs/cgroup")
@@ -156,6 +168,7 @@ class Config(BaseSettings):
     engine: EngineSection = EngineSection()
     monitor: MonitorSection = MonitorSection()
     api: ApiSection = ApiSection()
+    metrics: MetricsSection = MetricsSection()
     daemon: DaemonSection = DaemonSection()
 
     @field_validator("limits", mode="before")

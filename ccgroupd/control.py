@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 
@@ -27,7 +27,7 @@ from ccgroupd.cgroupfs import (
 )
 from ccgroupd.errors import CgroupReadError, LimitsError
 from ccgroupd.limits import LIMIT_NAMES, Limits, format_bytes
-from ccgroupd.parsers import ParseError, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
 
 if TYPE_CHECKING:
     from ccgroupd.api import Peer
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ccgroupd")
 
 Source = Literal["config", "persisted", "runtime"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,27 +143,49 @@ class CpuMeter:
         return self.percent
 
 
+@dataclass(frozen=True)
+class UsageSample:
+    """The group's usage files at one moment; None where a file could not be read."""
+
+    cpu_stat: CpuStat | None
+    memory_bytes: int | None
+    swap_bytes: int | None
+    pids: int | None
+
+
+def sample_usage(cgroupfs: Cgroupfs, group: str) -> UsageSample:
+    """Read ``cpu.stat``, ``memory.current``, ``memory.swap.current`` and ``pids.current``;
+    a file that cannot be read (group gone, no swap) reads None."""
+    return UsageSample(
+        cpu_stat=read_or_none(lambda: parse_cpu_stat(cgroupfs.read(group, CPU_STAT))),
+        memory_bytes=read_or_none(
+            lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_CURRENT))),
+        swap_bytes=read_or_none(
+            lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_SWAP_CURRENT))),
+        pids=read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, PIDS_CURRENT))),
+    )
+
+
 def read_usage(cgroupfs: Cgroupfs, group: str, limits: Limits,
                cpu_meter: CpuMeter) -> dict[str, Any]:
     """``status`` ``usage``; a file that cannot be read (group gone, no swap) reads null."""
-    cpu_usec = _read_or_none(lambda: parse_cpu_stat(cgroupfs.read(group, CPU_STAT)).usage_usec)
-    memory_bytes = _read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_CURRENT)))
-    swap_bytes = _read_or_none(
-        lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_SWAP_CURRENT)))
-    pids = _read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, PIDS_CURRENT)))
-    cpu_percent = cpu_meter.sample(cpu_usec) if cpu_usec is not None else None
+    sample = sample_usage(cgroupfs, group)
+    cpu_percent = (cpu_meter.sample(sample.cpu_stat.usage_usec)
+                   if sample.cpu_stat is not None else None)
+    memory_bytes = sample.memory_bytes
     limit = limits.memory_max_bytes
     return {
         "cpu_percent": None if cpu_percent is None else round(cpu_percent, 1),
         "memory_bytes": memory_bytes,
         "memory_percent": (None if memory_bytes is None or limit is None
                            else round(memory_bytes / limit * 100, 1)),
-        "swap_bytes": swap_bytes,
-        "pids": pids,
+        "swap_bytes": sample.swap_bytes,
+        "pids": sample.pids,
     }
 
 
-def _read_or_none(read: Callable[[], int | None]) -> int | None:
+def read_or_none(read: Callable[[], T]) -> T | None:
+    """``read()``, or None if the file is missing or unreadable (the group may be gone)."""
     try:
         return read()
     except (CgroupReadError, ParseError):

@@ -17,10 +17,11 @@ Start-up, in this order (READY=1 only at the end):
 4. The engine is started through the exec shim, inside the group.
 
 Then the daemon serves: watchdog pings and STATUS=, drift checks, the violation
-monitor, the control socket, and signals: SIGTERM/SIGINT stop the engine
-gracefully (a second one skips the grace period), SIGHUP reloads the config and
-re-applies the limits without restarting the engine unless its command,
-environment or working directory changed.
+monitor, the control socket, the Prometheus endpoint if ``metrics.enabled``
+(ccgroupd.metrics; its HTTP server runs in a thread of its own), and signals:
+SIGTERM/SIGINT stop the engine gracefully (a second one skips the grace
+period), SIGHUP reloads the config and re-applies the limits without restarting
+the engine unless its command, environment or working directory changed.
 
 The daemon exits 0 after a requested stop, EXIT_ENGINE_FAILED when the engine
 failed (too many restarts) so that systemd marks the unit failed without
@@ -309,6 +310,8 @@ class Daemon:
             self._spawn_task(self.monitor.run())
         if self._serve_api:
             self._spawn_task(self._run_api())
+        if self.config.metrics.enabled:
+            self._spawn_task(self._run_metrics())
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -349,6 +352,19 @@ class Daemon:
             await asyncio.Event().wait()  # until cancelled
         finally:
             await server.close()
+
+    async def _run_metrics(self) -> None:
+        # Imported here: prometheus_client is only worth loading when metrics are on.
+        from ccgroupd.metrics import EngineGroupCollector, MetricsServer
+
+        collector = EngineGroupCollector(self.cgroupfs, self.engine_group,
+                                         lambda: self.supervisor)
+        server = MetricsServer.from_config(collector, self.config.metrics)
+        server.start()
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            await asyncio.to_thread(server.close)
 
     # -- signals -------------------------------------------------------------------
 

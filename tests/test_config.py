@@ -22,7 +22,7 @@ from ccgroupd.errors import EXIT_INVALID, ConfigError
 from ccgroupd.limits import LIMIT_NAMES, Limits
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.toml.example"
-SECTIONS = ("cgroup", "limits", "engine", "monitor", "api", "daemon")
+SECTIONS = ("cgroup", "limits", "engine", "monitor", "api", "metrics", "daemon")
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,7 @@ def test_unknown_key_in_each_section(tmp_path: Path, section: str) -> None:
     ("[api]\nzzz = 1\n", "unknown key api.zzz (known: socket, admin_group, status_group, "
                          "max_request_bytes, request_timeout_s)"),
     ("top_level = 1\n", "unknown key top_level (known: cgroup, limits, engine, monitor, api, "
-                        "daemon)"),
+                        "metrics, daemon)"),
 ])
 def test_unknown_key_suggests(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)

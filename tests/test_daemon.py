@@ -7,11 +7,14 @@ import asyncio
 import functools
 import os
 import signal
+import socket
+import urllib.request
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pyfakefs.fake_filesystem import FakeFilesystem
 from structlog.testing import capture_logs
 
@@ -295,6 +298,34 @@ async def test_start_ready_and_graceful_stop(fs: FakeFilesystem) -> None:
     assert not kernel.exists(ENGINE)  # removed once empty
     argv = spawner.argvs[0]
     assert tuple(argv[argv.index("--") + 1:]) == ("/bin/engine",)
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@run_async
+async def test_metrics_are_served_while_the_daemon_runs_and_not_after(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    port = free_loopback_port()
+    write_config(fs, extra=f"[metrics]\nenabled = true\nport = {port}\n")
+    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    task = await started(daemon, notifier)
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    assert await stop(daemon, task) == EXIT_OK
+
+    samples = {(sample.name, sample.labels.get("state")): sample.value
+               for family in text_string_to_metric_families(text.decode())
+               for sample in family.samples}
+    assert samples[("ccgroupd_memory_max_bytes", None)] == 256 * MIB
+    assert samples[("ccgroupd_engine_state", "running")] == 1
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 5):
+        pass
 
 
 @run_async

@@ -1,0 +1,272 @@
+"""ccgroupd.metrics: the exposition, parsed with prometheus_client's own text parser,
+against the fake kernel's files."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from ccgroupd.cgroupfs import Cgroupfs
+from ccgroupd.metrics import EngineGroupCollector, EngineView, MetricsServer, MonotonicCounters
+from ccgroupd.supervisor import EngineState
+from fakekernel import FakeKernel
+
+PACKAGING = Path(__file__).resolve().parents[1] / "packaging"
+DASHBOARD = PACKAGING / "grafana" / "ccgroupd.json"
+RULES = PACKAGING / "prometheus" / "ccgroupd-rules.yml"
+# Read before pyfakefs replaces the file system in the tests that need the fake kernel.
+DASHBOARD_TEXT = DASHBOARD.read_text()
+RULES_TEXT = RULES.read_text()
+METRIC_NAME = re.compile(r"\bccgroupd_[a-z_]+\b")
+GROUP = "engine"
+PATH = "/sys/fs/cgroup/engine"
+MiB = 1024**2
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@dataclass
+class FakeEngine:
+    state: EngineState = EngineState.RUNNING
+    restarts: int = 0
+    uptime: float | None = 12.5
+
+    def uptime_s(self) -> float | None:
+        return self.uptime
+
+
+def scrape(collector: Collector) -> Samples:
+    """The exposition text as Prometheus would parse it: (sample name, labels) -> value."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset({"cgroup": PATH, **labels}.items()))]
+
+
+@pytest.fixture
+def engine_group(fake_kernel: FakeKernel) -> str:
+    fake_kernel.mkdir(GROUP)
+    fake_kernel.enable("", "cpu", "memory", "pids", "io")
+    return GROUP
+
+
+@pytest.fixture
+def collector(cgroupfs: Cgroupfs, engine_group: str) -> EngineGroupCollector:
+    engine: EngineView = FakeEngine()
+    return EngineGroupCollector(cgroupfs, engine_group, lambda: engine, clock=lambda: 1700.0)
+
+
+def test_scrape_reports_the_kernel_files(fake_kernel: FakeKernel, cgroupfs: Cgroupfs,
+                                         collector: EngineGroupCollector) -> None:
+    cgroupfs.write(GROUP, "cpu.max", "250000 100000")
+    cgroupfs.write(GROUP, "memory.max", str(512 * MiB))
+    cgroupfs.write(GROUP, "memory.high", str(384 * MiB))
+    cgroupfs.write(GROUP, "pids.max", "100")
+    fake_kernel.update(GROUP, "memory.current", str(200 * MiB))
+    fake_kernel.update(GROUP, "memory.swap.current", str(3 * MiB))
+    fake_kernel.spawn(GROUP)
+    fake_kernel.spawn(GROUP)
+    fake_kernel.bump(GROUP, "cpu.stat", usage_usec=7_250_000, nr_periods=40, nr_throttled=9,
+                     throttled_usec=1_500_000)
+    fake_kernel.bump(GROUP, "memory.events", high=5, max=4, oom=2, oom_kill=3)
+    fake_kernel.bump(GROUP, "pids.events", max=6)
+    fake_kernel.update(GROUP, "memory.pressure",
+                       "some avg10=1.00 avg60=0.50 avg300=0.10 total=2500000\n"
+                       "full avg10=0.50 avg60=0.20 avg300=0.05 total=1250000\n")
+
+    samples = scrape(collector)
+
+    assert value(samples, "ccgroupd_cpu_limit_cpus") == 2.5
+    assert value(samples, "ccgroupd_memory_max_bytes") == 512 * MiB
+    assert value(samples, "ccgroupd_memory_high_bytes") == 384 * MiB
+    assert value(samples, "ccgroupd_pids_max") == 100
+    assert value(samples, "ccgroupd_memory_current_bytes") == 200 * MiB
+    assert value(samples, "ccgroupd_memory_swap_current_bytes") == 3 * MiB
+    assert value(samples, "ccgroupd_pids_current") == 2
+    assert value(samples, "ccgroupd_cpu_usage_seconds_total") == 7.25
+    assert value(samples, "ccgroupd_cpu_periods_total") == 40
+    assert value(samples, "ccgroupd_cpu_throttled_periods_total") == 9
+    assert value(samples, "ccgroupd_cpu_throttled_seconds_total") == 1.5
+    assert {event: value(samples, "ccgroupd_memory_events_total", event=event)
+            for event in ("high", "max", "oom", "oom_kill")} == {
+        "high": 5, "max": 4, "oom": 2, "oom_kill": 3}
+    assert value(samples, "ccgroupd_pids_events_total", event="max") == 6
+    assert value(samples, "ccgroupd_pressure_stalled_seconds_total",
+                 resource="memory", kind="some") == 2.5
+    assert value(samples, "ccgroupd_pressure_stalled_seconds_total",
+                 resource="memory", kind="full") == 1.25
+    assert value(samples, "ccgroupd_pressure_stalled_seconds_total",
+                 resource="cpu", kind="some") == 0
+    assert value(samples, "ccgroupd_last_sample_timestamp_seconds") == 1700.0
+
+
+def test_unlimited_limits_are_absent_not_infinite(collector: EngineGroupCollector) -> None:
+    samples = scrape(collector)
+    names = {name for name, _ in samples}
+
+    assert not names & {"ccgroupd_cpu_limit_cpus", "ccgroupd_memory_max_bytes",
+                        "ccgroupd_memory_high_bytes", "ccgroupd_pids_max"}
+    assert "ccgroupd_memory_current_bytes" in names  # usage is there all the same
+    assert all(math.isfinite(sample) for sample in samples.values())
+
+
+def test_engine_state_is_one_hot_with_restarts_and_uptime(
+        cgroupfs: Cgroupfs, engine_group: str) -> None:
+    engine = FakeEngine(EngineState.BACKOFF, restarts=3, uptime=None)
+    samples = scrape(EngineGroupCollector(cgroupfs, engine_group, lambda: engine))
+
+    states = {state.value: value(samples, "ccgroupd_engine_state", state=state.value)
+              for state in EngineState}
+    assert states == {state.value: 1 if state is EngineState.BACKOFF else 0
+                      for state in EngineState}
+    assert value(samples, "ccgroupd_engine_restarts_total") == 3
+    assert "ccgroupd_engine_uptime_seconds" not in {name for name, _ in samples}
+
+    engine.state, engine.uptime = EngineState.RUNNING, 42.0
+    assert value(scrape(EngineGroupCollector(cgroupfs, engine_group, lambda: engine)),
+                 "ccgroupd_engine_uptime_seconds") == 42.0
+
+
+def test_counters_stay_monotonic_when_the_group_is_recreated(
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, collector: EngineGroupCollector) -> None:
+    fake_kernel.bump(GROUP, "memory.events", oom_kill=3)
+    fake_kernel.bump(GROUP, "cpu.stat", usage_usec=5_000_000)
+    before = scrape(collector)
+
+    cgroupfs.remove(GROUP)
+    gone = scrape(collector)
+    fake_kernel.mkdir(GROUP)
+    fake_kernel.bump(GROUP, "memory.events", oom_kill=1)
+    fake_kernel.bump(GROUP, "cpu.stat", usage_usec=1_000_000)
+    after = scrape(collector)
+
+    assert value(before, "ccgroupd_memory_events_total", event="oom_kill") == 3
+    assert ("ccgroupd_memory_events_total",
+            frozenset({"cgroup": PATH, "event": "oom_kill"}.items())) not in gone
+    assert value(after, "ccgroupd_memory_events_total", event="oom_kill") == 4
+    assert value(after, "ccgroupd_cpu_usage_seconds_total") == 6.0
+
+
+def test_monotonic_counter_adds_the_value_seen_before_each_reset() -> None:
+    counters = MonotonicCounters()
+    totals = [counters.total("oom_kill", current) for current in (2, 5, 1, 1, 0, 4)]
+    assert totals == [2, 5, 6, 6, 6, 10]
+
+
+def test_last_sample_time_stays_while_the_group_is_gone(
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, engine_group: str) -> None:
+    now_s = [100.0]
+    collector = EngineGroupCollector(cgroupfs, engine_group, lambda: None,
+                                     clock=lambda: now_s[0])
+    assert value(scrape(collector), "ccgroupd_last_sample_timestamp_seconds") == 100.0
+
+    cgroupfs.remove(GROUP)
+    now_s[0] = 160.0
+    samples = scrape(collector)
+
+    assert value(samples, "ccgroupd_last_sample_timestamp_seconds") == 100.0
+    assert not any(name.startswith("ccgroupd_engine_") for name, _ in samples)
+
+
+class _OneGauge(Collector):
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("ccgroupd_test_gauge", "a test gauge")
+        family.add_metric([], 7)
+        return [family]
+
+
+def test_server_serves_the_exposition_on_the_configured_address_only() -> None:
+    server = MetricsServer(_OneGauge(), IPv4Address("127.0.0.1"), 0)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        bound = server.address
+    finally:
+        server.close()
+
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["ccgroupd_test_gauge"].samples[0].value == 7
+    assert bound == "127.0.0.1"
+
+
+
+# -- the alert rules and the dashboard -------------------------------------------------
+
+
+def every_exposed_name(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> set[str]:
+    """The sample names of a scrape where every file has a value (no limit is max)."""
+    for attribute, text in (("cpu.max", "200000 100000"), ("memory.max", str(512 * MiB)),
+                            ("memory.high", str(384 * MiB)), ("pids.max", "100")):
+        cgroupfs.write(GROUP, attribute, text)
+    engine: EngineView = FakeEngine()
+    return {name for name, _ in scrape(EngineGroupCollector(cgroupfs, GROUP, lambda: engine))}
+
+
+def dashboard_exprs(dashboard: dict[str, object]) -> list[str]:
+    exprs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                exprs.append(node["expr"])
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(dashboard)
+    return exprs
+
+
+def test_dashboard_queries_only_exposed_metrics_for_the_chosen_hosts(
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, engine_group: str) -> None:
+    dashboard = json.loads(DASHBOARD_TEXT)
+    exprs = dashboard_exprs(dashboard)
+    used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+
+    assert len(exprs) >= 10
+    assert used <= every_exposed_name(fake_kernel, cgroupfs)
+    assert all('instance=~"$host"' in expr for expr in exprs)  # one host, or the fleet
+    host = next(v for v in dashboard["templating"]["list"] if v["name"] == "host")
+    assert (host["multi"], host["includeAll"]) == (True, True)
+    assert METRIC_NAME.findall(host["definition"]) == ["ccgroupd_build_info"]
+
+
+def test_alert_rules_use_only_exposed_metrics(fake_kernel: FakeKernel, cgroupfs: Cgroupfs,
+                                              engine_group: str) -> None:
+    exprs = re.findall(r"^ +expr: (?:\|\n((?: {10}.*\n)+)|(.*)\n)", RULES_TEXT, re.M)
+    used = {name for block, line in exprs for name in METRIC_NAME.findall(block + line)}
+
+    assert len(exprs) == 8
+    assert used <= every_exposed_name(fake_kernel, cgroupfs)
+    assert {"ccgroupd_memory_events_total", "ccgroupd_last_sample_timestamp_seconds",
+            "ccgroupd_pids_max", "ccgroupd_engine_restarts_total"} <= used
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_alert_rules_pass_promtool() -> None:
+    result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 8 rules found" in result.stdout
