@@ -13,7 +13,7 @@
 # /etc/ccgroupd/config.toml). The unit and the config are removed first: the unit in
 # /etc would shadow the package's, and the config would not be the package's
 # conffile. The /usr/bin symlinks are left: dpkg replaces files no package owns,
-# which is checked.
+# which is checked. On exit the development install is put back for later scenarios.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -65,6 +65,22 @@ check "no default route" test -z "$(ip route show default)"
 check "no ccgroupd package installed yet" test -z "$(dpkg-query -W -f='${Status}' ccgroupd 2>/dev/null | grep ' installed')"
 
 echo "--- remove the harness's development install of ccgroupd"
+# Kept aside and put back on exit, so that later scenarios find the guest as the
+# harness left it (purge removes /usr/bin/ccgroupd{,ctl}, which dpkg took over).
+dev_install=$(mktemp -d)
+mkdir "$dev_install/etc" "$dev_install/bin"
+cp -a /etc/systemd/system/ccgroupd.service /etc/ccgroupd "$dev_install/etc/"
+cp -P /usr/bin/ccgroupd /usr/bin/ccgroupctl "$dev_install/bin/"
+# shellcheck disable=SC2329  # invoked by the EXIT trap
+restore_dev_install() {
+    cp -a "$dev_install/etc/ccgroupd.service" /etc/systemd/system/
+    rm -rf /etc/ccgroupd
+    cp -a "$dev_install/etc/ccgroupd" /etc/
+    cp -P "$dev_install"/bin/* /usr/bin/
+    systemctl daemon-reload
+    rm -rf "$dev_install" /usr/local/sbin/stand-in-engine
+}
+trap restore_dev_install EXIT
 rm -f /etc/systemd/system/ccgroupd.service
 rm -rf /etc/ccgroupd
 systemctl daemon-reload
