@@ -1,0 +1,697 @@
+#!/usr/bin/python3
+"""ccgroupd benchmarks (issue 7), run as root inside the test guest by ``tests/bench/run``.
+
+One boot, every comparison interleaved in the same guest, medians with min-max:
+
+1. change latency: ccgroupctl set / status vs systemctl set-property vs cgset vs python3 -c pass
+2. report latency: kernel OOM kill -> ccgroupd's oom_kill record vs systemd's own OOM line;
+   pids.max hit -> ccgroupd's pids_max record
+3. footprint: daemon RSS, CPU and wake-ups over an idle minute and during an event storm
+4. scale: daemon CPU over 30 s with 1 vs 1,000 processes in the engine group
+5. start: ``systemctl start ccgroupd`` until READY
+
+Figures only: no timed assertions. Targets are reported PASS/MISS. The JSON goes to
+$CCGROUPD_RESULTS/bench.json. Every section restores the config, stops its units and
+removes its cgroups, so that the guest can be shared with other scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+REPS = int(os.environ.get("BENCH_REPS", "9"))
+LATENCY_REPS = int(os.environ.get("BENCH_LATENCY_REPS", "4"))
+START_REPS = int(os.environ.get("BENCH_START_REPS", "7"))
+IDLE_S = float(os.environ.get("BENCH_IDLE_S", "60"))
+WINDOW_S = float(os.environ.get("BENCH_WINDOW_S", "30"))
+SCALE_PROCS = 1000
+REPORT_INTERVAL_S = 2.0  # monitor.report_interval_s for the runs below
+CPU_POLL_S = 5.0  # monitor.cpu_poll_interval_s (the default)
+
+CGROOT = Path("/sys/fs/cgroup")
+CONFIG = Path("/etc/ccgroupd/config.toml")
+STATE = Path("/var/lib/ccgroupd/limits.json")
+RESULTS = Path(os.environ.get("CCGROUPD_RESULTS", "/tmp"))
+VENV_PYTHON = os.environ.get("CCGROUPD_PYTHON", "/opt/ccgroupd/venv/bin/python3")
+ENGINE = Path("/usr/local/bin/bench-engine")
+SCRATCH = CGROOT / "bench-cgset"
+OOM_MESSAGE_ID = "fe6faa94e7774663a0da52717891d8ef"
+KERNEL_OOM = "Memory cgroup out of memory: Killed process"
+
+results: dict[str, Any] = {"targets": [], "notes": [], "errors": []}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def run(*command: str, check: bool = True,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def timed(command: list[str], after: Callable[[], bool] | None = None) -> tuple[float, bool]:
+    """Wall time in ms of ``command`` (and of ``after``, the in-kernel check), and success."""
+    started = time.perf_counter()
+    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+    ok = done.returncode == 0 and (after() if after else True)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        say(f"   ! {' '.join(command)} -> exit {done.returncode}: {done.stderr.strip()[:200]}")
+    return elapsed_ms, ok
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "median": None, "min": None, "max": None, "values": []}
+    return {"n": len(values), "median": statistics.median(values), "min": min(values),
+            "max": max(values), "values": [round(v, 3) for v in values]}
+
+
+def fmt(s: dict[str, Any], unit: str = "ms", digits: int = 1) -> str:
+    if not s.get("n"):
+        return "n/a"
+    return (f"{s['median']:.{digits}f} {unit} ({s['min']:.{digits}f}-{s['max']:.{digits}f}, "
+            f"n={s['n']})")
+
+
+def target(name: str, ok: bool | None, figure: str, bound: str = "") -> None:
+    verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
+    results["targets"].append({"target": name, "verdict": verdict, "figure": figure,
+                               "bound": bound})
+    say(f"   target: {name}: {verdict} ({figure})")
+
+
+def monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def journal(*matches: str, kernel: bool = False, since_usec: int = 0) -> list[dict[str, Any]]:
+    run("journalctl", "--sync", check=False)
+    command = ["journalctl", "-b", "-o", "json", "--no-pager", *(["-k"] if kernel else []),
+               *matches]
+    out = run(*command, check=False).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [r for r in records if int(r["__MONOTONIC_TIMESTAMP"]) >= since_usec]
+
+
+def event_time(record: dict[str, Any]) -> tuple[int, str]:
+    """The record's own monotonic time if the sender gave one, else journald's receive time."""
+    if "_SOURCE_MONOTONIC_TIMESTAMP" in record:
+        return int(record["_SOURCE_MONOTONIC_TIMESTAMP"]), "_SOURCE_MONOTONIC_TIMESTAMP"
+    return int(record["__MONOTONIC_TIMESTAMP"]), "__MONOTONIC_TIMESTAMP"
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with suppress(OSError, ValueError):
+            if predicate():
+                return True
+        time.sleep(step_s)
+    return False
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+ENGINE_SOURCE = f"""#!/usr/bin/python3
+# Stand-in engine, ready at once. SIGUSR1: spawn {SCALE_PROCS - 1} `sleep infinity` (so that
+# the group holds {SCALE_PROCS} processes); SIGUSR2: kill them again.
+import os, signal
+children = []
+def spawn(signum, frame):
+    for _ in range({SCALE_PROCS - 1} - len(children)):
+        children.append(os.posix_spawn("/bin/sleep", ["sleep", "infinity"], os.environ))
+def reap(signum, frame):
+    while children:
+        pid = children.pop()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+signal.signal(signal.SIGUSR1, spawn)
+signal.signal(signal.SIGUSR2, reap)
+signal.signal(signal.SIGTERM, lambda signum, frame: (reap(signum, frame), os._exit(0)))
+while True:
+    signal.pause()
+"""
+
+
+def write_config(*, cpus: str = "2", memory: str = "1G", memory_high: str | None = None,
+                 pids: int = 2 * SCALE_PROCS) -> None:
+    high = f'memory_high = "{memory_high}"\n' if memory_high else ""
+    CONFIG.write_text(f"""[limits]
+cpus = {cpus}
+memory = "{memory}"
+{high}pids = {pids}
+
+[engine]
+command = ["{ENGINE}"]
+stop_grace_s = 5.0
+restart_initial_delay_s = 0.5
+restart_burst = 50
+
+[monitor]
+cpu_poll_interval_s = {CPU_POLL_S}
+report_interval_s = {REPORT_INTERVAL_S}
+
+[daemon]
+log_format = "journal"
+""")
+
+
+def start_daemon() -> None:
+    run("systemctl", "reset-failed", "ccgroupd", check=False)
+    run("systemctl", "start", "ccgroupd")
+    if not wait_for(lambda: run("ccgroupctl", "status", check=False).returncode == 0, 30):
+        raise RuntimeError("ccgroupd does not answer ccgroupctl status")
+
+
+def stop_daemon() -> None:
+    run("systemctl", "stop", "ccgroupd", check=False)
+    run("systemctl", "reset-failed", "ccgroupd", check=False)
+
+
+def main_pid() -> int:
+    return int(run("systemctl", "show", "-p", "MainPID", "--value", "ccgroupd").stdout)
+
+
+def engine_group() -> Path:
+    status = json.loads(run("ccgroupctl", "status", "--json").stdout)
+    path = Path(status["cgroup"]["path"])
+    return path if path.is_absolute() and str(path).startswith(str(CGROOT)) else CGROOT / str(
+        path).lstrip("/")
+
+
+@contextmanager
+def daemon(**config: Any) -> Iterator[Path]:
+    """ccgroupd running with the stand-in engine and ``config``; stopped and forgotten after."""
+    original = CONFIG.read_text() if CONFIG.exists() else None
+    stop_daemon()
+    STATE.unlink(missing_ok=True)
+    write_config(**config)
+    try:
+        start_daemon()
+        yield engine_group()
+    finally:
+        stop_daemon()
+        STATE.unlink(missing_ok=True)
+        if original is not None:
+            CONFIG.write_text(original)
+
+
+def in_group(group: Path, command: str) -> subprocess.Popen[bytes]:
+    """Start ``command`` inside ``group`` (it joins before exec), as a build step would."""
+    return subprocess.Popen(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec {command}'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_wait(process: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError):
+        process.kill()
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+
+
+# -- process accounting ----------------------------------------------------------------------
+
+def cpu_s(pid: int) -> float:
+    """utime+stime of the whole process (dead threads included), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def schedstat_s(pid: int) -> float:
+    """On-CPU time of the live threads, from schedstat (ns resolution), in seconds."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches summed over the threads."""
+    voluntary = involuntary = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def window(pid: int, seconds: float) -> dict[str, Any]:
+    """Daemon cost over ``seconds``: CPU (two sources), wake-ups, RSS, journal records."""
+    since = monotonic_usec()
+    cpu0, sched0, (vol0, invol0) = cpu_s(pid), schedstat_s(pid), switches(pid)
+    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
+    time.sleep(seconds)
+    cpu1, sched1, (vol1, invol1) = cpu_s(pid), schedstat_s(pid), switches(pid)
+    records = journal("_SYSTEMD_UNIT=ccgroupd.service", since_usec=since)
+    by_event: dict[str, int] = {}
+    for record in records:
+        name = str(record.get("CCGROUPD_EVENT", "(no CCGROUPD_EVENT)"))
+        by_event[name] = by_event.get(name, 0) + 1
+    return {"seconds": seconds, "cpu_s": round(cpu1 - cpu0, 3),
+            "schedstat_cpu_s": round(sched1 - sched0, 4),
+            "cpu_pct_of_core": round(100 * (sched1 - sched0) / seconds, 3),
+            "voluntary_switches": vol1 - vol0, "involuntary_switches": invol1 - invol0,
+            "threads": threads, "rss_kib": rss_kib(pid), "journal_records": len(records),
+            "records_by_event": by_event}
+
+
+# -- 1. change latency -----------------------------------------------------------------------
+
+def section_change() -> None:
+    say(f"== 1. change latency ({REPS} rounds, interleaved)")
+    plain = "bench-plain.service"
+    run("systemctl", "stop", plain, check=False)
+    run("systemctl", "reset-failed", plain, check=False)
+    samples: dict[str, list[float]] = {}
+    failures: dict[str, int] = {}
+    try:
+        with daemon(cpus="1", memory="1G") as group:
+            run("systemd-run", "--unit", plain, "-p", "CPUQuota=100%", "-p", "MemoryMax=1G",
+                "sleep", "infinity")
+            plain_group = CGROOT / "system.slice" / plain
+            SCRATCH.mkdir(exist_ok=True)
+            for controller in ("cpu", "memory"):
+                if controller not in (CGROOT / "cgroup.subtree_control").read_text().split():
+                    (CGROOT / "cgroup.subtree_control").write_text(f"+{controller}")
+            values = [(1, "512M", 536870912), (2, "768M", 805306368)]
+            for rep in range(REPS):
+                cpus, memory, memory_bytes = values[rep % 2]
+                quota = f"{cpus * 100000} 100000"
+
+                def in_kernel(path: Path, quota: str = quota, mem: int = memory_bytes) -> bool:
+                    return ((path / "cpu.max").read_text().strip() == quota
+                            and int((path / "memory.max").read_text()) == mem)
+
+                cases: list[tuple[str, list[str], Callable[[], bool] | None]] = [
+                    ("python3 -c pass", ["python3", "-c", "pass"], None),
+                    ("ccgroupctl set", ["ccgroupctl", "set", "--cpus", str(cpus), "--memory",
+                                        memory],
+                     lambda: in_kernel(group)),
+                    ("systemctl set-property", ["systemctl", "set-property", "--runtime", plain,
+                                                f"CPUQuota={cpus * 100}%",
+                                                f"MemoryMax={memory}"],
+                     lambda: in_kernel(plain_group)),
+                    ("cgset", ["cgset", "-r", f"cpu.max={quota}", "-r",
+                               f"memory.max={memory_bytes}", SCRATCH.name],
+                     lambda: in_kernel(SCRATCH)),
+                    ("python3 -I -c pass", ["python3", "-I", "-c", "pass"], None),
+                    ("venv python3 -c pass", [VENV_PYTHON, "-c", "pass"], None),
+                    ("ccgroupctl status", ["ccgroupctl", "status"], None),
+                ]
+                # rotate the order each round, so that no command always follows another
+                shift = rep % len(cases)
+                for name, command, after in cases[shift:] + cases[:shift]:
+                    elapsed_ms, ok = timed(command, after)
+                    if ok:
+                        samples.setdefault(name, []).append(elapsed_ms)
+                    else:
+                        failures[name] = failures.get(name, 0) + 1
+    finally:
+        run("systemctl", "stop", plain, check=False)
+        run("systemctl", "reset-failed", plain, check=False)
+        with suppress(OSError):
+            SCRATCH.rmdir()
+    table = {name: stats(values) for name, values in samples.items()}
+    floor = table.get("python3 -c pass", {}).get("median")
+    set_property = table.get("systemctl set-property", {}).get("median")
+    for name, s in table.items():
+        if s["n"]:
+            s["ratio_to_floor"] = round(s["median"] / floor, 3) if floor else None
+            s["ratio_to_set_property"] = (round(s["median"] / set_property, 3)
+                                          if set_property else None)
+        extra = (f"  x{s.get('ratio_to_floor')} floor, x{s.get('ratio_to_set_property')} "
+                 "set-property")
+        say(f"   {name:24} {fmt(s)}{extra}")
+    results["change_latency_ms"] = table
+    results["change_latency_failures"] = failures
+    ctl = table.get("ccgroupctl set", {})
+    if ctl.get("n") and floor:
+        target("ccgroupctl set <= 1.3x python3 -c pass", ctl["ratio_to_floor"] <= 1.3,
+               f"x{ctl['ratio_to_floor']} ({ctl['median']:.0f} vs {floor:.0f} ms); "
+               f"x{ctl['ratio_to_set_property']} of set-property")
+    else:
+        target("ccgroupctl set <= 1.3x python3 -c pass", None, f"no samples ({failures})")
+
+
+# -- 2. report latency -----------------------------------------------------------------------
+
+def first_kernel_kill(since: int) -> dict[str, Any] | None:
+    kills = [r for r in journal(kernel=True, since_usec=since) if KERNEL_OOM in str(r.get(
+        "MESSAGE"))]
+    return kills[0] if kills else None
+
+
+def oom_ours(group: Path) -> dict[str, Any] | None:
+    since = monotonic_usec()
+    hog = in_group(group, "stress-ng --vm 1 --vm-bytes 200M --vm-keep --timeout 3s")
+    try:
+        hog.wait(30)
+    finally:
+        kill_wait(hog)
+    time.sleep(REPORT_INTERVAL_S + 0.5)
+    kill = first_kernel_kill(since)
+    records = journal("_SYSTEMD_UNIT=ccgroupd.service", "CCGROUPD_EVENT=oom_kill",
+                      since_usec=since)
+    if not kill or not records:
+        say(f"   ! ours: kernel kill {'found' if kill else 'missing'}, "
+            f"{len(records)} oom_kill records")
+        return None
+    kernel_usec = int(kill["_SOURCE_MONOTONIC_TIMESTAMP"])
+    ours_usec, field = event_time(records[0])
+    return {"latency_ms": (ours_usec - kernel_usec) / 1000, "field": field}
+
+
+def oom_systemd(rep: int) -> dict[str, Any] | None:
+    unit = f"bench-oom-{rep}.service"
+    since = monotonic_usec()
+    try:
+        run("systemd-run", "--wait", "--quiet", "--unit", unit, "-p", "MemoryMax=64M",
+            "-p", "MemorySwapMax=0", "stress-ng", "--vm", "1", "--vm-bytes", "200M",
+            "--vm-keep", "--timeout", "3s", check=False, timeout=60)
+    finally:
+        run("systemctl", "stop", unit, check=False)
+        run("systemctl", "reset-failed", unit, check=False)
+    kill = first_kernel_kill(since)
+    records = journal(f"MESSAGE_ID={OOM_MESSAGE_ID}", f"UNIT={unit}", since_usec=since)
+    if not kill or not records:
+        say(f"   ! systemd: kernel kill {'found' if kill else 'missing'}, "
+            f"{len(records)} OOM records")
+        return None
+    kernel_usec = int(kill["_SOURCE_MONOTONIC_TIMESTAMP"])
+    theirs_usec, field = event_time(records[0])
+    return {"latency_ms": (theirs_usec - kernel_usec) / 1000, "field": field}
+
+
+PIDS_HOG = """
+import os, sys, time
+marker = sys.argv[1]
+started = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+children = []
+failed = None
+while failed is None and len(children) < 500:
+    try:
+        pid = os.fork()
+    except OSError:
+        failed = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        break
+    if pid == 0:
+        time.sleep(4)
+        os._exit(0)
+    children.append(pid)
+with open(marker, "w") as f:
+    f.write(f"{started} {failed or 0} {len(children)}")
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
+def pids_ours(group: Path, rep: int) -> dict[str, Any] | None:
+    marker = Path(f"/run/bench-pids-{rep}")
+    marker.unlink(missing_ok=True)
+    since = monotonic_usec()
+    hog = in_group(group, f"python3 -c '{PIDS_HOG}' {marker}")
+    try:
+        hog.wait(60)
+    finally:
+        kill_wait(hog)
+    time.sleep(REPORT_INTERVAL_S + 0.5)
+    records = journal("_SYSTEMD_UNIT=ccgroupd.service", "CCGROUPD_EVENT=pids_max",
+                      since_usec=since)
+    if not marker.exists() or not records:
+        say(f"   ! pids: marker {'found' if marker.exists() else 'missing'}, "
+            f"{len(records)} pids_max records")
+        return None
+    started, failed, forked = (int(x) for x in marker.read_text().split())
+    marker.unlink()
+    ours_usec, field = event_time(records[0])
+    # The kernel logs "fork rejected by pids controller" once per cgroup (the first round).
+    kernel = [r for r in journal(kernel=True, since_usec=since)
+              if "fork rejected by pids controller" in str(r.get("MESSAGE"))]
+    return {"from_kernel_line_ms": ((ours_usec - int(kernel[0]["_SOURCE_MONOTONIC_TIMESTAMP"]))
+                                    / 1000 if kernel else None),
+            "from_start_ms": (ours_usec - started) / 1000,
+            "from_first_failed_fork_ms": (ours_usec - failed) / 1000 if failed else None,
+            "forked_before_limit": forked, "field": field}
+
+
+def section_report() -> None:
+    say(f"== 2. report latency ({LATENCY_REPS} rounds, interleaved)")
+    ours: list[float] = []
+    theirs: list[float] = []
+    pids_start: list[float] = []
+    pids_fail: list[float] = []
+    fields: set[str] = set()
+    with daemon(cpus="2", memory="1G", pids=30) as group:
+        for rep in range(LATENCY_REPS):
+            run("ccgroupctl", "set", "--memory", "64M", "--runtime", "--force")
+            try:
+                mine = oom_ours(group)
+            finally:
+                run("ccgroupctl", "set", "--memory", "1G", "--runtime", check=False)
+            systemd = oom_systemd(rep)
+            pids = pids_ours(group, rep)
+            say(f"   round {rep}: ours {mine}, systemd {systemd}, pids {pids}")
+            if mine:
+                ours.append(mine["latency_ms"])
+                fields.add(f"ccgroupd oom_kill: {mine['field']}")
+            if systemd:
+                theirs.append(systemd["latency_ms"])
+                fields.add(f"systemd OOM line: {systemd['field']}")
+            if pids:
+                pids_start.append(pids["from_start_ms"])
+                if pids["from_first_failed_fork_ms"] is not None:
+                    pids_fail.append(pids["from_first_failed_fork_ms"])
+                fields.add(f"ccgroupd pids_max: {pids['field']}")
+    behind = [a - b for a, b in zip(ours, theirs, strict=False)]
+    results["report_latency_ms"] = {
+        "oom_kill_ccgroupd": stats(ours), "oom_systemd": stats(theirs),
+        "ccgroupd_minus_systemd_same_round": stats(behind),
+        "pids_max_from_hog_start": stats(pids_start),
+        "pids_max_from_first_failed_fork": stats(pids_fail),
+        "timestamp_fields": sorted(fields)}
+    say(f"   oom_kill: ccgroupd {fmt(stats(ours))}; systemd {fmt(stats(theirs))}; "
+        f"ccgroupd - systemd {fmt(stats(behind))}")
+    say(f"   pids_max: from hog start {fmt(stats(pids_start))}; from first failed fork "
+        f"{fmt(stats(pids_fail))}")
+    say(f"   timestamps used: {sorted(fields)}")
+    if ours:
+        worst = max(ours)
+        target("oom_kill record within 100 ms of the kernel's kill",
+               worst <= 100, f"median {statistics.median(ours):.1f} ms, max {worst:.1f} ms; "
+               f"systemd median {statistics.median(theirs) if theirs else float('nan'):.1f} ms")
+    else:
+        target("oom_kill record within 100 ms of the kernel's kill", None, "no samples")
+
+
+# -- 3 + 4. footprint and scale ----------------------------------------------------------------
+
+def engine_pid(group: Path) -> int:
+    for line in (group / "cgroup.procs").read_text().split():
+        if Path(f"/proc/{line}/cmdline").read_bytes().find(b"bench-engine") >= 0:
+            return int(line)
+    raise RuntimeError("no bench-engine in the engine group")
+
+
+def nprocs(group: Path) -> int:
+    return len((group / "cgroup.procs").read_text().split())
+
+
+def section_footprint_and_scale() -> None:
+    say(f"== 3/4. footprint (idle {IDLE_S:.0f} s) and scale (1 vs {SCALE_PROCS} processes, "
+        f"{WINDOW_S:.0f} s each)")
+    with daemon(cpus="2", memory="1G") as group:
+        pid = main_pid()
+        time.sleep(3)  # let start-up settle
+        idle = window(pid, IDLE_S)
+        intervals = IDLE_S / CPU_POLL_S
+        idle["wakeups_per_poll_interval"] = round(idle["voluntary_switches"] / intervals, 2)
+        results["idle"] = idle
+        say(f"   idle: {idle}")
+        target("idle RSS under 40 MiB", idle["rss_kib"] < 40 * 1024,
+               f"{idle['rss_kib'] / 1024:.1f} MiB")
+        target(f"idle: at most one wake-up per monitoring interval ({CPU_POLL_S:.0f} s)",
+               idle["wakeups_per_poll_interval"] <= 1,
+               f"{idle['wakeups_per_poll_interval']} voluntary switches per interval "
+               f"({idle['voluntary_switches']} in {IDLE_S:.0f} s over {idle['threads']} "
+               "threads)")
+
+        scale: dict[str, Any] = {}
+        scale["1_before"] = window(pid, WINDOW_S)
+        engine = engine_pid(group)
+        spawn_started = time.monotonic()
+        os.kill(engine, signal.SIGUSR1)
+        reached = wait_for(lambda: nprocs(group) >= SCALE_PROCS, 180, 1)
+        scale["spawn_s"] = round(time.monotonic() - spawn_started, 1)
+        scale["procs"] = nprocs(group)
+        time.sleep(2)
+        scale["many"] = window(pid, WINDOW_S)
+        scale["many"]["procs"] = nprocs(group)
+        os.kill(engine, signal.SIGUSR2)
+        wait_for(lambda: nprocs(group) <= 1, 60, 0.5)
+        time.sleep(2)
+        scale["1_after"] = window(pid, WINDOW_S)
+        results["scale"] = scale
+        one = (scale["1_before"]["schedstat_cpu_s"] + scale["1_after"]["schedstat_cpu_s"]) / 2
+        many = scale["many"]["schedstat_cpu_s"]
+        ratio = many / one if one > 0 else float("inf")
+        scale["ratio"] = round(ratio, 3)
+        say(f"   scale: 1 proc {scale['1_before']['schedstat_cpu_s']} / "
+            f"{scale['1_after']['schedstat_cpu_s']} s CPU; {scale['many']['procs']} procs "
+            f"{many} s CPU (spawned in {scale['spawn_s']} s, reached={reached})")
+        target(f"monitoring CPU with {SCALE_PROCS} processes within 1.2x of 1", ratio <= 1.2,
+               f"x{ratio:.2f} ({many:.3f} vs {one:.3f} s per {WINDOW_S:.0f} s, "
+               f"{scale['many']['procs']} procs)")
+
+
+def section_storm() -> None:
+    say(f"== 3. storm: cpus 0.5 with a CPU hog, memory_high 32M under a 200M hog, "
+        f"{WINDOW_S:.0f} s")
+    with daemon(cpus="0.5", memory="1G", memory_high="32M") as group:
+        pid = main_pid()
+        hogs = [in_group(group, "stress-ng --cpu 2 --timeout 600s"),
+                in_group(group, "stress-ng --vm 1 --vm-bytes 200M --vm-keep --timeout 600s")]
+        try:
+            time.sleep(3)
+            storm = window(pid, WINDOW_S)
+        finally:
+            for hog in hogs:
+                kill_wait(hog)
+            with suppress(OSError):
+                (group / "cgroup.kill").write_text("1")  # stress-ng's workers too
+        results["storm"] = storm
+        say(f"   storm: {storm}")
+        per_type_bound = WINDOW_S / REPORT_INTERVAL_S + 1
+        worst = max((n for e, n in storm["records_by_event"].items()
+                     if e not in ("(no CCGROUPD_EVENT)",)), default=0)
+        target(f"storm: at most one record per event type per report interval "
+               f"({REPORT_INTERVAL_S:.0f} s -> <= {per_type_bound:.0f} per type in "
+               f"{WINDOW_S:.0f} s)", worst <= per_type_bound,
+               f"{storm['journal_records']} records, most of one type {worst}: "
+               f"{storm['records_by_event']}")
+        target("storm: daemon CPU under 5% of a core", storm["cpu_pct_of_core"] < 5,
+               f"{storm['cpu_pct_of_core']:.2f}% ({storm['schedstat_cpu_s']} s in "
+               f"{WINDOW_S:.0f} s), RSS {storm['rss_kib'] / 1024:.1f} MiB")
+
+
+# -- 5. start ------------------------------------------------------------------------------------
+
+def section_start() -> None:
+    say(f"== 5. systemctl start ccgroupd until READY ({START_REPS} rounds)")
+    starts: list[float] = []
+    floors: list[float] = []
+    original = CONFIG.read_text() if CONFIG.exists() else None
+    try:
+        stop_daemon()
+        STATE.unlink(missing_ok=True)
+        write_config()
+        for _ in range(START_REPS):
+            run("systemctl", "reset-failed", "ccgroupd", check=False)
+            elapsed_ms, ok = timed(["systemctl", "start", "ccgroupd"])
+            if ok and run("systemctl", "is-active", "ccgroupd", check=False).returncode == 0:
+                starts.append(elapsed_ms)
+            stop_daemon()
+            floors.append(timed(["python3", "-c", "pass"])[0])
+    finally:
+        stop_daemon()
+        if original is not None:
+            CONFIG.write_text(original)
+    results["start_ms"] = stats(starts)
+    results["start_floor_python_ms"] = stats(floors)
+    say(f"   systemctl start: {fmt(stats(starts))}; python3 -c pass in the same rounds "
+        f"{fmt(stats(floors))}")
+
+
+# -- table -------------------------------------------------------------------------------------
+
+def print_table() -> None:
+    say("")
+    say("=" * 100)
+    say(f"ccgroupd benchmarks, guest {os.uname().release}, {os.cpu_count()} vCPUs (TCG: "
+        "compare within this table only)")
+    say("-" * 100)
+    for name, s in results.get("change_latency_ms", {}).items():
+        say(f"change  {name:26} {fmt(s):40} x{s.get('ratio_to_floor')} floor  "
+            f"x{s.get('ratio_to_set_property')} set-property")
+    report = results.get("report_latency_ms", {})
+    for key in ("oom_kill_ccgroupd", "oom_systemd", "ccgroupd_minus_systemd_same_round",
+                "pids_max_from_hog_start", "pids_max_from_first_failed_fork"):
+        if key in report:
+            say(f"report  {key:34} {fmt(report[key])}")
+    for key in ("idle", "storm"):
+        if key in results:
+            w = results[key]
+            say(f"cost    {key:6} RSS {w['rss_kib'] / 1024:.1f} MiB, CPU {w['schedstat_cpu_s']} s "
+                f"({w['cpu_pct_of_core']}% of a core) in {w['seconds']:.0f} s, "
+                f"{w['voluntary_switches']} vol. switches, {w['journal_records']} records")
+    if "scale" in results:
+        sc = results["scale"]
+        say(f"scale   CPU s per {WINDOW_S:.0f} s: 1 proc {sc['1_before']['schedstat_cpu_s']} / "
+            f"{sc['1_after']['schedstat_cpu_s']}, {sc['many'].get('procs')} procs "
+            f"{sc['many']['schedstat_cpu_s']} -> x{sc.get('ratio')}")
+    if "start_ms" in results:
+        say(f"start   systemctl start ccgroupd    {fmt(results['start_ms'])}")
+    say("-" * 100)
+    for t in results["targets"]:
+        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
+    for error in results["errors"]:
+        say(f"ERROR {error}")
+    say("=" * 100)
+
+
+def main() -> int:
+    ENGINE.write_text(ENGINE_SOURCE)
+    ENGINE.chmod(0o755)
+    sections = {"change": section_change, "start": section_start, "report": section_report,
+                "footprint": section_footprint_and_scale, "storm": section_storm}
+    wanted = sys.argv[1:] or list(sections)
+    unknown = [name for name in wanted if name not in sections]
+    if unknown:
+        say(f"unknown sections {unknown}; known: {list(sections)}")
+        return 2
+    results["guest"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
+                        "systemd": run("systemctl", "--version").stdout.split("\n")[0]}
+    for name in wanted:
+        started = time.monotonic()
+        try:
+            sections[name]()
+        except Exception as error:  # a failed section must not stop the others
+            traceback.print_exc()
+            results["errors"].append(f"{name}: {error!r}")
+        say(f"   ({name} took {time.monotonic() - started:.0f} s)")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    ENGINE.unlink(missing_ok=True)
+    print_table()
+    say(f"results (guest path): {RESULTS / 'bench.json'}")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
