@@ -11,7 +11,7 @@ import socket
 import urllib.request
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -177,6 +177,23 @@ async def started(daemon: Daemon, notifier: RecordingNotifier) -> asyncio.Task[i
     return task
 
 
+class Running(NamedTuple):
+    kernel: FakeKernel
+    spawner: ShimSpawner
+    daemon: Daemon
+    notifier: RecordingNotifier
+    task: asyncio.Task[int]
+
+
+async def running_daemon(fs: FakeFilesystem) -> Running:
+    """The common start: a delegated systemd host, the default test config, READY sent."""
+    kernel = systemd_host(fs)
+    write_config(fs)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    return Running(kernel, spawner, daemon, notifier, await started(daemon, notifier))
+
+
 async def stop(daemon: Daemon, task: asyncio.Task[int]) -> int:
     os.kill(os.getpid(), signal.SIGTERM)  # through the daemon's real signal handler
     return await task
@@ -330,11 +347,7 @@ async def test_metrics_are_served_while_the_daemon_runs_and_not_after(fs: FakeFi
 
 @run_async
 async def test_reload_changes_limits_without_restarting_the_engine(fs: FakeFilesystem) -> None:
-    kernel = systemd_host(fs)
-    write_config(fs)
-    spawner = ShimSpawner(kernel)
-    daemon, notifier = make_daemon(kernel, spawner)
-    task = await started(daemon, notifier)
+    kernel, spawner, daemon, notifier, task = await running_daemon(fs)
 
     write_config(fs, memory="128M")
     with capture_logs() as logs:
@@ -352,11 +365,7 @@ async def test_reload_changes_limits_without_restarting_the_engine(fs: FakeFiles
 
 @run_async
 async def test_reload_with_a_broken_config_keeps_the_running_one(fs: FakeFilesystem) -> None:
-    kernel = systemd_host(fs)
-    write_config(fs)
-    spawner = ShimSpawner(kernel)
-    daemon, notifier = make_daemon(kernel, spawner)
-    task = await started(daemon, notifier)
+    kernel, spawner, daemon, notifier, task = await running_daemon(fs)
 
     write_config(fs, memory="banana")
     with capture_logs() as logs, pytest.raises(ConfigError, match="memory"):
@@ -374,11 +383,7 @@ async def test_reload_with_a_broken_config_keeps_the_running_one(fs: FakeFilesys
 
 @run_async
 async def test_reload_with_a_new_engine_command_restarts_the_engine(fs: FakeFilesystem) -> None:
-    kernel = systemd_host(fs)
-    write_config(fs)
-    spawner = ShimSpawner(kernel)
-    daemon, notifier = make_daemon(kernel, spawner)
-    task = await started(daemon, notifier)
+    kernel, spawner, daemon, _notifier, task = await running_daemon(fs)
 
     write_config(fs, command="/bin/other-engine")
     await daemon.reload(PEER)
@@ -392,10 +397,7 @@ async def test_reload_with_a_new_engine_command_restarts_the_engine(fs: FakeFile
 
 @run_async
 async def test_drift_is_noticed_logged_and_undone(fs: FakeFilesystem) -> None:
-    kernel = systemd_host(fs)
-    write_config(fs)
-    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
-    task = await started(daemon, notifier)
+    kernel, _, daemon, _notifier, task = await running_daemon(fs)
     cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
     cgroupfs.write(ENGINE, "memory.max", "max")
 
@@ -429,10 +431,7 @@ async def test_an_engine_that_keeps_failing_makes_the_daemon_exit_non_zero(
 
 @run_async
 async def test_set_limits_persists_refuses_oom_and_resets(fs: FakeFilesystem) -> None:
-    kernel = systemd_host(fs)
-    write_config(fs)
-    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
-    task = await started(daemon, notifier)
+    kernel, _, daemon, _notifier, task = await running_daemon(fs)
 
     status = await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
     assert status["limits"]["memory"] == {"value": 512 * MIB, "source": "persisted"}
@@ -466,11 +465,7 @@ async def test_persisted_changes_apply_at_start(fs: FakeFilesystem) -> None:
 
 @run_async
 async def test_restart_engine_from_the_control_socket(fs: FakeFilesystem) -> None:
-    kernel = systemd_host(fs)
-    write_config(fs)
-    spawner = ShimSpawner(kernel)
-    daemon, notifier = make_daemon(kernel, spawner)
-    task = await started(daemon, notifier)
+    _kernel, spawner, daemon, _notifier, task = await running_daemon(fs)
     await daemon.restart_engine(PEER)
     await until(lambda: len(spawner.processes) == 2 and daemon.status()["engine"]["state"]
                 == "running")
