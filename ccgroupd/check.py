@@ -6,6 +6,7 @@ daemon is the normal case this command exists for.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import sys
@@ -13,11 +14,15 @@ import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ccgroupd.cgroupfs import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE, Cgroupfs
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
 from ccgroupd.parsers import Mount, ParseError, parse_psi
+
+if TYPE_CHECKING:
+    from ccgroupd.config import EngineSection
+    from ccgroupd.process import Spawner
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "pids")
 OPTIONAL_CONTROLLERS = ("io",)
@@ -53,8 +58,10 @@ class Finding:
 def run_check(config_path: Path | None, *, out: TextIO | None = None) -> int:
     """Print the preflight; 0 if ccgroupd can run here, 6 if the host cannot, 3 for a bad config."""
     out = out or sys.stdout
-    config_findings, cgroupfs = _load_config(config_path)
+    config_findings, cgroupfs, engine = _load_config(config_path)
     host_findings = preflight(cgroupfs, euid=os.geteuid())
+    if engine is not None:
+        host_findings.append(engine_launch_finding(engine))
     for finding in [*config_findings, *host_findings]:
         out.write(_format(finding))
     if any(f.status is Status.FAIL for f in host_findings):
@@ -96,7 +103,25 @@ def _format(finding: Finding) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def _load_config(config_path: Path | None) -> tuple[list[Finding], Cgroupfs]:
+def engine_launch_finding(engine: EngineSection,
+                          spawner: Spawner | None = None) -> Finding:
+    """What the daemon would refuse at start-up for this [engine] mode (docker's cgroup
+    driver, a missing rootfs or runc)."""
+    from ccgroupd.engines import check_launch
+    from ccgroupd.process import AsyncioSpawner
+
+    try:
+        asyncio.run(check_launch(engine, spawner or AsyncioSpawner()))
+    except CcgroupdError as error:
+        return Finding(Status.FAIL, "engine", f"mode {engine.mode}: {error}")
+    detail = {"exec": f"runs {engine.command[0]} on this host",
+              "docker": f"docker uses the cgroupfs driver; image {engine.image}",
+              "runc": f"rootfs {engine.rootfs}"}[engine.mode]
+    return Finding(Status.OK, "engine", f"mode {engine.mode}: {detail}")
+
+
+def _load_config(config_path: Path | None
+                 ) -> tuple[list[Finding], Cgroupfs, EngineSection | None]:
     from ccgroupd.config import DEFAULT_CONFIG_PATH, load_config
     from ccgroupd.limits import host_cpu_count
 
@@ -105,7 +130,7 @@ def _load_config(config_path: Path | None) -> tuple[list[Finding], Cgroupfs]:
     except CcgroupdError as error:
         return ([Finding(Status.FAIL, "config", str(error),
                          ("fix the configuration; the host checks below use the default "
-                          "roots /sys/fs/cgroup and /proc",))], Cgroupfs())
+                          "roots /sys/fs/cgroup and /proc",))], Cgroupfs(), None)
     where = config_path or DEFAULT_CONFIG_PATH
     source = str(where) if config_path or where.exists() else "built-in defaults"
     findings = [Finding(Status.OK, "config", f"read {source}")]
@@ -113,7 +138,7 @@ def _load_config(config_path: Path | None) -> tuple[list[Finding], Cgroupfs]:
         config.limits.check_host(host_cpu_count())
     except CcgroupdError as error:
         findings.append(Finding(Status.FAIL, "config", str(error), ("lower [limits] cpus",)))
-    return findings, Cgroupfs(config.daemon.cgroup_root, config.daemon.proc_root)
+    return findings, Cgroupfs(config.daemon.cgroup_root, config.daemon.proc_root), config.engine
 
 
 def _guarded(check: Callable[[Cgroupfs], Finding], cgroupfs: Cgroupfs) -> Finding:

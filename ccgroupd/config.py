@@ -15,6 +15,7 @@ config.toml.example at the top of the repository documents every key.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -85,7 +87,19 @@ class CgroupSection(_Section):
         return name
 
 
+EngineMode = Literal["exec", "docker", "runc"]
+# Dagger's CLI removes containers whose names start with this (its own engines).
+DAGGER_CLI_CONTAINER_PREFIX = "dagger-engine-"
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
 class EngineSection(_Section):
+    # exec: `command` on this host; docker: the `image` in a container made by
+    # dockerd; runc: the unpacked `rootfs` in a container made by runc. Docker
+    # and runc always give the engine a private cgroup namespace in its group.
+    mode: EngineMode = "exec"
+    # exec: the argv; docker: arguments after the image (unset: the image's
+    # default); runc: the argv inside the container (required).
     command: list[str] = Field(
         default=["/usr/local/bin/dagger-engine", "--config", "/etc/dagger/engine.toml"],
         min_length=1)
@@ -102,6 +116,18 @@ class EngineSection(_Section):
     # Run the engine in a cgroup namespace rooted at its group, so the groups
     # it creates for build containers land under the limits (dagger #10813).
     private_cgroup_namespace: bool = False
+    image: str = Field(default="registry.dagger.io/engine:v0.19.4", min_length=1)
+    rootfs: AbsolutePath = Path("/var/lib/ccgroupd/engine/rootfs")
+    container_name: str = "ccgroupd-engine"
+    # Host directories bind-mounted read-write at the same path in the container.
+    bind_mounts: list[AbsolutePath] = [Path("/var/lib/dagger"), Path("/run/dagger")]
+    docker_run_args: list[str] = []
+    docker_command: str = Field(default="docker", min_length=1)
+    runc_command: str = Field(default="runc", min_length=1)
+    # READY=1 only once a connect() to this socket succeeds or the command exits 0.
+    ready_socket: AbsolutePath | None = None
+    ready_command: list[str] = []
+    ready_timeout_s: PositiveSeconds = 120.0
 
     @field_validator("restart_max_delay_s")
     @classmethod
@@ -110,6 +136,45 @@ class EngineSection(_Section):
         if initial is not None and value < initial:
             raise ValueError(f"must be at least restart_initial_delay_s ({initial})")
         return value
+
+    @field_validator("private_cgroup_namespace")
+    @classmethod
+    def _namespace_only_for_exec(cls, value: bool, info: ValidationInfo) -> bool:
+        mode = info.data.get("mode")
+        if value and mode not in (None, "exec"):
+            raise ValueError(f"applies to mode = 'exec' only; mode = {mode!r} always runs the "
+                             "engine in a private cgroup namespace")
+        return value
+
+    @field_validator("container_name")
+    @classmethod
+    def _check_container_name(cls, name: str) -> str:
+        if not _CONTAINER_NAME.fullmatch(name):
+            raise ValueError("must be 1-128 of A-Z a-z 0-9 _ . - and start with a letter or digit")
+        if name.startswith(DAGGER_CLI_CONTAINER_PREFIX):
+            raise ValueError(f"must not start with {DAGGER_CLI_CONTAINER_PREFIX!r}: the Dagger "
+                             "CLI removes containers with such names")
+        return name
+
+    @field_validator("ready_command")
+    @classmethod
+    def _one_probe(cls, command: list[str], info: ValidationInfo) -> list[str]:
+        if command and info.data.get("ready_socket") is not None:
+            raise ValueError("set ready_socket or ready_command, not both")
+        return command
+
+    @model_validator(mode="after")
+    def _runc_needs_a_command(self) -> EngineSection:
+        if self.mode == "runc" and "command" not in self.model_fields_set:
+            raise ValueError("engine.command is required with mode = 'runc' (the image's "
+                             "entrypoint, e.g. ['/usr/local/bin/dagger-entrypoint.sh'])")
+        return self
+
+    def container_command(self) -> list[str]:
+        """The argv for docker/runc: docker falls back to the image's default when unset."""
+        if self.mode == "docker" and "command" not in self.model_fields_set:
+            return []
+        return list(self.command)
 
 
 class MonitorSection(_Section):
@@ -141,6 +206,8 @@ class MetricsSection(_Section):
 
 class DaemonSection(_Section):
     state_dir: AbsolutePath = Path("/var/lib/ccgroupd")
+    # runc's state and the engine's OCI bundle (mode = "runc"); the unit's RuntimeDirectory=.
+    runtime_dir: AbsolutePath = Path("/run/ccgroupd")
     cgroup_root: AbsolutePath = Path("/sys/fs/cgroup")
     proc_root: AbsolutePath = Path("/proc")
     log_format: Literal["auto", "journal", "console", "json"] = "auto"

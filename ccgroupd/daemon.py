@@ -14,7 +14,10 @@ Start-up, in this order (READY=1 only at the end):
    ``cgroup_leftover_killed``) or the daemon refuses to start ("refuse").
 3. The limits (config <- persisted changes <- runtime changes) are written,
    verified, and logged as ``limits_applied``.
-4. The engine is started through the exec shim, inside the group.
+4. The engine is started through the exec shim, inside the group, as
+   ``[engine] mode`` says (ccgroupd.engines: on the host, by Docker or by runc;
+   what would make every start fail, such as docker's systemd cgroup driver, is
+   refused before this). With a readiness probe, READY=1 waits for it.
 
 Then the daemon serves: watchdog pings and STATUS=, drift checks, the violation
 monitor, the control socket, the Prometheus endpoint if ``metrics.enabled``
@@ -34,7 +37,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ from ccgroupd.control import (
     status_document,
 )
 from ccgroupd.enforce import apply_limits, find_drift
+from ccgroupd.engines import Launch, check_launch, engine_launch
 from ccgroupd.errors import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -65,17 +68,16 @@ from ccgroupd.errors import (
     HostUnsupportedError,
 )
 from ccgroupd.limits import Limits, format_bytes, host_cpu_count
-from ccgroupd.notify import Notifier, child_environment
+from ccgroupd.notify import Notifier
 from ccgroupd.process import AsyncioSpawner, Spawner
+from ccgroupd.readiness import probe_from
 from ccgroupd.state import StateStore
 from ccgroupd.supervisor import (
     CgroupEngineGroup,
-    EngineSpec,
     EngineState,
     RestartPolicy,
     Supervisor,
     empty_group,
-    engine_argv,
 )
 
 log = structlog.get_logger("ccgroupd")
@@ -180,14 +182,6 @@ def _default_monitor(cgroupfs: Cgroupfs, group: str, config: Config) -> Violatio
 
 
 # -- the daemon --------------------------------------------------------------------
-
-
-def engine_spec(config: Config, layout: Layout, environ: Mapping[str, str],
-                python: str = sys.executable) -> EngineSpec:
-    argv = engine_argv(python, config.daemon.cgroup_root, layout.engine, config.engine.command,
-                       private_cgroupns=config.engine.private_cgroup_namespace)
-    return EngineSpec(argv, child_environment(environ, config.engine.environment),
-                      config.engine.working_directory)
 
 
 def restart_policy(config: Config) -> RestartPolicy:
@@ -296,11 +290,19 @@ class Daemon:
         if self.layers.persisted:
             log_limits_changed(self.config.limits, limits, cgroup=self.engine_path, peer=None,
                                scope="persistent")
+        await check_launch(self.config.engine, self._spawner)
+        launch = self._launch(self.config)
+        engine = self.config.engine
         self.supervisor = Supervisor(
-            engine_spec(self.config, self.layout, self._environ),
-            restart_policy(self.config), self._spawner,
+            launch.spec, restart_policy(self.config), self._spawner,
             CgroupEngineGroup(self.cgroupfs, self.engine_group),
-            clock=self._clock, sleep=self._sleep, on_change=self._on_engine_state)
+            clock=self._clock, sleep=self._sleep, on_change=self._on_engine_state,
+            before_start=launch.before_start,
+            readiness=probe_from(engine.ready_socket, engine.ready_command,
+                                 engine.ready_timeout_s))
+
+    def _launch(self, config: Config) -> Launch:
+        return engine_launch(config, self.engine_group, self._environ, self._spawner)
 
     def _start_background(self) -> None:
         self._spawn_task(self._tick())
@@ -514,11 +516,14 @@ class Daemon:
                 raise
             self.layers = layers
             log_limits_changed(old, new, cgroup=self.engine_path, peer=peer, scope="reload")
-            assert self.layout is not None
-            spec = engine_spec(config, self.layout, self._environ)
+            launch = self._launch(config)
             self.supervisor.policy = restart_policy(config)
-            if spec != self.supervisor.spec:
-                self.supervisor.spec = spec
+            self.supervisor.readiness = probe_from(config.engine.ready_socket,
+                                                   config.engine.ready_command,
+                                                   config.engine.ready_timeout_s)
+            if launch.spec != self.supervisor.spec:
+                self.supervisor.spec = launch.spec
+                self.supervisor.before_start = launch.before_start
                 self.supervisor.request_restart()
             # cgroup, api and daemon settings take effect at the next start.
             self.config = config

@@ -106,3 +106,8 @@ class ConfigError(CcgroupdError):
 
 class HostUnsupportedError(CcgroupdError):
     exit_code = EXIT_UNSUPPORTED
+
+
+class EngineLaunchError(CcgroupdError):
+    """A step before the engine's start failed: docker unreachable, a leftover container
+    that cannot be removed, a missing rootfs. Transient causes are worth a restart."""

@@ -175,6 +175,27 @@ _EVENTS = (
         "before exec, so none of its memory or children escaped the limits).",
     ),
     EventType(
+        "engine_ready", "74abacd0478440399fc2d39a672ca026", frozenset({"info"}),
+        lambda f: (f"Dagger engine (pid {f.text('pid')}) is ready after "
+                   f"{f.text('ready_after_s')} s ({f.text('probe')})"),
+        "Dagger engine is ready",
+        "The engine's readiness probe succeeded (its socket accepted a connection, or the\n"
+        "probe command exited 0): Dagger clients can connect now. ccgroupd reports READY=1\n"
+        "to systemd only after this record.",
+    ),
+    EventType(
+        "engine_not_ready", "8fe2ca8f74bd40e8bba4abdac6920ffd", frozenset({"error"}),
+        lambda f: (f"Dagger engine (pid {f.text('pid')}) was not ready within "
+                   f"{f.text('timeout_s')} s ({f.text('probe')}): {f.text('last_error')}"),
+        "Dagger engine did not become ready in time",
+        "The engine was started but its readiness probe (CCGROUPD_PROBE) still failed\n"
+        "after CCGROUPD_TIMEOUT_S seconds; CCGROUPD_LAST_ERROR is what the last attempt\n"
+        "saw. ccgroupd stops the engine (SIGTERM, the grace period, then cgroup.kill) and\n"
+        "counts the start as a failure for the restart policy. Look at the engine's own\n"
+        "output (journalctl -u ccgroupd) for why it did not listen; raise\n"
+        "[engine] ready_timeout_s if it is only slow (a first start with an empty cache).",
+    ),
+    EventType(
         "engine_exited", "f261a3d0343343628c429f69b84265e0",
         frozenset({"info", "warning", "error"}),
         _engine_exited,

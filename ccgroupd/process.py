@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,9 +30,25 @@ class ProcessHandle(Protocol):
         """Signal the process; does nothing once it has exited."""
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A helper command's outcome (``docker info``, ``docker rm``, a readiness probe)."""
+
+    returncode: int  # minus the signal number if killed, as subprocess
+    output: str  # stdout and stderr together, stripped
+
+    def tail(self, lines: int = 3) -> str:
+        """The last lines of the output, on one line, for an error message."""
+        return " / ".join(self.output.splitlines()[-lines:])
+
+
 class Spawner(Protocol):
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> ProcessHandle:
         """Start ``argv``; raises OSError when it cannot be started."""
+
+    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
+        """Run a short helper command to its end; raises OSError when it cannot be started
+        and TimeoutError (after killing it) when it takes longer than ``timeout_s``."""
 
 
 class _AsyncioProcess:
@@ -70,3 +87,17 @@ class AsyncioSpawner:
         process = await asyncio.create_subprocess_exec(
             *argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
         return _AsyncioProcess(process)
+
+    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        assert process.returncode is not None
+        return Completed(process.returncode, output.decode(errors="replace").strip())

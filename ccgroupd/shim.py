@@ -1,7 +1,7 @@
 """The exec shim that starts the engine inside its cgroup with no start-then-move window.
 
     python3 -m ccgroupd.shim --cgroup-root /sys/fs/cgroup --group GROUP
-                             [--private-cgroupns] -- COMMAND [ARG...]
+                             [--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]
 
 The shim moves itself into GROUP (writes 0 to its cgroup.procs), optionally
 enters a private cgroup namespace rooted at GROUP, and then execs COMMAND, so
@@ -47,7 +47,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 USAGE = ("usage: python3 -m ccgroupd.shim [--cgroup-root PATH] --group GROUP "
-         "[--private-cgroupns] -- COMMAND [ARG...]")
+         "[--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]")
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -83,42 +83,59 @@ def enter_private_cgroup_namespace(cgroup_root: str) -> None:
            f"mount -t cgroup2 cgroup2 {cgroup_root}")
 
 
-def _parse(argv: list[str]) -> tuple[str, str, bool, list[str]]:
+def _parse(argv: list[str]) -> tuple[str, str, bool, str | None, list[str]]:
     if "--" not in argv:
         _fail(EXIT_SHIM_USAGE, USAGE)
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
-    cgroup_root, group, private = str(CGROUP_ROOT), None, False
+    values: dict[str, str] = {"--cgroup-root": str(CGROUP_ROOT)}
+    private = False
     index = 0
     while index < len(options):
         option = options[index]
         if option == "--private-cgroupns":
             private = True
-        elif option in ("--cgroup-root", "--group") and index + 1 < len(options):
+        elif option in ("--cgroup-root", "--group", "--leaf") and index + 1 < len(options):
             index += 1
-            if option == "--group":
-                group = options[index]
-            else:
-                cgroup_root = options[index]
+            values[option] = options[index]
         else:
             _fail(EXIT_SHIM_USAGE, f"unknown option {option!r}; {USAGE}")
         index += 1
-    if group is None or not command:
+    group, leaf = values.get("--group"), values.get("--leaf")
+    if group is None or not command or (leaf is not None and "/" in leaf.strip("/")):
         _fail(EXIT_SHIM_USAGE, USAGE)
-    return cgroup_root, group, private, command
+    return values["--cgroup-root"], group, private, leaf, command
+
+
+def join(cgroup_root: str, group: str, leaf: str | None, *, private: bool) -> None:
+    """Move this process into GROUP or GROUP/LEAF, entering the namespace on the way."""
+    target = group if private or leaf is None else f"{group.rstrip('/')}/{leaf}"
+    try:
+        cgroupfs = Cgroupfs(cgroup_root)
+        if target != group:
+            cgroupfs.create(target)
+        cgroupfs.attach(target, 0)
+    except CcgroupdError as error:
+        _fail(EXIT_SHIM_ATTACH, f"cannot join cgroup {target!r}: {error}")
+    if not private:
+        return
+    try:
+        enter_private_cgroup_namespace(cgroup_root)
+    except OSError as error:
+        _fail(EXIT_SHIM_NAMESPACE, f"cannot enter a private cgroup namespace: {error}")
+    if leaf is not None:
+        try:
+            # A fresh view: the mount now shows GROUP as the root.
+            cgroupfs = Cgroupfs(cgroup_root)
+            cgroupfs.create(leaf)
+            cgroupfs.attach(leaf, 0)
+        except CcgroupdError as error:
+            _fail(EXIT_SHIM_ATTACH, f"cannot join cgroup {leaf!r} in the namespace: {error}")
 
 
 def main(argv: list[str]) -> NoReturn:
-    cgroup_root, group, private, command = _parse(argv)
-    try:
-        Cgroupfs(cgroup_root).attach(group, 0)
-    except CcgroupdError as error:
-        _fail(EXIT_SHIM_ATTACH, f"cannot join cgroup {group!r}: {error}")
-    if private:
-        try:
-            enter_private_cgroup_namespace(cgroup_root)
-        except OSError as error:
-            _fail(EXIT_SHIM_NAMESPACE, f"cannot enter a private cgroup namespace: {error}")
+    cgroup_root, group, private, leaf, command = _parse(argv)
+    join(cgroup_root, group, leaf, private=private)
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:

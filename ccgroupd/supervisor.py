@@ -4,8 +4,10 @@ States and the only transitions allowed between them (anything else is a bug
 and raises TransitionError):
 
     EXITED   -> STARTING                      (first start, operator restart)
-    STARTING -> RUNNING                       (spawned)
-             -> BACKOFF | EXITED | FAILED     (could not be spawned; policy decides)
+    STARTING -> RUNNING                       (spawned, and ready if a probe is set)
+             -> BACKOFF | EXITED | FAILED     (could not be started, exited or was not
+                                               ready in time; policy decides)
+             -> STOPPING                      (stop or restart requested before ready)
     RUNNING  -> STOPPING                      (stop or restart requested)
              -> BACKOFF | EXITED | FAILED     (exited by itself; policy decides)
     BACKOFF  -> STARTING | EXITED             (delay over | stop requested)
@@ -23,6 +25,11 @@ stop_grace_s (cut short by force_stop()) for it to exit, then cgroup.kill for
 whatever is left in the group, then a wait until the group is empty. An engine
 that exits by itself gets the same clean-up of leftovers, so a restarted engine
 never shares the group with processes of its predecessor.
+
+With a readiness probe (ccgroupd.readiness) the engine is RUNNING only once the
+probe succeeds (``engine_ready``). A probe still failing after its timeout is
+logged as ``engine_not_ready``; the engine is stopped as above and the start
+counts as a failure for the restart policy.
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from typing import Literal, Protocol
 import structlog
 
 from ccgroupd.cgroupfs import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS, Cgroupfs
-from ccgroupd.errors import CgroupReadError
+from ccgroupd.errors import CcgroupdError, CgroupReadError
 from ccgroupd.process import ProcessHandle, Spawner
+from ccgroupd.readiness import NotReadyError, ReadinessProbe
 
 log = structlog.get_logger("ccgroupd")
 
@@ -62,7 +70,7 @@ class EngineState(enum.Enum):
 _S = EngineState
 TRANSITIONS: Mapping[EngineState, frozenset[EngineState]] = {
     _S.EXITED: frozenset({_S.STARTING}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.BACKOFF, _S.EXITED, _S.FAILED}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.BACKOFF, _S.EXITED, _S.FAILED, _S.STOPPING}),
     _S.RUNNING: frozenset({_S.STOPPING, _S.BACKOFF, _S.EXITED, _S.FAILED}),
     _S.BACKOFF: frozenset({_S.STARTING, _S.EXITED}),
     _S.STOPPING: frozenset({_S.EXITED}),
@@ -108,7 +116,7 @@ class EngineExit:
 
     @property
     def succeeded(self) -> bool:
-        return self.returncode == 0
+        return self.returncode == 0 and self.error is None
 
     def log_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"exit_code": None, "signal": None,
@@ -189,9 +197,13 @@ class Supervisor:
                  group: EngineGroup, *,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_change: Callable[[EngineState], None] | None = None) -> None:
+                 on_change: Callable[[EngineState], None] | None = None,
+                 before_start: Callable[[], Awaitable[None]] | None = None,
+                 readiness: ReadinessProbe | None = None) -> None:
         self.spec = spec
         self.policy = policy
+        self.before_start = before_start
+        self.readiness = readiness
         self._spawner = spawner
         self._group = group
         self._clock = clock
@@ -216,7 +228,8 @@ class Supervisor:
 
     @property
     def pid(self) -> int | None:
-        if self._state in (EngineState.RUNNING, EngineState.STOPPING) and self._process:
+        if self._process is not None and self._state in (
+                EngineState.STARTING, EngineState.RUNNING, EngineState.STOPPING):
             return self._process.pid
         return None
 
@@ -316,13 +329,16 @@ class Supervisor:
 
     async def _run_once(self) -> EngineExit | None:
         """One life of the engine; None if it ended because of a request (stop, restart)."""
-        self._group.prepare()
-        self._oom_kills_seen = self._group.oom_kills()
+        self._process = None
         self._starts.append(self._clock())
         self._start_count += 1
         try:
+            if self.before_start is not None:
+                await self.before_start()
+            self._group.prepare()
+            self._oom_kills_seen = self._group.oom_kills()
             process = await self._spawner.spawn(self.spec.argv, self.spec.env, self.spec.cwd)
-        except OSError as exc:
+        except (OSError, CcgroupdError) as exc:
             outcome = EngineExit(None, error=str(exc))
             # The error text is the record's field; a traceback would add nothing.
             log.error("engine_exited",  # noqa: TRY400
@@ -330,14 +346,28 @@ class Supervisor:
             return outcome
         self._process = process
         self._started_at = self._clock()
-        self._transition(EngineState.RUNNING)
         log.info("engine_started", pid=process.pid, cgroup=self._group.path,
                  restarts=self.restarts)
         exited = asyncio.ensure_future(process.wait())
-        await self._race(exited, self._wake.wait())
-        if not exited.done():
-            await self._stop(process, exited)
-            return None
+        if self.readiness is not None and not await self._became_ready(process, exited):
+            if self._request is not None and not exited.done():
+                await self._stop(process, exited)
+                return None
+            if not exited.done():  # not ready in time
+                await self._terminate(process, exited)
+                outcome = EngineExit(await exited, error=(
+                    f"not ready within {self.readiness.timeout_s:g} s "
+                    f"({self.readiness.description})"))
+                log.warning("engine_exited", pid=process.pid, cgroup=self._group.path,
+                            uptime_s=round(self._clock() - self._started_at, 3),
+                            **outcome.log_fields())
+                return outcome
+        else:
+            self._transition(EngineState.RUNNING)
+            await self._race(exited, self._wake.wait())
+            if not exited.done():
+                await self._stop(process, exited)
+                return None
         await empty_group(self._group, self._sleep)
         returncode = exited.result()
         oom_killed = (returncode == -signal.SIGKILL
@@ -347,13 +377,41 @@ class Supervisor:
                     uptime_s=round(self._clock() - self._started_at, 3), **outcome.log_fields())
         return outcome
 
+    async def _became_ready(self, process: ProcessHandle, exited: asyncio.Future[int]) -> bool:
+        """Probe until ready (True), or until the engine exits, a request comes in or the
+        probe times out (False; the caller tells which)."""
+        assert self.readiness is not None
+        probe = asyncio.ensure_future(
+            self.readiness.wait(self._spawner, clock=self._clock, sleep=self._sleep))
+        try:
+            await self._race(probe, exited, self._wake.wait())
+        finally:
+            probe.cancel()
+        if exited.done() or self._request is not None:
+            return False
+        try:
+            ready_after_s = probe.result()
+        except NotReadyError as error:
+            # The probe's last error is the record's field; a traceback would add nothing.
+            log.error("engine_not_ready",  # noqa: TRY400 pid=process.pid, cgroup=self._group.path,
+                      timeout_s=self.readiness.timeout_s, probe=self.readiness.description,
+                      last_error=str(error))
+            return False
+        log.info("engine_ready", pid=process.pid, cgroup=self._group.path,
+                 ready_after_s=round(ready_after_s, 3), probe=self.readiness.description)
+        return True
+
+    async def _terminate(self, process: ProcessHandle, exited: asyncio.Future[int]) -> None:
+        """SIGTERM, the grace period (cut short by force_stop()), then cgroup.kill."""
+        process.send_signal(signal.SIGTERM)
+        await self._race(exited, self._sleep(self.policy.stop_grace_s), self._force.wait())
+        await empty_group(self._group, self._sleep)
+
     async def _stop(self, process: ProcessHandle, exited: asyncio.Future[int]) -> None:
         self._transition(EngineState.STOPPING)
         log.info("engine_stopping", pid=process.pid, cgroup=self._group.path,
                  grace_s=self.policy.stop_grace_s)
-        process.send_signal(signal.SIGTERM)
-        await self._race(exited, self._sleep(self.policy.stop_grace_s), self._force.wait())
-        await empty_group(self._group, self._sleep)
+        await self._terminate(process, exited)
         outcome = EngineExit(await exited)
         log.info("engine_exited", pid=process.pid, cgroup=self._group.path, stopped=True,
                  **outcome.log_fields())
@@ -389,11 +447,13 @@ async def empty_group(group: EngineGroup, sleep: Callable[[float], Awaitable[Non
 
 
 def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[str],
-                *, private_cgroupns: bool) -> tuple[str, ...]:
-    """The argv that runs ``command`` through the exec shim inside ``group``."""
+                *, private_cgroupns: bool, leaf: str | None = None) -> tuple[str, ...]:
+    """The argv that runs ``command`` through the exec shim inside ``group`` (or its ``leaf``)."""
     # -P: the engine's working directory must not shadow the ccgroupd package.
     shim = [python, "-P", "-m", "ccgroupd.shim",
             "--cgroup-root", str(cgroup_root), "--group", group]
     if private_cgroupns:
         shim.append("--private-cgroupns")
+    if leaf is not None:
+        shim += ["--leaf", leaf]
     return (*shim, "--", *command)

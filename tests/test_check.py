@@ -10,11 +10,12 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
 from ccgroupd.cgroupfs import Cgroupfs
-from ccgroupd.check import Finding, Status, preflight, run_check
-from ccgroupd.config import Config, DaemonSection
+from ccgroupd.check import Finding, Status, engine_launch_finding, preflight, run_check
+from ccgroupd.config import Config, DaemonSection, EngineSection
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
 from ccgroupd.limits import Limits
 from ccgroupd.main import main
+from ccgroupd.process import Completed
 from fakekernel import FakeKernel, FakeMount
 
 SERVICE = "system.slice/ccgroupd.service"
@@ -200,3 +201,36 @@ def test_ccgroupd_check_command(fs: FakeFilesystem, capsys: pytest.CaptureFixtur
     captured = capsys.readouterr()
     assert "FAIL  cgroup v2" in captured.out
     assert captured.err == ""
+
+
+class DockerInfo:
+    """Answers `docker info --format ...` like a docker daemon with the given driver."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.argvs: list[list[str]] = []
+
+    async def spawn(self, argv: object, env: object, cwd: object) -> object:
+        raise AssertionError("check must not start anything long-lived")
+
+    async def run(self, argv: list[str], timeout_s: float) -> Completed:
+        self.argvs.append(list(argv))
+        return Completed(0, self.reply)
+
+
+def test_check_refuses_dockers_systemd_cgroup_driver_with_the_fix() -> None:
+    docker = DockerInfo("systemd 2")
+    finding = engine_launch_finding(EngineSection(mode="docker"), docker)  # type: ignore[arg-type]
+    assert docker.argvs == [["docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}"]]
+    assert finding.status is Status.FAIL
+    assert "'systemd' cgroup driver" in finding.text
+    assert "native.cgroupdriver=cgroupfs" in finding.text
+    assert "/etc/docker/daemon.json" in finding.text
+
+
+def test_check_accepts_docker_with_the_cgroupfs_driver() -> None:
+    finding = engine_launch_finding(EngineSection(mode="docker"),
+                                    DockerInfo("cgroupfs 2"))  # type: ignore[arg-type]
+    assert (finding.status, finding.text) == (
+        Status.OK, "mode docker: docker uses the cgroupfs driver; image "
+        "registry.dagger.io/engine:v0.19.4")

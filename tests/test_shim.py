@@ -29,6 +29,19 @@ def test_shim_joins_the_group_then_execs_the_command(tmp_path: Path) -> None:
     assert result.stdout.strip().isdigit()
 
 
+def test_shim_with_a_leaf_joins_the_leaf_and_leaves_the_group_empty(tmp_path: Path) -> None:
+    group_procs = tmp_path / "engine" / "cgroup.procs"
+    leaf_procs = tmp_path / "engine" / "launcher" / "cgroup.procs"
+    leaf_procs.parent.mkdir(parents=True)
+    group_procs.write_text("")
+    leaf_procs.write_text("")
+    result = shim("--cgroup-root", str(tmp_path), "--group", "engine", "--leaf", "launcher",
+                  "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert leaf_procs.read_text() == "0"
+    assert group_procs.read_text() == ""
+
+
 def test_shim_that_cannot_join_exits_without_running_the_command(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     result = shim("--cgroup-root", str(tmp_path), "--group", "missing", "--",
@@ -51,6 +64,8 @@ def test_shim_reports_a_missing_command(tmp_path: Path) -> None:
     ["--group", "g"],  # no command
     ["--", "true"],  # no group
     ["--bogus", "--group", "g", "--", "true"],
+    ["--group", "g", "--leaf", "a/b", "--", "true"],  # a leaf is one level down
+    ["--group", "g", "--leaf"],  # --leaf without its value (and no command)
 ])
 def test_shim_usage_errors(args: list[str]) -> None:
     result = shim(*args)

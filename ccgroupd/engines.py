@@ -1,0 +1,197 @@
+"""How the engine is launched, per ``[engine] mode``: on the host, by Docker, or by runc.
+
+Every mode ends in one process the supervisor starts through the exec shim
+and signals: the engine itself (exec), the attached ``docker run`` client
+(docker) or ``runc run`` (runc). The last two forward SIGTERM to the
+container's entrypoint, and the container's processes live inside the engine
+group, so the supervisor's stop (SIGTERM, grace period, cgroup.kill of the
+group) covers the engine and every build container in all three modes.
+
+Container modes put the launcher in the leaf ``<engine group>/launcher``: the
+engine group must hold no process of its own so that the container runtime can
+enable controllers in it for the container's group beside the leaf.
+
+- docker: dockerd (cgroupfs driver) makes ``<engine group>/<container id>`` from
+  ``--cgroup-parent``; ``--cgroupns=private`` roots the engine's view there. The
+  systemd driver can only place containers in slices systemd owns, outside our
+  delegated subtree: refused with what to change.
+- runc: the shim joins the engine group, enters a private cgroup and mount
+  namespace rooted there, moves into ``/launcher`` and execs runc, whose
+  container group ``/container`` is then ``<engine group>/container``. runc
+  enables controllers in every ancestor of its group; in the namespace the top
+  one is the engine group, so no group systemd owns is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccgroupd.config import Config, EngineSection
+from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
+from ccgroupd.notify import child_environment
+from ccgroupd.oci import runtime_spec, write_bundle
+from ccgroupd.process import Completed, Spawner
+from ccgroupd.supervisor import EngineSpec, engine_argv
+
+LAUNCHER_LEAF = "launcher"
+RUNC_CONTAINER_GROUP = "container"
+# docker info / docker rm against a busy dockerd: generous, but bounded.
+HELPER_TIMEOUT_S = 60.0
+DOCKER_CGROUPFS_FIX = (
+    'add "exec-opts": ["native.cgroupdriver=cgroupfs"] to /etc/docker/daemon.json and run '
+    "`systemctl restart docker` (this changes the driver for every container on this host), "
+    "or set [engine] mode = \"runc\"")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the supervisor runs, and what must happen before each start."""
+
+    spec: EngineSpec
+    before_start: Callable[[], Awaitable[None]] | None = None
+
+
+def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
+                  spawner: Spawner, python: str = sys.executable) -> Launch:
+    engine = config.engine
+    cgroup_root = config.daemon.cgroup_root
+    if engine.mode == "exec":
+        argv = engine_argv(python, cgroup_root, engine_group, engine.command,
+                           private_cgroupns=engine.private_cgroup_namespace)
+        return Launch(EngineSpec(argv, child_environment(environ, engine.environment),
+                                 engine.working_directory))
+    runtime_dir = config.daemon.runtime_dir
+    if engine.mode == "docker":
+        argv = engine_argv(python, cgroup_root, engine_group, docker_run_argv(engine, engine_group),
+                           private_cgroupns=False, leaf=LAUNCHER_LEAF)
+        # `docker run -e NAME` takes the value from the client's environment: no
+        # secrets on a command line that `ps` shows.
+        env = child_environment(environ, engine.environment)
+        return Launch(EngineSpec(argv, env, Path("/")),
+                      lambda: prepare_docker(engine, spawner))
+    argv = engine_argv(python, cgroup_root, engine_group, runc_run_argv(engine, runtime_dir),
+                       private_cgroupns=True, leaf=LAUNCHER_LEAF)
+    return Launch(EngineSpec(argv, child_environment(environ, {}), Path("/")),
+                  lambda: prepare_runc(engine, runtime_dir))
+
+
+# -- docker ----------------------------------------------------------------------------
+
+
+def docker_run_argv(engine: EngineSection, engine_group: str) -> list[str]:
+    argv = [engine.docker_command, "run", "--rm", "--name", engine.container_name,
+            "--cgroup-parent", f"/{engine_group.strip('/')}", "--cgroupns", "private",
+            "--privileged", "--stop-timeout", f"{engine.stop_grace_s:.0f}"]
+    for directory in engine.bind_mounts:
+        argv += ["--volume", f"{directory}:{directory}"]
+    for name in sorted(engine.environment):
+        argv += ["--env", name]
+    return [*argv, *engine.docker_run_args, engine.image, *engine.container_command()]
+
+
+async def check_docker(engine: EngineSection, spawner: Spawner) -> None:
+    """Refuse docker's systemd cgroup driver (or cgroup v1) before anything starts."""
+    completed = await _helper(spawner, [engine.docker_command, "info", "--format",
+                                        "{{.CgroupDriver}} {{.CgroupVersion}}"])
+    if completed.returncode != 0:
+        raise EngineLaunchError(f"`{engine.docker_command} info` failed (exit "
+                                f"{completed.returncode}): {completed.tail()}; is docker running?")
+    driver, _, version = completed.output.strip().partition(" ")
+    if driver != "cgroupfs":
+        raise HostUnsupportedError(
+            f"docker uses the {driver!r} cgroup driver: it places containers only in slices "
+            "that systemd owns, outside ccgroupd's delegated group, so the engine's build "
+            f"containers would escape the limits. To fix: {DOCKER_CGROUPFS_FIX}")
+    if version != "2":
+        raise HostUnsupportedError(f"docker reports cgroup version {version!r}; ccgroupd "
+                                   "needs the unified (v2) hierarchy")
+
+
+async def prepare_docker(engine: EngineSection, spawner: Spawner) -> None:
+    """Make the bind-mount sources and remove a container of the same name (a crash's
+    leftover would make `docker run --name` fail)."""
+    _make_directories(engine.bind_mounts)
+    completed = await _helper(spawner, [engine.docker_command, "rm", "--force",
+                                        engine.container_name])
+    if completed.returncode != 0 and "no such container" not in completed.output.lower():
+        raise EngineLaunchError(f"cannot remove the leftover container {engine.container_name!r}"
+                                f" (exit {completed.returncode}): {completed.tail()}")
+
+
+# -- runc ------------------------------------------------------------------------------
+
+
+def runc_root(runtime_dir: Path) -> Path:
+    return runtime_dir / "runc"
+
+
+def bundle_dir(runtime_dir: Path) -> Path:
+    return runtime_dir / "engine-bundle"
+
+
+def runc_run_argv(engine: EngineSection, runtime_dir: Path) -> list[str]:
+    return [engine.runc_command, "--root", str(runc_root(runtime_dir)), "run",
+            "--bundle", str(bundle_dir(runtime_dir)), engine.container_name]
+
+
+def check_runc(engine: EngineSection) -> None:
+    """The rootfs and the command in it exist: found out now rather than at every restart."""
+    if not engine.rootfs.is_dir():
+        raise ConfigError(f"engine.rootfs = {str(engine.rootfs)!r}: no such directory (unpack "
+                          "the engine image there; see packaging/README.md)")
+    entrypoint = engine.rootfs / engine.command[0].lstrip("/")
+    if not os.path.lexists(entrypoint):
+        raise ConfigError(f"engine.command = {engine.command!r}: {entrypoint} does not exist "
+                          f"in engine.rootfs")
+    if shutil.which(engine.runc_command) is None:
+        raise HostUnsupportedError(f"engine.runc_command = {engine.runc_command!r}: not found "
+                                   "(apt install runc)")
+
+
+async def prepare_runc(engine: EngineSection, runtime_dir: Path) -> None:
+    """Write the bundle's config.json and forget the state of a container that died with
+    an earlier daemon (its processes were killed with the engine group)."""
+    _make_directories(engine.bind_mounts)
+    spec = runtime_spec(rootfs=engine.rootfs, args=engine.container_command(),
+                        env=dict(engine.environment), cwd=str(engine.working_directory),
+                        cgroups_path=f"/{RUNC_CONTAINER_GROUP}", hostname=engine.container_name,
+                        bind_mounts=engine.bind_mounts)
+    write_bundle(bundle_dir(runtime_dir), spec)
+    state = runc_root(runtime_dir) / engine.container_name
+    if state.exists():
+        shutil.rmtree(state)
+
+
+# -- shared ----------------------------------------------------------------------------
+
+
+async def check_launch(engine: EngineSection, spawner: Spawner) -> None:
+    """Once at start-up: what would make every start of this mode fail."""
+    if engine.mode == "docker":
+        await check_docker(engine, spawner)
+    elif engine.mode == "runc":
+        check_runc(engine)
+
+
+def _make_directories(directories: list[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise EngineLaunchError(f"cannot create {directory} for the engine: "
+                                    f"{error.strerror} (errno {error.errno})") from error
+
+
+async def _helper(spawner: Spawner, argv: list[str]) -> Completed:
+    try:
+        return await spawner.run(argv, HELPER_TIMEOUT_S)
+    except TimeoutError:
+        raise EngineLaunchError(f"`{' '.join(argv)}` did not finish within "
+                                f"{HELPER_TIMEOUT_S:g} s") from None
+    except OSError as error:
+        raise EngineLaunchError(f"cannot run {argv[0]}: {error.strerror or error}") from error
