@@ -325,9 +325,15 @@ def example_keys() -> dict[str, set[str]]:
 def test_example_loads_with_the_documented_values() -> None:
     config = load_config(EXAMPLE)
     assert config.limits == Limits.from_mapping({"cpus": 4, "memory": "8G"})
+    # The real Dagger engine in Docker, ready when its socket accepts connections.
+    assert config.engine == EngineSection(
+        mode="docker", ready_socket=Path("/run/dagger/engine.sock"), stop_grace_s=310.0)
+    assert config.engine.image == "registry.dagger.io/engine:v0.19.4"
+    assert config.engine.container_name == "ccgroupd-engine"
+    assert config.engine.bind_mounts == [Path("/var/lib/dagger"), Path("/run/dagger")]
+    assert "command" not in config.engine.model_fields_set  # the image's own entrypoint
     # Everything else in the example is the default.
     assert config.cgroup == CgroupSection()
-    assert config.engine == EngineSection()
     assert config.monitor == MonitorSection()
     assert config.api == ApiSection()
     assert config.daemon == DaemonSection()
@@ -340,6 +346,45 @@ def test_example_shows_every_key_of_every_section() -> None:
     for section in SECTIONS:
         if section != "limits":
             assert shown[section] == set(type(getattr(Config(), section)).model_fields), section
+
+
+def test_example_stop_grace_fits_the_units_stop_timeout() -> None:
+    # systemd SIGKILLs everything at TimeoutStopSec: the grace plus killing the group
+    # and cleaning up must fit inside it.
+    unit = (EXAMPLE.parent / "systemd" / "ccgroupd.service").read_text()
+    timeout = re.search(r"^TimeoutStopSec=(\d+)s$", unit, flags=re.MULTILINE)
+    assert timeout is not None
+    assert load_config(EXAMPLE).engine.stop_grace_s + 15 <= int(timeout[1])
+
+
+def example_alternatives() -> list[dict[str, str]]:
+    """The commented-out [engine] alternatives ("#   key = value" blocks), key -> TOML line."""
+    blocks: list[dict[str, str]] = []
+    previous_was_alternative = False
+    for line in EXAMPLE.read_text().splitlines():
+        if alternative := re.fullmatch(r"#   ((\w+) = .*)", line):
+            if not previous_was_alternative:
+                blocks.append({})
+            blocks[-1][alternative[2]] = alternative[1]
+        previous_was_alternative = bool(alternative)
+    return blocks
+
+
+def test_example_alternatives_are_valid(tmp_path: Path) -> None:
+    blocks = example_alternatives()
+    assert [block["mode"] for block in blocks] == ['mode = "runc"', 'mode = "exec"']
+    for block in blocks:
+        # The block replaces the same keys in [engine].
+        text = "\n".join(line for line in EXAMPLE.read_text().splitlines()
+                         if not re.match(rf"({'|'.join(block)}) = ", line))
+        text = text.replace("[engine]\n", "[engine]\n" + "\n".join(block.values()) + "\n")
+        engine = load_config(write(tmp_path, text)).engine
+        assert engine.mode in ("runc", "exec")
+        if engine.mode == "runc":
+            assert engine.command == ["/usr/local/bin/dagger-entrypoint.sh"]
+            assert engine.rootfs == Path("/var/lib/ccgroupd/engine/rootfs")
+        else:
+            assert engine.private_cgroup_namespace is True
 
 
 def test_example_comments_every_key() -> None:
