@@ -282,6 +282,8 @@ class Daemon:
         self.layers = LimitLayers(self.config.limits, self._state_store.load(self.config.limits))
         limits = self.layers.effective()
         limits.check_host(host_cpu_count())
+        # Before anything is created: a refused host keeps no group with limits.
+        await check_launch(self.config.engine, self._spawner)
         self.layout = plan_layout(self.cgroupfs, self.config.cgroup.name)
         set_up_layout(self.cgroupfs, self.layout)
         await claim_engine_group(self.cgroupfs, self.engine_group, self.config.cgroup.leftover,
@@ -290,7 +292,6 @@ class Daemon:
         if self.layers.persisted:
             log_limits_changed(self.config.limits, limits, cgroup=self.engine_path, peer=None,
                                scope="persistent")
-        await check_launch(self.config.engine, self._spawner)
         launch = self._launch(self.config)
         engine = self.config.engine
         self.supervisor = Supervisor(
@@ -517,11 +518,13 @@ class Daemon:
             self.layers = layers
             log_limits_changed(old, new, cgroup=self.engine_path, peer=peer, scope="reload")
             launch = self._launch(config)
+            running = self._launch(self.config)
             self.supervisor.policy = restart_policy(config)
             self.supervisor.readiness = probe_from(config.engine.ready_socket,
                                                    config.engine.ready_command,
                                                    config.engine.ready_timeout_s)
-            if launch.spec != self.supervisor.spec:
+            if (launch.spec, launch.prepared_from) != (self.supervisor.spec,
+                                                       running.prepared_from):
                 self.supervisor.spec = launch.spec
                 self.supervisor.before_start = launch.before_start
                 self.supervisor.request_restart()

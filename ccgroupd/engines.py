@@ -24,6 +24,7 @@ enable controllers in it for the container's group beside the leaf.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -54,6 +55,9 @@ class Launch:
 
     spec: EngineSpec
     before_start: Callable[[], Awaitable[None]] | None = None
+    # What before_start builds the engine from beyond the argv (runc: the bundle's
+    # config.json), so that a reload that changes it restarts the engine too.
+    prepared_from: tuple[object, ...] = ()
 
 
 def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
@@ -77,7 +81,10 @@ def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
     argv = engine_argv(python, cgroup_root, engine_group, runc_run_argv(engine, runtime_dir),
                        private_cgroupns=True, leaf=LAUNCHER_LEAF)
     return Launch(EngineSpec(argv, child_environment(environ, {}), Path("/")),
-                  lambda: prepare_runc(engine, runtime_dir))
+                  lambda: prepare_runc(engine, runtime_dir),
+                  (engine.rootfs, tuple(engine.container_command()),
+                   tuple(sorted(engine.environment.items())), engine.working_directory,
+                   tuple(engine.bind_mounts)))
 
 
 # -- docker ----------------------------------------------------------------------------
@@ -86,7 +93,7 @@ def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
 def docker_run_argv(engine: EngineSection, engine_group: str) -> list[str]:
     argv = [engine.docker_command, "run", "--rm", "--name", engine.container_name,
             "--cgroup-parent", f"/{engine_group.strip('/')}", "--cgroupns", "private",
-            "--privileged", "--stop-timeout", f"{engine.stop_grace_s:.0f}"]
+            "--privileged", "--stop-timeout", str(math.ceil(engine.stop_grace_s))]
     for directory in engine.bind_mounts:
         argv += ["--volume", f"{directory}:{directory}"]
     for name in sorted(engine.environment):
@@ -101,7 +108,9 @@ async def check_docker(engine: EngineSection, spawner: Spawner) -> None:
     if completed.returncode != 0:
         raise EngineLaunchError(f"`{engine.docker_command} info` failed (exit "
                                 f"{completed.returncode}): {completed.tail()}; is docker running?")
-    driver, _, version = completed.output.strip().partition(" ")
+    # The output holds stderr too: the answer is the last line, after any client warning.
+    lines = completed.output.splitlines()
+    driver, _, version = (lines[-1].strip() if lines else "").partition(" ")
     if driver != "cgroupfs":
         raise HostUnsupportedError(
             f"docker uses the {driver!r} cgroup driver: it places containers only in slices "

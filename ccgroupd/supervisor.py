@@ -393,7 +393,8 @@ class Supervisor:
             ready_after_s = probe.result()
         except NotReadyError as error:
             # The probe's last error is the record's field; a traceback would add nothing.
-            log.error("engine_not_ready",  # noqa: TRY400 pid=process.pid, cgroup=self._group.path,
+            log.error("engine_not_ready",  # noqa: TRY400
+                      pid=process.pid, cgroup=self._group.path,
                       timeout_s=self.readiness.timeout_s, probe=self.readiness.description,
                       last_error=str(error))
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import signal
 import socket
@@ -38,7 +39,7 @@ from ccgroupd.errors import (
     LimitsError,
 )
 from ccgroupd.notify import Notifier
-from ccgroupd.process import ProcessHandle
+from ccgroupd.process import Completed, ProcessHandle
 from fakekernel import FakeKernel
 
 UNIT = "system.slice/ccgroupd.service"
@@ -114,18 +115,30 @@ class KernelProcess:
 
 
 class ShimSpawner:
-    """Does what the exec shim does: the new process starts inside the --group it is given."""
+    """Does what the exec shim does: the new process starts inside the --group it is given
+    (in its --leaf, if one is given). Helper commands (docker, probes) get the reply that
+    ``answers`` holds for their argv."""
 
     def __init__(self, kernel: FakeKernel, *, crash_with: int | None = None) -> None:
         self._kernel = kernel
         self._crash_with = crash_with
         self.processes: list[KernelProcess] = []
         self.argvs: list[Sequence[str]] = []
+        self.answers: dict[tuple[str, ...], Completed] = {}
+        self.history: list[str] = []  # helper commands run and "spawn", in order
+
+    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
+        self.history.append(" ".join(argv))
+        return self.answers[tuple(argv)]
 
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str],
                     cwd: Path) -> ProcessHandle:
         self.argvs.append(argv)
-        group = argv[argv.index("--group") + 1]
+        self.history.append("spawn")
+        options = argv[:argv.index("--")]
+        group = options[options.index("--group") + 1]
+        if "--leaf" in options:
+            group = f"{group}/{options[options.index('--leaf') + 1]}"
         process = KernelProcess(self._kernel, self._kernel.spawn(group, comm="engine"))
         self.processes.append(process)
         if self._crash_with is not None:
@@ -508,3 +521,100 @@ def test_notifier_reads_systemd_environment() -> None:
     other = Notifier.from_environ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1"})
     assert other.watchdog_interval_s is None
     assert not other.enabled
+
+
+# -- engine modes and readiness ------------------------------------------------------------
+
+
+DOCKER_INFO = ("docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}")
+DOCKER_RM = ("docker", "rm", "--force", "ccgroupd-engine")
+PROBE = ("probe-engine",)
+
+
+def docker_host(fs: FakeFilesystem, driver: str) -> tuple[FakeKernel, ShimSpawner]:
+    """A delegated host whose docker answers `docker info` with ``driver``; the engine in
+    docker mode, ready when ``probe-engine`` exits 0 (it does not yet)."""
+    kernel = systemd_host(fs)
+    write_config(fs, extra='mode = "docker"\nready_command = ["probe-engine"]')
+    spawner = ShimSpawner(kernel)
+    spawner.answers.update({
+        DOCKER_INFO: Completed(0, driver),
+        DOCKER_RM: Completed(1, "Error: No such container: ccgroupd-engine"),
+        PROBE: Completed(1, "connection refused"),
+    })
+    return kernel, spawner
+
+
+@run_async
+async def test_docker_with_the_systemd_cgroup_driver_is_refused_before_any_start(
+        fs: FakeFilesystem) -> None:
+    kernel, spawner = docker_host(fs, "systemd 2")
+    daemon, notifier = make_daemon(kernel, spawner)
+    with pytest.raises(HostUnsupportedError, match=r"/etc/docker/daemon\.json"):
+        await daemon.serve()
+    assert spawner.history == [" ".join(DOCKER_INFO)]
+    assert spawner.processes == []
+    assert notifier.sent_key("READY") == []
+
+
+@run_async
+async def test_docker_engine_starts_in_the_launcher_leaf_and_ready_waits_for_the_probe(
+        fs: FakeFilesystem) -> None:
+    kernel, spawner = docker_host(fs, "cgroupfs 2")
+    daemon, notifier = make_daemon(kernel, spawner)
+    with capture_logs() as logs:
+        task = asyncio.create_task(daemon.serve())
+        await until(lambda: spawner.history.count("probe-engine") >= 2)
+
+        # Spawned, but the probe fails: still starting, and systemd has no READY=1.
+        assert notifier.sent_key("READY") == []
+        assert daemon.status()["engine"]["state"] == "starting"
+        assert spawner.history[:4] == [" ".join(DOCKER_INFO), " ".join(DOCKER_RM), "spawn",
+                                       "probe-engine"]
+        launcher = spawner.processes[0]
+        assert kernel.procs(f"{ENGINE}/launcher") == {launcher.pid}
+        assert kernel.procs(ENGINE) == set()
+        argv = spawner.argvs[0]
+        options, command = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+        assert options[-2:] == ("--leaf", "launcher")
+        assert "--private-cgroupns" not in options
+        assert command[:2] == ("docker", "run")
+        assert command[command.index("--cgroup-parent") + 1] == f"/{ENGINE}"
+
+        spawner.answers[PROBE] = Completed(0, "")
+        await until(lambda: bool(notifier.sent_key("READY")))
+        assert f"engine running (pid {launcher.pid})" in notifier.sent_key("READY")[0]["STATUS"]
+        assert await stop(daemon, task) == EXIT_OK
+
+    events = [entry["event"] for entry in logs]
+    assert events.index("engine_started") < events.index("engine_ready")
+    assert events.index("engine_ready") < events.index("daemon_started")
+    assert not kernel.exists(ENGINE)
+
+
+ENTRYPOINT = "/usr/local/bin/dagger-entrypoint.sh"
+ROOTFS = Path("/var/lib/ccgroupd/engine/rootfs")
+BUNDLE_CONFIG = Path("/run/ccgroupd/engine-bundle/config.json")
+
+
+@run_async
+async def test_reload_with_a_new_command_in_runc_mode_restarts_with_the_new_bundle(
+        fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    fs.create_file(ROOTFS / ENTRYPOINT.lstrip("/"), st_mode=0o100755)
+    fs.create_file("/usr/sbin/runc", st_mode=0o100755)
+    runc = 'mode = "runc"\nrunc_command = "/usr/sbin/runc"'
+    write_config(fs, command=ENTRYPOINT, extra=runc)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    task = await started(daemon, notifier)
+    assert json.loads(BUNDLE_CONFIG.read_text())["process"]["args"] == [ENTRYPOINT]
+    assert kernel.procs(f"{ENGINE}/launcher") == {spawner.processes[0].pid}
+
+    # The runc argv names the bundle, not what is in it: the reload must see the change.
+    write_config(fs, command="/usr/local/bin/other-entrypoint.sh", extra=runc)
+    await daemon.reload(PEER)
+    await until(lambda: len(spawner.processes) == 2)
+    assert json.loads(BUNDLE_CONFIG.read_text())["process"]["args"] == [
+        "/usr/local/bin/other-entrypoint.sh"]
+    assert await stop(daemon, task) == EXIT_OK

@@ -10,14 +10,16 @@ import asyncio
 import functools
 import itertools
 import signal
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from ccgroupd.process import ProcessHandle
+from ccgroupd.errors import EngineLaunchError
+from ccgroupd.process import Completed, ProcessHandle
+from ccgroupd.readiness import PROBE_INTERVAL_S, ReadinessProbe
 from ccgroupd.supervisor import (
     TRANSITIONS,
     EngineSpec,
@@ -95,6 +97,8 @@ class FakeSpawner:
         self._pids = itertools.count(100)
         self.processes: list[FakeProcess] = []
         self.fail_with: OSError | None = None
+        self.probe_ready = False  # what a readiness probe command gets: exit 0, or exit 1
+        self.probes = 0
 
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str],
                     cwd: Path) -> ProcessHandle:
@@ -108,6 +112,11 @@ class FakeSpawner:
         if exit_code is None:
             self._group.members.add(process)
         return process
+
+    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
+        """The readiness probe command (the only helper command a supervisor runs)."""
+        self.probes += 1
+        return Completed(0 if self.probe_ready else 1, "connection refused")
 
 
 class FakeGroup:
@@ -167,7 +176,9 @@ class Harness:
     def __init__(self, behaviours: Sequence[tuple[int | None, int | None]], *,
                  mode: RestartMode = "on-failure", burst: int = 5, window_s: float = 300,
                  initial_delay_s: float = 1, max_delay_s: float = 4, grace_s: float = 30,
-                 block_from_s: float = float("inf")) -> None:
+                 block_from_s: float = float("inf"),
+                 readiness: ReadinessProbe | None = None,
+                 before_start: Callable[[], Awaitable[None]] | None = None) -> None:
         self.journal = Journal()
         self.group = FakeGroup(self.journal)
         self.spawner = FakeSpawner(self.journal, self.group, behaviours)
@@ -178,7 +189,7 @@ class Harness:
             RestartPolicy(mode=mode, initial_delay_s=initial_delay_s, max_delay_s=max_delay_s,
                           burst=burst, window_s=window_s, stop_grace_s=grace_s),
             self.spawner, self.group, clock=self.time.clock, sleep=self.time.sleep,
-            on_change=self.states.append)
+            on_change=self.states.append, readiness=readiness, before_start=before_start)
 
     def start(self) -> asyncio.Task[EngineState]:
         return asyncio.create_task(self.supervisor.run())
@@ -190,6 +201,13 @@ class Harness:
                 return
             await asyncio.sleep(0)
         raise AssertionError(f"never reached {state} after {spawns} spawns: {self.states}")
+
+    async def until_probed(self, probes: int) -> None:
+        for _ in range(1000):
+            if self.spawner.probes >= probes:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"probed {self.spawner.probes} times, not {probes}: {self.states}")
 
 
 RUNS = (None, None)  # runs until signalled, ignores SIGTERM
@@ -470,3 +488,167 @@ def test_engine_argv_runs_the_command_through_the_shim() -> None:
 def test_backoff_delay_doubles_up_to_the_maximum() -> None:
     policy = RestartPolicy(initial_delay_s=0.5, max_delay_s=3)
     assert [policy.delay_s(n) for n in range(1, 6)] == [0.5, 1, 2, 3, 3]
+
+
+# -- readiness ---------------------------------------------------------------------------
+
+
+def command_probe(timeout_s: float) -> ReadinessProbe:
+    return ReadinessProbe(None, ("probe-engine",), timeout_s)
+
+
+NEVER_TIMES_OUT = command_probe(10_000)
+
+
+def records(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == event]
+
+
+@run_async
+async def test_with_a_probe_the_engine_is_running_only_once_it_is_ready() -> None:
+    harness = Harness([GRACEFUL], readiness=NEVER_TIMES_OUT)
+    with capture_logs() as logs:
+        task = harness.start()
+        await harness.until_probed(3)
+        assert harness.states == [EngineState.STARTING]  # spawned, not ready yet
+        assert harness.supervisor.pid == 100
+        assert records(logs, "engine_ready") == []
+        harness.spawner.probe_ready = True
+        await harness.until(EngineState.RUNNING)
+    assert harness.states == [EngineState.STARTING, EngineState.RUNNING]
+    ready = records(logs, "engine_ready")
+    assert ready == [{"event": "engine_ready", "log_level": "info", "pid": 100,
+                      "cgroup": "/sys/fs/cgroup/engine",
+                      "ready_after_s": (harness.spawner.probes - 1) * PROBE_INTERVAL_S,
+                      "probe": "command probe-engine"}]
+    events = [entry["event"] for entry in logs]
+    assert events.index("engine_started") < events.index("engine_ready")
+    harness.supervisor.request_stop()
+    assert await task is EngineState.EXITED
+
+
+@pytest.mark.parametrize("behaviour", [RUNS, GRACEFUL], ids=["ignores-sigterm", "exits-0"])
+@run_async
+async def test_an_engine_never_ready_is_stopped_and_counts_as_a_failed_start(
+        behaviour: tuple[int | None, int | None]) -> None:
+    harness = Harness([behaviour], readiness=command_probe(1), burst=2, grace_s=30)
+    with capture_logs() as logs:
+        assert await harness.start() is EngineState.FAILED
+    # Even an engine that exits 0 on SIGTERM failed to start: backoff, then the cap.
+    assert harness.states == [EngineState.STARTING, EngineState.BACKOFF,
+                              EngineState.STARTING, EngineState.FAILED]
+    assert len(harness.spawner.processes) == 2
+    first_life = harness.journal.entries[:harness.journal.entries.index("spawn 101")]
+    stop = ["signal SIGTERM 100"]
+    if behaviour is RUNS:
+        stop += ["slept 30", "cgroup.kill"]  # the grace period, then the group is killed
+    assert first_life == ["spawn 100", *["slept 0.25"] * 4, *stop, "slept 1"]
+    assert len(records(logs, "engine_not_ready")) == 2
+    exited = records(logs, "engine_exited")[0]
+    assert exited["error"] == "not ready within 1 s (command probe-engine)"
+    if behaviour is GRACEFUL:
+        assert exited["exit_code"] == 0
+    else:
+        assert exited["signal"] == "SIGKILL"
+    assert records(logs, "engine_ready") == []
+    assert harness.supervisor.last_exit is not None
+    assert not harness.supervisor.last_exit.succeeded
+
+
+@run_async
+async def test_engine_not_ready_names_the_engine_the_probe_and_what_it_saw() -> None:
+    harness = Harness([GRACEFUL], readiness=command_probe(0.5), mode="never")
+    with capture_logs() as logs:
+        task = harness.start()
+        await harness.until(EngineState.EXITED)
+    assert records(logs, "engine_not_ready") == [
+        {"event": "engine_not_ready", "log_level": "error", "pid": 100,
+         "cgroup": "/sys/fs/cgroup/engine", "timeout_s": 0.5, "probe": "command probe-engine",
+         "last_error": "probe-engine exited 1: connection refused"}]
+    harness.supervisor.request_stop()
+    assert await task is EngineState.EXITED
+
+
+@run_async
+async def test_stop_while_waiting_for_readiness_is_a_graceful_stop() -> None:
+    harness = Harness([GRACEFUL], readiness=NEVER_TIMES_OUT)
+    task = harness.start()
+    await harness.until_probed(2)
+    with capture_logs() as logs:
+        harness.supervisor.request_stop()
+        assert await task is EngineState.EXITED
+    assert harness.states == [EngineState.STARTING, EngineState.STOPPING, EngineState.EXITED]
+    assert harness.journal.entries[-1] == "signal SIGTERM 100"
+    assert [entry["event"] for entry in logs] == ["engine_stopping", "engine_exited"]
+    assert logs[1]["stopped"] is True
+    assert logs[1]["exit_code"] == 0
+    probes = harness.spawner.probes
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert harness.spawner.probes == probes  # the probe was cancelled with the engine
+
+
+@run_async
+async def test_restart_while_waiting_for_readiness_starts_a_new_engine() -> None:
+    harness = Harness([GRACEFUL], readiness=NEVER_TIMES_OUT)
+    task = harness.start()
+    await harness.until_probed(2)
+    harness.supervisor.request_restart()
+    await harness.until(EngineState.STARTING, spawns=2)
+    assert harness.states == [EngineState.STARTING, EngineState.STOPPING, EngineState.EXITED,
+                              EngineState.STARTING]
+    assert set(harness.time.sleeps) == {PROBE_INTERVAL_S}  # no backoff
+    harness.supervisor.request_stop()
+    assert await task is EngineState.EXITED
+
+
+@run_async
+async def test_an_engine_that_exits_before_it_is_ready_is_an_ordinary_exit() -> None:
+    harness = Harness([CRASHES], readiness=NEVER_TIMES_OUT, burst=2)
+    with capture_logs() as logs:
+        assert await harness.start() is EngineState.FAILED
+    assert harness.states == [EngineState.STARTING, EngineState.BACKOFF,
+                              EngineState.STARTING, EngineState.FAILED]
+    exited = records(logs, "engine_exited")
+    assert [(entry["exit_code"], "error" in entry) for entry in exited] == [(1, False)] * 2
+    assert records(logs, "engine_not_ready") == []
+    assert not any(entry.startswith("signal") for entry in harness.journal.entries)
+
+
+# -- before_start ------------------------------------------------------------------------
+
+
+@run_async
+async def test_before_start_runs_before_each_start_ahead_of_the_group_reset() -> None:
+    harness: Harness
+
+    async def before_start() -> None:
+        harness.journal.add(f"before_start (group prepared {harness.group.prepared} times)")
+
+    harness = Harness([CRASHES, GRACEFUL], before_start=before_start)
+    task = harness.start()
+    await harness.until(EngineState.RUNNING, spawns=2)
+    assert harness.journal.entries == [
+        "before_start (group prepared 0 times)", "spawn 100", "slept 1",
+        "before_start (group prepared 1 times)", "spawn 101"]
+    harness.supervisor.request_stop()
+    assert await task is EngineState.EXITED
+
+
+@run_async
+async def test_a_failing_before_start_is_a_failed_start_without_a_spawn() -> None:
+    async def before_start() -> None:
+        raise EngineLaunchError("cannot remove the leftover container 'ccgroupd-engine'")
+
+    harness = Harness([GRACEFUL], burst=2, before_start=before_start)
+    with capture_logs() as logs:
+        assert await harness.start() is EngineState.FAILED
+    assert harness.spawner.processes == []
+    assert harness.group.prepared == 0
+    assert harness.states == [EngineState.STARTING, EngineState.BACKOFF,
+                              EngineState.STARTING, EngineState.FAILED]
+    exited = records(logs, "engine_exited")
+    assert len(exited) == 2
+    assert exited[0]["log_level"] == "error"
+    assert exited[0]["error"] == "cannot remove the leftover container 'ccgroupd-engine'"
+    assert exited[0]["exit_code"] is None
