@@ -537,18 +537,9 @@ def test_a_short_watchdog_shortens_the_tick(fs: FakeFilesystem) -> None:
     assert daemon.housekeeping_schedule() == (4, 2)
 
 
-class BrokenMonitor:
+class BrokenMonitor(CountingMonitor):
     async def run(self) -> None:
         raise CgroupReadError("/sys/fs/cgroup/x/memory.events", errno=5)
-
-    def poll(self) -> None:
-        pass
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-    def last_violation(self) -> str | None:
-        return None
 
 
 @run_async
