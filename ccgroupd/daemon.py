@@ -19,8 +19,9 @@ Start-up, in this order (READY=1 only at the end):
    what would make every start fail, such as docker's systemd cgroup driver, is
    refused before this). With a readiness probe, READY=1 waits for it.
 
-Then the daemon serves: watchdog pings and STATUS=, drift checks, the violation
-monitor, the control socket, the Prometheus endpoint if ``metrics.enabled``
+Then the daemon serves: one housekeeping timer (:meth:`Daemon._housekeep`: watchdog
+ping, STATUS=, the monitor's cpu.stat poll, drift checks), the violation monitor,
+the control socket, the Prometheus endpoint if ``metrics.enabled``
 (ccgroupd.metrics; its HTTP server runs in a thread of its own), and signals:
 SIGTERM/SIGINT stop the engine gracefully (a second one skips the grace
 period), SIGHUP reloads the config and re-applies the limits without restarting
@@ -85,7 +86,6 @@ log = structlog.get_logger("ccgroupd")
 REQUIRED_CONTROLLERS = frozenset({"cpu", "memory", "pids"})
 OPTIONAL_CONTROLLERS = frozenset({"io"})
 SUPERVISOR_LEAF = "supervisor"
-STATUS_REFRESH_S = 5.0
 ChangeScope = Literal["persistent", "runtime", "reset", "reload"]
 LEFTOVER_KILL_TIMEOUT_S = 30.0
 
@@ -166,6 +166,8 @@ class ViolationMonitor(Protocol):
     """What the daemon needs of ccgroupd.monitor.Monitor (H-MONITOR)."""
 
     async def run(self) -> None: ...
+
+    def poll(self) -> None: ...
 
     def counters(self) -> dict[str, int]: ...
 
@@ -306,11 +308,10 @@ class Daemon:
         return engine_launch(config, self.engine_group, self._environ, self._spawner)
 
     def _start_background(self) -> None:
-        self._spawn_task(self._tick())
-        self._spawn_task(self._check_drift_forever())
         if self._monitor_factory is not None:
             self.monitor = self._monitor_factory(self.cgroupfs, self.engine_group, self.config)
             self._spawn_task(self.monitor.run())
+        self._spawn_task(self._housekeep())
         if self._serve_api:
             self._spawn_task(self._run_api())
         if self.config.metrics.enabled:
@@ -410,10 +411,8 @@ class Daemon:
         # watchdog) running meanwhile.
         await asyncio.to_thread(self._apply, new, self.limits)
 
-    async def _check_drift_forever(self) -> None:
-        while True:
-            await self._sleep(self.config.monitor.drift_check_interval_s)
-            await self.check_drift()
+    async def _check_drift_in_background(self) -> None:
+        await self.check_drift()
 
     async def check_drift(self) -> dict[str, tuple[str, str]]:
         """Compare the kernel with the limits in force; re-apply and log what drifted."""
@@ -560,13 +559,39 @@ class Daemon:
             self._last_status = line
             self.notifier.status(line)
 
-    async def _tick(self) -> None:
-        interval_s = min(self.notifier.watchdog_interval_s or STATUS_REFRESH_S, STATUS_REFRESH_S)
+    def housekeeping_schedule(self) -> tuple[float, int]:
+        """Seconds between housekeeping ticks, and every how many ticks drift is checked.
+
+        The tick is the monitoring interval (monitor.cpu_poll_interval_s), or systemd's
+        watchdog interval (WatchdogSec/2) if that is shorter. Drift is checked every
+        drift_check_interval_s rounded to whole ticks, at least once per tick.
+        """
+        monitor = self.config.monitor
+        interval_s = min(monitor.cpu_poll_interval_s,
+                         self.notifier.watchdog_interval_s or monitor.cpu_poll_interval_s)
+        return interval_s, max(1, round(monitor.drift_check_interval_s / interval_s))
+
+    async def _housekeep(self) -> None:
+        """The daemon's only timer, so that an idle daemon wakes once per tick.
+
+        Each tick pings the watchdog, polls the monitor (cpu.stat), refreshes STATUS=
+        and the supervisor's OOM-kill baseline, all on the loop without a thread hop.
+        Every Nth tick the drift check starts as a task of its own: re-applying drifted
+        limits can block in reclaim (in a thread), and the pings must go on meanwhile.
+        A change of limits under way (the lock is held) verifies them anyway.
+        """
+        interval_s, drift_every = self.housekeeping_schedule()
+        ticks = 0
         while True:
             self.notifier.watchdog()
+            if self.monitor is not None:
+                self.monitor.poll()
             self._update_status()
             if self.supervisor is not None:
                 self.supervisor.note_oom_kills()
+            if ticks and ticks % drift_every == 0 and not self._lock.locked():
+                self._spawn_task(self._check_drift_in_background())
+            ticks += 1
             await self._sleep(interval_s)
 
 

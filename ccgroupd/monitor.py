@@ -3,7 +3,11 @@
 The kernel raises inotify IN_MODIFY on ``memory.events``, ``memory.swap.events``,
 ``pids.events`` and ``cgroup.events`` when their values change; on a change the
 Monitor re-reads only the files that changed, so its cost does not depend on how
-many processes the group holds. ``cpu.stat`` has no notification and is polled.
+many processes the group holds. ``cpu.stat`` has no notification and is polled:
+:meth:`Monitor.poll` is the time-driven part, and the daemon calls it from its one
+housekeeping timer (once per ``cpu_poll_interval_s``), so that an idle daemon wakes
+once per interval in all. :meth:`Monitor.run` itself wakes only for inotify and for
+the end of a report window.
 
 Counters are compared with their last value (as systemd keeps ``oom_kill_last``)
 and only deltas are reported. Per event type at most one record goes out per
@@ -127,7 +131,6 @@ class Monitor:
         self._pids_hierarchical = True
         self._last_pids_refused: dict[str, int] = {}
         self._last_cpu: _CpuSample | None = None
-        self._next_poll: float = clock()
         self._last_violation: str | None = None
         self._watcher: Inotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,9 +150,13 @@ class Monitor:
                 if self._failure is not None:
                     raise self._failure
                 self._wakeup.clear()
-                delay_s = max(0.0, self.next_deadline() - self._clock())
+                deadline = self.next_deadline()
+                if deadline is None:  # nothing pending: sleep until inotify or poll() says
+                    await self._wakeup.wait()
+                    continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), delay_s)
+                    await asyncio.wait_for(self._wakeup.wait(),
+                                           max(0.0, deadline - self._clock()))
         finally:
             self._disarm()
             self._loop = self._wakeup = None
@@ -206,24 +213,28 @@ class Monitor:
             if values is not None:
                 self.populated = values.get("populated", 0) == 1
 
-    def tick(self) -> None:
-        """Time-driven work: flush windows that ended, poll cpu.stat, look for a vanished group."""
+    def poll(self) -> None:
+        """The periodic work, once per monitoring interval (the caller's timer): flush
+        report windows that ended, then read cpu.stat, and the subtree's pids.events
+        before Linux 6.11, or look for a vanished group's return."""
         now = self._clock()
         self._flush_due(now)
-        if now < self._next_poll:
-            return
-        self._next_poll = now + self._settings.cpu_poll_interval_s
         if self.state is MonitorState.VANISHED:
             if self._cgroupfs.exists(self._group):
                 self._resume()
-        else:
+        elif self.state is MonitorState.WATCHING:
             self._poll_cpu(now)
             if not self._pids_hierarchical and self.state is MonitorState.WATCHING:
                 self._poll_pids_subtree(now)
 
-    def next_deadline(self) -> float:
+    def tick(self) -> None:
+        """Flush the report windows that ended (run() calls this at their ends)."""
+        self._flush_due(self._clock())
+
+    def next_deadline(self) -> float | None:
+        """When the next report window ends; None while no window is open."""
         ends = [a.window_end for a in self._aggregates.values() if a.window_end is not None]
-        return min([self._next_poll, *ends])
+        return min(ends, default=None)
 
     # -- counters ---------------------------------------------------------------
 
@@ -247,7 +258,6 @@ class Monitor:
         # engine's children and build containers never show up in this group's file.
         self._pids_hierarchical = self._cgroupfs.path(self._group, PIDS_EVENTS_LOCAL).exists()
         self._last_cpu = None
-        self._next_poll = self._clock()
         self.state = MonitorState.WATCHING
         self._arm()
 

@@ -486,15 +486,73 @@ async def test_restart_engine_from_the_control_socket(fs: FakeFilesystem) -> Non
     assert await stop(daemon, task) == EXIT_OK
 
 
-class BrokenMonitor:
+class CountingMonitor:
+    """Stands in for the Monitor: counts the polls the daemon's tick makes."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
     async def run(self) -> None:
-        raise CgroupReadError("/sys/fs/cgroup/x/memory.events", errno=5)
+        await asyncio.Event().wait()  # events only: no timer of its own
+
+    def poll(self) -> None:
+        self.polls += 1
 
     def counters(self) -> dict[str, int]:
         return {}
 
     def last_violation(self) -> str | None:
         return None
+
+
+@run_async
+async def test_one_housekeeping_timer_pings_polls_and_checks_drift(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs, extra="[monitor]\ncpu_poll_interval_s = 5\ndrift_check_interval_s = 15\n")
+    monitor = CountingMonitor()
+    sleeps: list[float] = []
+    ticked = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if seconds == 5:  # the housekeeping tick: let the test count ticks
+            ticked.set()
+        await asyncio.sleep(0)
+
+    notifier = RecordingNotifier()
+    notifier.watchdog_interval_s = 30.0  # WatchdogSec=60s
+    daemon = Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
+                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()), spawner=ShimSpawner(kernel),
+                    notifier=notifier, monitor_factory=lambda *_: monitor, serve_api=False,
+                    sleep=sleep)
+    assert daemon.housekeeping_schedule() == (5, 3)
+    task = await started(daemon, notifier)
+    cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    cgroupfs.write(ENGINE, "memory.max", "max")
+    with capture_logs() as logs:
+        await until(lambda: kernel.group(ENGINE).values["memory.max"] == str(256 * MIB))
+
+    # Every sleep of the running daemon is the one tick; each tick pings and polls once.
+    assert set(sleeps) == {5}
+    assert len(notifier.sent_key("WATCHDOG")) == monitor.polls >= 3
+    # The drift check came with the ticks (every third), not with a timer of its own.
+    assert [entry["file"] for entry in logs if entry["event"] == "limits_drifted"] == [
+        "memory.max"]
+    assert await stop(daemon, task) == EXIT_OK
+
+
+def test_a_short_watchdog_shortens_the_tick(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs, extra="[monitor]\ncpu_poll_interval_s = 10\ndrift_check_interval_s = 7\n")
+    daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
+    assert daemon.housekeeping_schedule() == (10, 1)  # drift at least once per tick
+    notifier.watchdog_interval_s = 4.0  # WatchdogSec=8s
+    assert daemon.housekeeping_schedule() == (4, 2)
+
+
+class BrokenMonitor(CountingMonitor):
+    async def run(self) -> None:
+        raise CgroupReadError("/sys/fs/cgroup/x/memory.events", errno=5)
 
 
 @run_async

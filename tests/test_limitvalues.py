@@ -60,7 +60,7 @@ def test_check_values_refuses_what_the_model_refuses(values: dict[str, object]) 
 # (the model, the event registry) multiply start-up time; the rest cost milliseconds
 # each under emulation, more than the whole of ccgroupctl's own code.
 HEAVY_MODULES = ["pydantic", "ccgroupd.limits", "ccgroupd.events", "typing", "dataclasses",
-                 "decimal", "shutil"]
+                 "decimal", "shutil", "socket", "selectors"]
 CLIENT_PATHS = """
 import sys
 sys.path.insert(0, sys.argv[1])

@@ -199,10 +199,10 @@ def test_event_types_are_rate_limited_separately(
 def test_cpu_throttle_fractions_over_the_poll_interval(
         monitor: Monitor, kernel: FakeKernel, clock: Clock,
         logs: Logs) -> None:
-    monitor.tick()  # baseline
+    monitor.poll()  # baseline
     kernel.bump(GROUP, CPU_STAT, nr_periods=50, nr_throttled=25, throttled_usec=1_250_000)
     clock.advance(5.0)
-    monitor.tick()
+    monitor.poll()
 
     [record] = logs
     assert record["event"] == "cpu_throttled"
@@ -220,23 +220,26 @@ def test_cpu_throttle_fractions_over_the_poll_interval(
 def test_cpu_throttling_at_or_below_the_threshold_is_counted_not_reported(
         monitor: Monitor, kernel: FakeKernel, clock: Clock,
         logs: Logs) -> None:
-    monitor.tick()
+    monitor.poll()
     kernel.bump(GROUP, CPU_STAT, nr_periods=50, nr_throttled=5, throttled_usec=100_000)  # 10%
     clock.advance(5.0)
-    monitor.tick()
+    monitor.poll()
     assert logs == []
     assert monitor.counters()["cpu_throttled"] == 5
 
 
-def test_cpu_is_polled_only_every_interval(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock,
-        logs: Logs) -> None:
-    monitor.tick()
-    kernel.bump(GROUP, CPU_STAT, nr_periods=50, nr_throttled=50, throttled_usec=2_500_000)
-    clock.advance(SETTINGS.cpu_poll_interval_s / 2)
-    monitor.tick()
-    assert logs == []
-    assert monitor.next_deadline() == pytest.approx(clock() + SETTINGS.cpu_poll_interval_s / 2)
+def test_only_an_open_report_window_gives_run_a_deadline(
+        monitor: Monitor, kernel: FakeKernel, clock: Clock, logs: Logs) -> None:
+    # Idle, run() sleeps until inotify: the polls come from the daemon's one timer.
+    monitor.poll()
+    assert monitor.next_deadline() is None
+    kernel.bump(GROUP, MEMORY_EVENTS, high=1)
+    monitor.on_changed({MEMORY_EVENTS})
+    assert monitor.next_deadline() == pytest.approx(clock() + SETTINGS.report_interval_s)
+    clock.advance(SETTINGS.report_interval_s)
+    monitor.tick()  # the window ends with nothing pending: it closes
+    assert monitor.next_deadline() is None
+    assert [r["event"] for r in logs] == ["memory_high"]
 
 
 def test_throttle_windows_sum_periods_and_time(
@@ -246,11 +249,11 @@ def test_throttle_windows_sum_periods_and_time(
                               report_interval_s=10.0)
     monitor = Monitor(cgroupfs, GROUP, settings, clock=clock)
     monitor.start()
-    monitor.tick()  # baseline at 0 s
+    monitor.poll()  # baseline at 0 s
     for _ in range(6):  # throttled polls at 2 s (reported at once), 4..10 s, 12 s
         kernel.bump(GROUP, CPU_STAT, nr_periods=50, nr_throttled=50, throttled_usec=1_000_000)
         clock.advance(2.0)
-        monitor.tick()
+        monitor.poll()
     # The flush at 12 s sums the polls at 4, 6, 8 and 10 s; the 12 s poll opens a new window.
     assert [(r["delta"], r["periods"], r["interval_s"]) for r in logs] == [
         (50, 50, 2.0), (200, 200, 8.0)]
@@ -265,9 +268,9 @@ def test_cpu_controller_not_enabled_means_no_throttle_data(
     monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     fake_kernel.bump(GROUP, CPU_STAT, usage_usec=5)
-    monitor.tick()
+    monitor.poll()
     clock.advance(5.0)
-    monitor.tick()
+    monitor.poll()
     assert logs == []
 
 
@@ -292,13 +295,13 @@ def test_a_vanished_group_is_a_state_and_monitoring_resumes_when_it_returns(
     monitor.on_changed({MEMORY_EVENTS})
     assert state(monitor) is MonitorState.VANISHED
     assert [r["event"] for r in logs] == ["cgroup_vanished"]
-    monitor.tick()
+    monitor.poll()
     assert monitor.oom_kills_total() == 0
 
     kernel.mkdir(GROUP)  # a new group counts from zero: everything it counted is new
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=1)
     clock.advance(SETTINGS.cpu_poll_interval_s)
-    monitor.tick()
+    monitor.poll()
 
     assert state(monitor) is MonitorState.WATCHING
     assert [(r["event"], r.get("delta")) for r in logs] == [
@@ -337,10 +340,10 @@ def test_other_read_errors_are_raised(
 def test_vanishing_is_noticed_by_the_cpu_poll(
         monitor: Monitor, cgroupfs: Cgroupfs, clock: Clock,
         logs: Logs) -> None:
-    monitor.tick()
+    monitor.poll()
     cgroupfs.remove(GROUP)
     clock.advance(SETTINGS.cpu_poll_interval_s)
-    monitor.tick()
+    monitor.poll()
     assert state(monitor) is MonitorState.VANISHED
     assert [r["event"] for r in logs] == ["cgroup_vanished"]
 
@@ -351,7 +354,7 @@ def test_a_group_missing_at_start_is_watched_once_it_exists(
     monitor.start()
     assert state(monitor) is MonitorState.VANISHED
     make_group(fake_kernel, cgroupfs, "memory", "pids")
-    monitor.tick()
+    monitor.poll()
     assert state(monitor) is MonitorState.WATCHING
 
 
@@ -378,7 +381,7 @@ def test_before_linux_6_11_refused_forks_are_found_in_the_subtree(
     monitor.on_changed({PIDS_EVENTS})  # GROUP's own file is not what counts here
     assert logs == []
 
-    monitor.tick()
+    monitor.poll()
 
     [record] = logs
     assert (record["event"], record["delta"], record["total"], record["limit_pids"]) == (
@@ -394,7 +397,7 @@ def test_refused_forks_from_before_the_start_are_not_news(
     kernel.bump(f"{GROUP}/init", PIDS_EVENTS, max=4)
     monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
-    monitor.tick()
+    monitor.poll()
     assert logs == []
 
 

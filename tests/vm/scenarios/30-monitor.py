@@ -232,11 +232,21 @@ async def phase_storm() -> None:
           all(gap >= REPORT_INTERVAL_S - 0.2 for gap in gaps_s))
 
 
+async def poll_forever(monitor: Monitor) -> None:
+    """The daemon's housekeeping tick, as far as the Monitor sees it: poll() per interval."""
+    while True:
+        monitor.poll()
+        await asyncio.sleep(SETTINGS.cpu_poll_interval_s)
+
+
 async def main() -> int:
     setup()
     configure_logging("journal")
     monitor = Monitor(fs, G, SETTINGS)
-    task = asyncio.create_task(monitor.run())
+    watching = asyncio.create_task(monitor.run())
+    await asyncio.sleep(0)  # run() takes its baseline before the first poll, as in the daemon
+    polling = asyncio.create_task(poll_forever(monitor))
+    task = asyncio.gather(watching, polling)
     phases: list[Callable[[], Any]] = [phase_oom, phase_cpu, phase_pids, phase_storm]
     try:
         for phase in phases:
