@@ -411,7 +411,9 @@ def test_ansible_template_renders_a_valid_ccgroupd_config(tmp_path: Path) -> Non
 
 SHELL_SCRIPTS = [*(f"packaging/debian/{name}" for name in MAINTAINER_SCRIPTS),
                  "packaging/completion/ccgroupctl", "packaging/demo", "packaging/demo-guest",
-                 "packaging/run-in-guest", "tests/vm/scenarios/50-deb.sh"]
+                 "packaging/run-in-guest", "tests/vm/scenarios/50-deb.sh",
+                 "tests/vm/scenarios/70-engine-docker.sh",
+                 "tests/vm/scenarios/70-engine-runc.sh"]
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")

@@ -64,3 +64,93 @@ finish() {
     echo "failures: $failures"
     exit $((failures > 0))
 }
+
+# --- the stand-in engine (tests/vm/image/standin-engine.c), for the 70-engine-* scenarios
+# Its rootfs (for runc) and rootfs.tar (for docker import) are in STANDIN_DIR. It appends
+# "SIGTERM pid=N" to STANDIN_MARKER (in the bind-mounted /run/dagger) when SIGTERM reaches it.
+# shellcheck disable=SC2034  # used by the scenarios that source this file
+STANDIN_DIR=/usr/local/lib/ccgroupd-standin STANDIN_MARKER=/run/dagger/standin-terminated
+STANDIN_SOCKET=/run/dagger/engine.sock
+
+# standin LINE: send one command to the stand-in's socket and print its one-line reply.
+standin() {
+    python3 -c '
+import socket, sys
+with socket.socket(socket.AF_UNIX) as s:
+    s.settimeout(20)
+    s.connect(sys.argv[1])
+    s.sendall(sys.argv[2].encode() + b"\n")
+    print(s.makefile().readline().strip())' "$STANDIN_SOCKET" "$1"
+}
+
+# mark_journal: event_records sees only records logged after this (the scenarios of one
+# boot share the journal).
+mark_journal() {
+    journal_cursor=$(journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p')
+}
+
+# event_records NAME: ccgroupd's journal records of event NAME, one JSON object a line.
+event_records() {
+    journalctl -u ccgroupd --no-pager -o json ${journal_cursor:+--after-cursor="$journal_cursor"} |
+        jq -c --arg e "$1" 'select(.CCGROUPD_EVENT == $e)'
+}
+
+# oom_kill_names GROUP: an oom_kill record names GROUP (relative to the engine group) in
+# CCGROUPD_OOM_GROUPS, the groups whose own processes were killed.
+oom_kill_names() {
+    event_records oom_kill | jq -r '(.CCGROUPD_OOM_GROUPS // "{}") | fromjson | keys[]' |
+        grep -qxF "$1"
+}
+
+# cpu_throttled_logged: ccgroupd logged cpu_throttled.
+cpu_throttled_logged() {
+    [[ -n $(event_records cpu_throttled) ]]
+}
+
+# subtree_procs DIR: "<group below DIR>/ <pid> <comm>" for every process in DIR's subtree.
+subtree_procs() {
+    local procs pid
+    find "$1" -name cgroup.procs | sort | while read -r procs; do
+        while read -r pid; do
+            echo "${procs#"$1"} $pid $(cat "/proc/$pid/comm" 2>/dev/null)"
+        done <"$procs"
+    done | sed 's|/cgroup.procs | |'
+}
+
+# groups_outside DIR: every cgroup of the host that is not DIR or below it.
+groups_outside() {
+    find /sys/fs/cgroup -type d | grep -v -e "^$1\$" -e "^$1/" | sort
+}
+
+# check_standin_builds GROUP CONTAINER: the must-show facts of a stand-in engine whose
+# container group is GROUP/CONTAINER: a build's memory hog is OOM-killed under GROUP's
+# memory.max and ccgroupd's oom_kill record names the build's group; a CPU-bound build is
+# throttled by GROUP's cpu.max and ccgroupd reports cpu_throttled.
+check_standin_builds() {
+    local group=$1 container=$2 reply n1 n2
+    reply=$(standin "build mem 400 a")
+    echo "build mem 400 a -> $reply"
+    check "the memory build runs in $container/buildkit/a" \
+        grep -q "cgroup /buildkit/a\$" <<<"$reply"
+    check "the memory hog was OOM-killed under the engine group's memory.max" \
+        wait_for 60 grep -qs '^oom_kill [1-9]' "$group/memory.events"
+    echo "engine group memory.max $(cat "$group/memory.max"); memory.events: $(tr '\n' ' ' <"$group/memory.events")"
+    echo "$container/buildkit/a memory.events.local: $(tr '\n' ' ' <"$group/$container/buildkit/a/memory.events.local")"
+    check "the kill was in $container/buildkit/a itself" \
+        grep -qs '^oom_kill [1-9]' "$group/$container/buildkit/a/memory.events.local"
+    check "ccgroupd logged oom_kill naming $container/buildkit/a" \
+        wait_for 30 oom_kill_names "$container/buildkit/a"
+    event_records oom_kill | jq -c '{MESSAGE, CCGROUPD_OOM_GROUPS}'
+
+    reply=$(standin "build cpu 0 b")
+    echo "build cpu 0 b -> $reply"
+    check "the CPU build runs in $container/buildkit/b" \
+        grep -qs . "$group/$container/buildkit/b/cgroup.procs"
+    n1=$(awk '$1 == "nr_throttled" {print $2}' "$group/cpu.stat")
+    sleep 4
+    n2=$(awk '$1 == "nr_throttled" {print $2}' "$group/cpu.stat")
+    echo "engine group cpu.max $(cat "$group/cpu.max"); nr_throttled $n1 -> $n2 in 4 s"
+    check "the CPU build is throttled by the engine group's cpu.max" test "$n2" -gt "$n1"
+    check "ccgroupd logged cpu_throttled for the engine group" wait_for 30 cpu_throttled_logged
+    event_records cpu_throttled | jq -r '.MESSAGE' | head -1
+}
