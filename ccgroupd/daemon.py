@@ -229,6 +229,8 @@ class Daemon:
         self._lock = asyncio.Lock()  # one limits change (set, reset, reload, drift) at a time
         self._stop_signals = 0
         self._engine_up = asyncio.Event()
+        # The engine ended before it was ever up and the policy does not restart it.
+        self._engine_gave_up = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._background_error: BaseException | None = None
         self._last_status = ""
@@ -259,8 +261,19 @@ class Daemon:
             assert self.supervisor is not None
             run = asyncio.create_task(self.supervisor.run())
             up = asyncio.create_task(self._engine_up.wait())
-            await asyncio.wait({run, up}, return_when=asyncio.FIRST_COMPLETED)
+            gave_up = asyncio.create_task(self._engine_gave_up.wait())
+            await asyncio.wait({run, up, gave_up}, return_when=asyncio.FIRST_COMPLETED)
             up.cancel()
+            gave_up.cancel()
+            if self._engine_gave_up.is_set() and not run.done():
+                # No READY=1 will ever come: fail the start instead of waiting for
+                # systemd's TimeoutStartSec.
+                log.error("engine_failed", cgroup=self.engine_path,
+                          reason=(f"it ended before it was ready, and restart = "
+                                  f"{self.config.engine.restart!r} does not start it again"))
+                self.supervisor.request_stop()
+                await run
+                return EXIT_ENGINE_FAILED
             if not run.done():
                 self.notifier.ready(self.status_line())
                 log.info("daemon_started", version=__version__, cgroup=self.engine_path,
@@ -395,6 +408,9 @@ class Daemon:
     def _on_engine_state(self, state: EngineState) -> None:
         if state is EngineState.RUNNING:
             self._engine_up.set()
+        elif (state is EngineState.EXITED and not self._engine_up.is_set()
+              and self.supervisor is not None and not self.supervisor.request_pending):
+            self._engine_gave_up.set()
         self._update_status()
 
     # -- limits --------------------------------------------------------------------

@@ -14,7 +14,9 @@ enable controllers in it for the container's group beside the leaf.
 - docker: dockerd (cgroupfs driver) makes ``<engine group>/<container id>`` from
   ``--cgroup-parent``; ``--cgroupns=private`` roots the engine's view there. The
   systemd driver can only place containers in slices systemd owns, outside our
-  delegated subtree: refused with what to change.
+  delegated subtree: refused with what to change. (docker's runc enables every
+  controller in each ancestor of the container's group, up to the root: that is
+  docker's cgroupfs driver on any host, documented in README.md.)
 - runc: the shim joins the engine group, enters a private cgroup and mount
   namespace rooted there, moves into ``/launcher`` and execs runc, whose
   container group ``/container`` is then ``<engine group>/container``. runc
@@ -41,6 +43,8 @@ from ccgroupd.supervisor import EngineSpec, engine_argv
 
 LAUNCHER_LEAF = "launcher"
 RUNC_CONTAINER_GROUP = "container"
+# The runc container shares the host's network: give it the host's name service too.
+HOST_NAME_SERVICE_FILES = (Path("/etc/resolv.conf"), Path("/etc/hosts"))
 # docker info / docker rm against a busy dockerd: generous, but bounded.
 HELPER_TIMEOUT_S = 60.0
 DOCKER_CGROUPFS_FIX = (
@@ -169,7 +173,8 @@ async def prepare_runc(engine: EngineSection, runtime_dir: Path) -> None:
     spec = runtime_spec(rootfs=engine.rootfs, args=engine.container_command(),
                         env=dict(engine.environment), cwd=str(engine.working_directory),
                         cgroups_path=f"/{RUNC_CONTAINER_GROUP}", hostname=engine.container_name,
-                        bind_mounts=engine.bind_mounts)
+                        bind_mounts=engine.bind_mounts,
+                        host_files=[path for path in HOST_NAME_SERVICE_FILES if path.exists()])
     write_bundle(bundle_dir(runtime_dir), spec)
     state = runc_root(runtime_dir) / engine.container_name
     if state.exists():

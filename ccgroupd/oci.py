@@ -54,13 +54,15 @@ _NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
 
 
 def runtime_spec(*, rootfs: Path, args: Sequence[str], env: Mapping[str, str], cwd: str,
-                 cgroups_path: str, hostname: str,
-                 bind_mounts: Sequence[Path]) -> dict[str, Any]:
+                 cgroups_path: str, hostname: str, bind_mounts: Sequence[Path],
+                 host_files: Sequence[Path] = ()) -> dict[str, Any]:
     """The config.json content for the engine container.
 
     ``env`` is the whole environment, plus PATH when it has none (runc looks the
     command up with the container's PATH). ``bind_mounts`` are host directories
-    mounted read-write at the same path, after the system mounts.
+    mounted read-write at the same path, after the system mounts; ``host_files``
+    (the host's /etc/resolv.conf and /etc/hosts: the container shares the host's
+    network, so it needs the host's name service) are bound read-only.
     """
     if not rootfs.is_absolute():
         raise ValueError(f"rootfs must be an absolute path: {rootfs}")
@@ -70,7 +72,7 @@ def runtime_spec(*, rootfs: Path, args: Sequence[str], env: Mapping[str, str], c
         raise ValueError(f"cwd must be an absolute path: {cwd!r}")
     if not cgroups_path.startswith("/"):
         raise ValueError(f"cgroups_path must be an absolute path: {cgroups_path!r}")
-    for bind in bind_mounts:
+    for bind in (*bind_mounts, *host_files):
         if not bind.is_absolute():
             raise ValueError(f"bind mounts must be absolute paths: {bind}")
     for name in env:
@@ -99,7 +101,7 @@ def runtime_spec(*, rootfs: Path, args: Sequence[str], env: Mapping[str, str], c
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
-        "mounts": _mounts(bind_mounts),
+        "mounts": _mounts(bind_mounts, host_files),
         "linux": {
             "namespaces": [{"type": kind} for kind in NAMESPACES],
             "cgroupsPath": cgroups_path,
@@ -109,7 +111,7 @@ def runtime_spec(*, rootfs: Path, args: Sequence[str], env: Mapping[str, str], c
     }
 
 
-def _mounts(bind_mounts: Sequence[Path]) -> list[dict[str, Any]]:
+def _mounts(bind_mounts: Sequence[Path], host_files: Sequence[Path]) -> list[dict[str, Any]]:
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": _NOSUID_NOEXEC_NODEV},
@@ -135,6 +137,8 @@ def _mounts(bind_mounts: Sequence[Path]) -> list[dict[str, Any]]:
          "options": [*_NOSUID_NOEXEC_NODEV, "relatime", "rw"]},
         *({"destination": str(path), "type": "bind", "source": str(path),
            "options": ["rbind", "rw"]} for path in bind_mounts),
+        *({"destination": str(path), "type": "bind", "source": str(path),
+           "options": ["bind", "ro"]} for path in host_files),
     ]
 
 

@@ -237,6 +237,11 @@ class Supervisor:
     def restarts(self) -> int:
         return max(self._start_count - 1, 0)
 
+    @property
+    def request_pending(self) -> bool:
+        """A stop or restart was asked for and run() has not acted on it yet."""
+        return self._request is not None
+
     def uptime_s(self) -> float | None:
         if self.pid is None or self._started_at is None:
             return None

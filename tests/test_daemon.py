@@ -676,3 +676,21 @@ async def test_reload_with_a_new_command_in_runc_mode_restarts_with_the_new_bund
     assert json.loads(BUNDLE_CONFIG.read_text())["process"]["args"] == [
         "/usr/local/bin/other-entrypoint.sh"]
     assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_an_engine_never_ready_and_not_restarted_fails_the_start(
+        fs: FakeFilesystem) -> None:
+    kernel, spawner = docker_host(fs, "cgroupfs 2")
+    write_config(fs, extra='mode = "docker"\nready_command = ["probe-engine"]\n'
+                           'ready_timeout_s = 1\nrestart = "never"')
+    daemon, notifier = make_daemon(kernel, spawner)
+    with capture_logs() as logs:
+        # Without the fix this waits forever for a READY=1 that cannot come.
+        assert await asyncio.wait_for(daemon.serve(), 30) == EXIT_ENGINE_FAILED
+    assert notifier.sent_key("READY") == []
+    events = [entry["event"] for entry in logs]
+    assert events[-3:] == ["engine_not_ready", "engine_exited", "engine_failed"]
+    assert logs[-1]["reason"] == ("it ended before it was ready, and restart = 'never' "
+                                  "does not start it again")
+    assert not kernel.exists(ENGINE)

@@ -133,12 +133,24 @@ def test_bind_mounts_are_read_write_at_the_same_path() -> None:
     assert len(spec["mounts"]) == 8
 
 
+def test_host_name_service_files_are_bound_read_only_after_the_binds() -> None:
+    spec = make_spec(host_files=[Path("/etc/resolv.conf"), Path("/etc/hosts")])
+
+    assert spec["mounts"][-3:] == [
+        mount_at(spec, "/run/dagger"),
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
+         "options": ["bind", "ro"]},
+        {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
+         "options": ["bind", "ro"]}]
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"rootfs": Path("rootfs")}, "rootfs must be an absolute path"),
     ({"args": []}, "args must name the command"),
     ({"cwd": "var/lib"}, "cwd must be an absolute path"),
     ({"cgroups_path": "container"}, "cgroups_path must be an absolute path"),
     ({"bind_mounts": [Path("run/dagger")]}, "bind mounts must be absolute paths"),
+    ({"host_files": [Path("etc/hosts")]}, "bind mounts must be absolute paths"),
     ({"env": {"A=B": "1"}}, "not an environment variable name"),
     ({"env": {"": "1"}}, "not an environment variable name"),
 ])
