@@ -69,17 +69,7 @@ controls_before=$(controls)
 
 echo "--- start (the stand-in listens 3 s after it starts)"
 write_config 3 60 5
-rm -f "$STANDIN_MARKER"
-started_s=$SECONDS
-check "systemctl start ccgroupd succeeds" systemctl start ccgroupd
-echo "systemctl start took $((SECONDS - started_s)) s"
-# Type=notify: systemctl start returns after READY=1, which must wait for the socket.
-check "the engine's socket answers as soon as systemctl start returns" \
-    test "$(standin ping)" = pong
-event_records engine_ready | jq -r '.MESSAGE'
-ready_after_s=$(event_records engine_ready | jq -r '.CCGROUPD_READY_AFTER_S' | tail -1)
-check "engine_ready came after the stand-in's 3 s delay ($ready_after_s s)" \
-    test "${ready_after_s%.*}" -ge 3
+start_standin_engine
 
 echo "--- where everything runs"
 subtree_procs "$group"
@@ -107,15 +97,7 @@ check "no controller beyond systemd's own was enabled at / or /system.slice${add
     test -z "$added"
 
 echo "--- stop"
-stop_started_s=$SECONDS
-check "systemctl stop ccgroupd succeeds" systemctl stop ccgroupd
-echo "systemctl stop took $((SECONDS - stop_started_s)) s (grace 30 s)"
-check "SIGTERM reached the engine's entrypoint (pid 1 in its namespace)" \
-    grep -qx 'SIGTERM pid=1' "$STANDIN_MARKER"
-event_records engine_exited | jq -r '.MESSAGE' | tail -1
-check "the engine exited 0 after SIGTERM (graceful, not cgroup.kill)" \
-    test "$(event_records engine_exited | tail -1 | jq -r .CCGROUPD_EXIT_CODE)" = 0
-check "no engine or build process left" test -z "$(pgrep -x standin-engine)"
+stop_standin_engine
 check "no runc left" test -z "$(pgrep -x runc)"
 check "no container left in runc's state" test -z "$(runc --root /run/ccgroupd/runc list -q 2>/dev/null)"
 check "the engine group is gone" test ! -e "$group"

@@ -154,3 +154,33 @@ check_standin_builds() {
     check "ccgroupd logged cpu_throttled for the engine group" wait_for 30 cpu_throttled_logged
     event_records cpu_throttled | jq -r '.MESSAGE' | head -1
 }
+
+# start_standin_engine: start ccgroupd on the stand-in engine (configured to listen 3 s
+# after it starts) and check that READY=1 waited for its socket.
+start_standin_engine() {
+    rm -f "$STANDIN_MARKER"
+    local started_s=$SECONDS ready_after_s
+    check "systemctl start ccgroupd succeeds" systemctl start ccgroupd
+    echo "systemctl start took $((SECONDS - started_s)) s"
+    # Type=notify: systemctl start returns after READY=1, which must wait for the socket.
+    check "the engine's socket answers as soon as systemctl start returns" \
+        test "$(standin ping)" = pong
+    event_records engine_ready | jq -r '.MESSAGE'
+    ready_after_s=$(event_records engine_ready | jq -r '.CCGROUPD_READY_AFTER_S' | tail -1)
+    check "engine_ready came after the stand-in's 3 s delay ($ready_after_s s)" \
+        test "${ready_after_s%.*}" -ge 3
+}
+
+# stop_standin_engine: systemctl stop ccgroupd, and check that the stop was graceful:
+# SIGTERM reached the stand-in's entrypoint, the launcher exited 0, no process is left.
+stop_standin_engine() {
+    local stop_started_s=$SECONDS
+    check "systemctl stop ccgroupd succeeds" systemctl stop ccgroupd
+    echo "systemctl stop took $((SECONDS - stop_started_s)) s (grace 30 s)"
+    check "SIGTERM reached the engine's entrypoint (pid 1 in its namespace)" \
+        grep -qx 'SIGTERM pid=1' "$STANDIN_MARKER"
+    event_records engine_exited | jq -r '.MESSAGE' | tail -1
+    check "the launcher exited 0 after SIGTERM (graceful, not cgroup.kill)" \
+        test "$(event_records engine_exited | tail -1 | jq -r .CCGROUPD_EXIT_CODE)" = 0
+    check "no engine or build process left" test -z "$(pgrep -x standin-engine)"
+}
