@@ -49,6 +49,7 @@ from ccgroupd.cgroupfs import (
     MEMORY_SWAP_MAX,
     PIDS_EVENTS,
     PIDS_MAX,
+    AttributeFile,
     Cgroupfs,
     Inotify,
 )
@@ -133,6 +134,8 @@ class Monitor:
         self._last_cpu: _CpuSample | None = None
         self._last_violation: str | None = None
         self._watcher: Inotify | None = None
+        # The counter files read on every inotify event, their paths checked once.
+        self._files: dict[str, AttributeFile] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._failure: BaseException | None = None
@@ -276,7 +279,10 @@ class Monitor:
         """A flat-keyed file, or None if it is not there (then the state says whether the
         group vanished or only lacks the file, like memory.swap.events without swap)."""
         try:
-            return self._cgroupfs.read_flat_keyed(self._group, name)
+            file = self._files.get(name)
+            if file is None:
+                file = self._files[name] = self._cgroupfs.attribute_file(self._group, name)
+            return file.read_flat_keyed()
         except CgroupReadError as exc:
             if exc.errno not in _GONE_ERRNOS:
                 raise

@@ -158,6 +158,31 @@ def test_read_flat_keyed_malformed(group: str, cgroupfs: Cgroupfs) -> None:
     assert caught.value.path == str(ROOT / group / MEMORY_CURRENT)
 
 
+def test_attribute_file_reads_the_current_counters_each_time(
+        fake_kernel: FakeKernel, group: str, cgroupfs: Cgroupfs) -> None:
+    events = cgroupfs.attribute_file(group, MEMORY_EVENTS)
+    assert events.read_flat_keyed()["high"] == 0
+    fake_kernel.bump(group, MEMORY_EVENTS, high=7)
+    assert events.read_flat_keyed()["high"] == 7
+    with pytest.raises(CgroupReadError, match="expected 'key value'"):
+        cgroupfs.attribute_file(group, MEMORY_CURRENT).read_flat_keyed()
+
+
+def test_attribute_file_of_a_removed_group_fails_with_enoent(
+        group: str, cgroupfs: Cgroupfs) -> None:
+    events = cgroupfs.attribute_file(group, MEMORY_EVENTS)
+    cgroupfs.remove(group)
+    with pytest.raises(CgroupReadError) as caught:
+        events.read_flat_keyed()
+    assert caught.value.errno == errno.ENOENT
+    assert caught.value.path == str(ROOT / group / MEMORY_EVENTS)
+
+
+def test_attribute_file_refuses_a_path_outside_the_root(cgroupfs: Cgroupfs) -> None:
+    with pytest.raises(CgroupPathError):
+        cgroupfs.attribute_file("../etc", "passwd")
+
+
 def test_write_and_read(group: str, cgroupfs: Cgroupfs) -> None:
     cgroupfs.write(group, CPU_MAX, "200000 100000")
     assert cgroupfs.read(group, CPU_MAX) == "200000 100000\n"

@@ -23,6 +23,7 @@ from ccgroupd.cgroupfs import (
     MEMORY_STAT,
     MEMORY_SWAP_EVENTS,
     PIDS_EVENTS,
+    AttributeFile,
     Cgroupfs,
 )
 from ccgroupd.config import MonitorSection
@@ -329,10 +330,10 @@ def test_a_file_gone_between_open_and_read_keeps_the_baseline(
 
 def test_other_read_errors_are_raised(
         monitor: Monitor, cgroupfs: Cgroupfs, monkeypatch: pytest.MonkeyPatch) -> None:
-    def eio(group: str, attribute: str) -> dict[str, int]:
-        raise CgroupReadError(cgroupfs.path(group, attribute), errno=errno.EIO)
+    def eio(file: AttributeFile) -> dict[str, int]:
+        raise CgroupReadError(file.path, errno=errno.EIO)
 
-    monkeypatch.setattr(cgroupfs, "read_flat_keyed", eio)
+    monkeypatch.setattr(AttributeFile, "read_flat_keyed", eio)
     with pytest.raises(CgroupReadError, match="Input/output error"):
         monitor.on_changed({MEMORY_EVENTS})
 
