@@ -36,6 +36,7 @@ import functools
 import os
 import signal
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -247,6 +248,10 @@ class FakeKernel:
                  cgroup_kill: bool = True, init_comm: str = "systemd", self_group: str = "",
                  exit_on_kill: bool = True) -> None:
         self.fs = fs
+        # The daemon writes limits from a worker thread (asyncio.to_thread) while the
+        # loop may be killing processes: one kernel-side change at a time, as the real
+        # kernel's locks make it look.
+        self._lock = threading.RLock()
         wanted = set(controllers)
         self.available = [c for c in KNOWN_CONTROLLERS if c in wanted]
         unknown = wanted - set(KNOWN_CONTROLLERS)
@@ -305,19 +310,21 @@ class FakeKernel:
               pid: int | None = None, uid: int = 0, gid: int = 0) -> int:
         """A new process in ``group`` (created with mkdir -p); returns its pid."""
         self.mkdir(group)
-        if pid is None:
-            pid, self._next_pid = self._next_pid, self._next_pid + 1
-        self._processes[pid] = _Process(comm, rss_bytes, group.strip("/"), uid, gid)
-        self.group(group).procs.add(pid)
-        self._render()
+        with self._lock:
+            if pid is None:
+                pid, self._next_pid = self._next_pid, self._next_pid + 1
+            self._processes[pid] = _Process(comm, rss_bytes, group.strip("/"), uid, gid)
+            self.group(group).procs.add(pid)
+            self._render()
         return pid
 
     def exit(self, pid: int) -> None:
-        process = self._processes.pop(pid)
-        self.group(process.group).procs.discard(pid)
-        self._dying.discard(pid)
-        self.fs.remove_object(str(self.proc_root / str(pid)))
-        self._render()
+        with self._lock:
+            process = self._processes.pop(pid)
+            self.group(process.group).procs.discard(pid)
+            self._dying.discard(pid)
+            self.fs.remove_object(str(self.proc_root / str(pid)))
+            self._render()
 
     def reap(self) -> None:
         """Let processes killed by cgroup.kill finish exiting (see ``exit_on_kill``)."""
@@ -439,9 +446,10 @@ class FakeKernel:
 
     def kill_subtree(self, group: str) -> None:
         name = group.strip("/")
-        for pid, process in sorted(self._processes.items()):
-            if self._within(process.group, name) and pid not in self._dying:
-                self._kill(pid)
+        with self._lock:
+            for pid, process in sorted(self._processes.items()):
+                if self._within(process.group, name) and pid not in self._dying:
+                    self._kill(pid)
 
     # -- internals -------------------------------------------------------------
 
@@ -580,10 +588,11 @@ class FakeKernel:
         if writer is None:
             # As root, a read-only interface file opens for writing; the write is refused.
             raise _einval(f"{attribute} is read-only")
-        try:
-            writer(self, group, data.decode("ascii", errors="replace"))
-        finally:
-            self._render()
+        with self._lock:
+            try:
+                writer(self, group, data.decode("ascii", errors="replace"))
+            finally:
+                self._render()
 
     def _buffered_write(self, group: str, attribute: str, fake: FakeFile) -> None:
         # open(..., "w") first truncates (an empty write the kernel never sees), then
