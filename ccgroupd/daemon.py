@@ -71,7 +71,6 @@ from ccgroupd.errors import (
 from ccgroupd.limits import Limits, format_bytes, host_cpu_count
 from ccgroupd.notify import Notifier
 from ccgroupd.process import AsyncioSpawner, Spawner
-from ccgroupd.readiness import probe_from
 from ccgroupd.state import StateStore
 from ccgroupd.supervisor import (
     CgroupEngineGroup,
@@ -308,14 +307,11 @@ class Daemon:
             log_limits_changed(self.config.limits, limits, cgroup=self.engine_path, peer=None,
                                scope="persistent")
         launch = self._launch(self.config)
-        engine = self.config.engine
         self.supervisor = Supervisor(
             launch.spec, restart_policy(self.config), self._spawner,
             CgroupEngineGroup(self.cgroupfs, self.engine_group),
             clock=self._clock, sleep=self._sleep, on_change=self._on_engine_state,
-            before_start=launch.before_start,
-            readiness=probe_from(engine.ready_socket, engine.ready_command,
-                                 engine.ready_timeout_s))
+            before_start=launch.before_start, readiness=launch.readiness)
 
     def _launch(self, config: Config) -> Launch:
         return engine_launch(config, self.engine_group, self._environ, self._spawner)
@@ -535,9 +531,7 @@ class Daemon:
             launch = self._launch(config)
             running = self._launch(self.config)
             self.supervisor.policy = restart_policy(config)
-            self.supervisor.readiness = probe_from(config.engine.ready_socket,
-                                                   config.engine.ready_command,
-                                                   config.engine.ready_timeout_s)
+            self.supervisor.readiness = launch.readiness
             if (launch.spec, launch.prepared_from) != (self.supervisor.spec,
                                                        running.prepared_from):
                 self.supervisor.spec = launch.spec

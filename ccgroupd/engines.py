@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ccgroupd.config import Config, EngineSection
@@ -39,6 +39,7 @@ from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
 from ccgroupd.notify import child_environment
 from ccgroupd.oci import runtime_spec, write_bundle
 from ccgroupd.process import Completed, Spawner
+from ccgroupd.readiness import ReadinessProbe, probe_from
 from ccgroupd.supervisor import EngineSpec, engine_argv
 
 LAUNCHER_LEAF = "launcher"
@@ -55,17 +56,26 @@ DOCKER_CGROUPFS_FIX = (
 
 @dataclass(frozen=True)
 class Launch:
-    """What the supervisor runs, and what must happen before each start."""
+    """What the supervisor runs, what must happen before each start, and when it is ready."""
 
     spec: EngineSpec
     before_start: Callable[[], Awaitable[None]] | None = None
     # What before_start builds the engine from beyond the argv (runc: the bundle's
     # config.json), so that a reload that changes it restarts the engine too.
     prepared_from: tuple[object, ...] = ()
+    readiness: ReadinessProbe | None = None
 
 
 def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
                   spawner: Spawner, python: str = sys.executable) -> Launch:
+    engine = config.engine
+    return replace(_mode_launch(config, engine_group, environ, spawner, python),
+                   readiness=probe_from(engine.ready_socket, engine.ready_command,
+                                        engine.ready_timeout_s))
+
+
+def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
+                 spawner: Spawner, python: str) -> Launch:
     engine = config.engine
     cgroup_root = config.daemon.cgroup_root
     if engine.mode == "exec":

@@ -360,13 +360,9 @@ class Supervisor:
                 return None
             if not exited.done():  # not ready in time
                 await self._terminate(process, exited)
-                outcome = EngineExit(await exited, error=(
+                return self._exited(process, EngineExit(await exited, error=(
                     f"not ready within {self.readiness.timeout_s:g} s "
-                    f"({self.readiness.description})"))
-                log.warning("engine_exited", pid=process.pid, cgroup=self._group.path,
-                            uptime_s=round(self._clock() - self._started_at, 3),
-                            **outcome.log_fields())
-                return outcome
+                    f"({self.readiness.description})")))
         else:
             self._transition(EngineState.RUNNING)
             await self._race(exited, self._wake.wait())
@@ -377,7 +373,11 @@ class Supervisor:
         returncode = exited.result()
         oom_killed = (returncode == -signal.SIGKILL
                       and self._group.oom_kills() > self._oom_kills_seen)
-        outcome = EngineExit(returncode, oom_killed=oom_killed)
+        return self._exited(process, EngineExit(returncode, oom_killed=oom_killed))
+
+    def _exited(self, process: ProcessHandle, outcome: EngineExit) -> EngineExit:
+        """Log an engine that ended without being asked to (or was never ready)."""
+        assert self._started_at is not None
         log.warning("engine_exited", pid=process.pid, cgroup=self._group.path,
                     uptime_s=round(self._clock() - self._started_at, 3), **outcome.log_fields())
         return outcome
