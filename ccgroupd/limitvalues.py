@@ -3,8 +3,9 @@
 ``ccgroupd.limits`` builds its model on these functions; ``ccgroupctl`` calls
 :func:`check_values` directly, because importing pydantic would multiply its
 start-up time (it is measured against ``python3 -c pass``). So this module
-imports only the standard library's cheapest parts and ccgroupd.errors: no
-pydantic, no typing, no decimal (sizes are checked with integer arithmetic).
+imports only os and ccgroupd.errors: no pydantic, no typing, no decimal (sizes
+are checked with integer arithmetic), no re (values are split with str methods;
+re loads enum, functools and collections) and no math (a shared library to load).
 
 Sizes (``memory``, ``memory_high``, ``memory_swap``) are read the way the kernel
 and systemd read them, so a value copied from ``memory.max`` or a unit file means
@@ -24,9 +25,7 @@ them as powers of 1000, and a limit that is 7% off is a bug nobody sees.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 
 from ccgroupd.errors import LimitsError
 
@@ -74,9 +73,41 @@ _UNIT_BYTES: dict[str, int] = {
     **{name[0].lower(): size for name, size in _BINARY_UNITS},
 }
 _DECIMAL_UNITS = frozenset({"KB", "MB", "GB", "TB"})
-_SIZE_RE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)", re.ASCII)
-_DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
-_COUNT_RE = re.compile(r"[0-9]+", re.ASCII)
+# What may stand between a size's number and its unit, and what a unit is made of.
+# ASCII only: str.isspace() and str.isalpha() also take U+00A0, 'é', the Kelvin sign...
+_ASCII_WHITESPACE = " \t\n\r\f\v"
+_ASCII_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_INFINITY = float("inf")
+
+
+def _is_nan(number: float) -> bool:
+    return number != number  # noqa: PLR0124 - NaN is the only float not equal to itself
+
+
+def _is_digits(text: str) -> bool:
+    """One or more of 0-9. (isdigit() alone also takes '²' and other scripts' digits.)"""
+    return text.isascii() and text.isdigit()
+
+
+def _is_decimal(text: str) -> bool:
+    """Digits with an optional fraction: ``4``, ``0.5``, ``.5``, ``4.``."""
+    whole, _, fraction = text.partition(".")
+    return _is_digits(whole + fraction)
+
+
+def _split_size(text: str) -> tuple[str, str] | None:
+    """(number, unit) of ``1.5G``, ``8 KiB``, ``512``; None if ``text`` has another shape.
+
+    The number is digits, maybe with a fraction (``1.5``, not ``.5`` or ``1.``); the unit is
+    ASCII letters, maybe empty, and ASCII whitespace may come between them.
+    """
+    number = text.rstrip(_ASCII_LETTERS)
+    unit = text[len(number):]
+    number = number.rstrip(_ASCII_WHITESPACE)
+    whole, dot, fraction = number.partition(".")
+    if not _is_digits(whole) or (dot and not _is_digits(fraction)):
+        return None
+    return number, unit
 
 
 def _is_unlimited(text: str) -> bool:
@@ -91,9 +122,9 @@ def _why_not_a_number(text: str, what: str) -> str | None:
         number = float(text)
     except ValueError:
         return None
-    if math.isnan(number):
+    if _is_nan(number):
         return f"NaN is not {what}"
-    if math.isinf(number):
+    if abs(number) == _INFINITY:
         return "write max (or infinity) for no limit"
     return None
 
@@ -117,7 +148,7 @@ def parse_size(value: object, field: str) -> int | None:
     of bytes. See the module docstring for the accepted forms.
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
-        if isinstance(value, float) and math.isnan(value):
+        if isinstance(value, float) and _is_nan(value):
             raise LimitsError(field, value, "NaN is not a size")
         raise LimitsError(field, value,
                           f"expected a whole number of bytes or a string like '8G' ({_SIZE_HINT})")
@@ -127,11 +158,11 @@ def parse_size(value: object, field: str) -> int | None:
             raise LimitsError(field, value, f"empty ({_SIZE_HINT})")
         if _is_unlimited(text):
             return None
-        match = _SIZE_RE.fullmatch(text)
-        if match is None:
+        parts = _split_size(text)
+        if parts is None:
             reason = _why_not_a_number(text, "a size") or f"not a size ({_SIZE_HINT})"
             raise LimitsError(field, value, reason)
-        number, unit = match["number"], match["unit"]
+        number, unit = parts
         if unit.upper() in _DECIMAL_UNITS:
             binary = f"{number}{unit[0].upper()}"
             raise LimitsError(field, value,
@@ -191,7 +222,7 @@ def _parse_cpus(value: object) -> float | None:
         text = value.strip()
         if _is_unlimited(text):
             return None
-        if not _DECIMAL_RE.fullmatch(text):
+        if not _is_decimal(text):
             reason = _why_not_a_number(text, "a number of CPUs")
             raise LimitsError(field, value, reason or "not a number of CPUs (e.g. 4, 0.5 or max)")
         cpus = float(text)
@@ -199,10 +230,10 @@ def _parse_cpus(value: object) -> float | None:
         try:
             cpus = float(value)
         except OverflowError:  # an int too large for a float
-            cpus = math.inf
+            cpus = _INFINITY
     else:
         raise LimitsError(field, value, "expected a number of CPUs (e.g. 4, 0.5 or max)")
-    if math.isnan(cpus):
+    if _is_nan(cpus):
         raise LimitsError(field, value, "NaN is not a number of CPUs")
     if cpus <= 0:
         raise LimitsError(field, value, "must be more than 0 (use max for no CPU limit)")
@@ -227,7 +258,7 @@ def _parse_count(value: object, field: str, lowest: int, highest: int,
         text = value.strip()
         if unlimited and _is_unlimited(text):
             return None
-        if not _COUNT_RE.fullmatch(text):
+        if not _is_digits(text):
             raise LimitsError(field, value, f"expected {hint}")
         # More digits than `highest` is out of range, and may be more than int() converts.
         if len(text.lstrip("0")) > len(str(highest)):

@@ -3,7 +3,8 @@ and its client path stays light. The rules themselves are tested in test_limits.
 
 from __future__ import annotations
 
-import json
+import itertools
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -13,7 +14,7 @@ import pytest
 
 from ccgroupd.errors import LimitsError
 from ccgroupd.limits import Limits
-from ccgroupd.limitvalues import check_values
+from ccgroupd.limitvalues import _is_decimal, _is_digits, _split_size, check_values
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,21 +57,71 @@ def test_check_values_refuses_what_the_model_refuses(values: dict[str, object]) 
     assert _outcome(check_values, values) == _outcome(Limits.from_mapping, values)
 
 
+# The oracle: the regexes limitvalues used before it stopped importing re.
+OLD_SIZE_RE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)", re.ASCII)
+OLD_DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
+OLD_COUNT_RE = re.compile(r"[0-9]+", re.ASCII)
+
+# Characters the str methods could read differently from the ASCII-only regexes: Unicode
+# whitespace, other scripts' digits, superscripts, full-width digits, non-ASCII letters, and
+# the Kelvin sign, which re.IGNORECASE (not used) would match as k.
+ALPHABET = ["0", "7", ".", "K", "i", "B", "e", "-", " ", "\t", "\n", "\x0b", "\x1c",
+            "\N{NO-BREAK SPACE}", "\N{LINE SEPARATOR}", "\N{ARABIC-INDIC DIGIT ONE}",
+            "\N{SUPERSCRIPT TWO}", "\N{LATIN SMALL LETTER E WITH ACUTE}", "\N{KELVIN SIGN}",
+            "\N{FULLWIDTH DIGIT ONE}"]
+PIECES = ["", "0", "12", "1.5", ".", ".5", "5.", "KiB", "G", "g", "KB", "max", "inf", "nan",
+          "1e3", "1_0", "+1", "  ", "\r\f", "\N{ARABIC-INDIC DIGIT THREE}",
+          "\N{FULLWIDTH DIGIT ONE}\N{FULLWIDTH DIGIT TWO}", "\N{FULLWIDTH LATIN CAPITAL LETTER G}",
+          "0" * 30]
+HAND_PICKED = ["8589934592", "1.5G", "8 KiB", "8\t\n G", "0.5", "4.", "00.00", "1.5.2", "8G ",
+               " 8G", "8GiB8", "1 . 5", "1.G", "..5", "8\N{KELVIN SIGN}iB",
+               "8\N{SUPERSCRIPT TWO}", "8\N{NO-BREAK SPACE}G", "\N{ARABIC-INDIC DIGIT THREE}G"]
+
+
+def _corpus() -> set[str]:
+    """Every string of up to 4 ALPHABET characters or 3 PIECES, and HAND_PICKED."""
+    corpus = set(HAND_PICKED)
+    for length in range(5):
+        corpus.update(map("".join, itertools.product(ALPHABET, repeat=length)))
+    for length in range(4):
+        corpus.update(map("".join, itertools.product(PIECES, repeat=length)))
+    return corpus
+
+
+def test_str_helpers_accept_what_the_old_regexes_accepted() -> None:
+    corpus = _corpus()
+    for accepted in ("8589934592", "1.5G", "8 KiB", "8\t\n G", ".5", "4."):  # not all refusals
+        assert accepted in corpus
+    sizes, decimals, counts = [], [], []
+    for text in corpus:
+        match = OLD_SIZE_RE.fullmatch(text)
+        if _split_size(text) != (None if match is None else (match["number"], match["unit"])):
+            sizes.append(text)
+        if _is_decimal(text) != bool(OLD_DECIMAL_RE.fullmatch(text)):
+            decimals.append(text)
+        if _is_digits(text) != bool(OLD_COUNT_RE.fullmatch(text)):
+            counts.append(text)
+    assert (sizes, decimals, counts) == ([], [], [])
+
+
 # What the client paths must not load, and why: pydantic and the modules built on it
-# (the model, the event registry) multiply start-up time; the rest cost milliseconds
-# each under emulation, more than the whole of ccgroupctl's own code.
+# (the model, the event registry) multiply start-up time; re (with enum and functools),
+# argparse and json cost more under emulation than the whole of ccgroupctl's own code;
+# the rest cost milliseconds each.
 HEAVY_MODULES = ["pydantic", "ccgroupd.limits", "ccgroupd.events", "typing", "dataclasses",
-                 "decimal", "shutil", "socket", "selectors"]
+                 "decimal", "shutil", "socket", "selectors", "re", "enum", "argparse",
+                 "gettext", "json", "math"]
 CLIENT_PATHS = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from ccgroupd import ctl
+from ccgroupd import ctl, protocol
 for argv in (["--socket", "/nonexistent", "set", "--cpus", "2", "--memory", "8G"],
              ["--socket", "/nonexistent", "status"]):
     assert ctl.main(argv) == 5
+protocol.decode_object(protocol.ok_reply({"limits": {}}), "reply")
 ctl.render_status({"limits": {"memory": {"value": 2**33, "source": "config"}},
                    "usage": {"memory_bytes": 2**30, "memory_percent": 12.5}})
-print(__import__("json").dumps(sorted(sys.modules)))
+print(" ".join(sys.modules))
 """
 
 
@@ -78,6 +129,6 @@ def test_client_paths_load_no_heavy_module() -> None:
     # -S: only the standard library and this tree, as the packaged launcher sees it.
     run = subprocess.run([sys.executable, "-S", "-c", CLIENT_PATHS, str(REPO)],
                          capture_output=True, text=True, check=True)
-    loaded = set(json.loads(run.stdout))
-    assert "ccgroupd.limitvalues" in loaded
+    loaded = set(run.stdout.split())
+    assert {"ccgroupd.limitvalues", "ccgroupd.protocol"} <= loaded
     assert sorted(loaded & set(HEAVY_MODULES)) == []
