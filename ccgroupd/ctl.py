@@ -11,12 +11,10 @@ tests/test_limitvalues.py fails when a client path loads a heavy module.
 from __future__ import annotations
 
 import _socket  # not `socket`: see call()
-import argparse
-import json
 import os
 import sys
 
-from ccgroupd import __version__, protocol
+from ccgroupd import protocol
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -33,7 +31,7 @@ from ccgroupd.limitvalues import check_values, format_bytes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any, NoReturn
+    from typing import Any
 
 SOCKET_ENV = "CCGROUPD_API__SOCKET"  # the same variable that overrides api.socket for the daemon
 MAX_REPLY_BYTES = 16 * 1024**2
@@ -57,128 +55,104 @@ SET_OPTIONS = {
     "pids": ("--pids", "maximum number of processes (pids.max)"),
     "cpu_weight": ("--cpu-weight", "relative CPU weight 1-10000, default 100 (cpu.weight)"),
 }
-EPILOG = f"""\
-values take the forms of the config file: sizes as bytes, K/M/G/T or KiB/MiB/GiB/TiB
-(powers of 1024), max for no limit; --cpus 0.5 means half a CPU.
-
-status --json schema (version 1; fields are only ever added):
-  cgroup.path            absolute path of the engine's cgroup
-  limits.<name>.value    effective value: cpus (float), memory, memory_high,
-                         memory_swap (bytes), pids, cpu_weight (int); null = no limit
-  limits.<name>.source   "config", "persisted" (set) or "runtime" (set --runtime)
-  usage.cpu_percent      CPU use in % of one CPU (250 = 2.5 CPUs), recent average
-  usage.memory_bytes     memory.current; usage.memory_percent = % of memory.max
-  usage.swap_bytes       memory.swap.current; usage.pids = pids.current
-  events.<name>          violations counted since the daemon started: oom_kill, oom,
-                         memory_max, memory_high, swap_max, pids_max, cpu_throttled
-  engine                 state, pid, uptime_s, restarts
-  any value may be null when the daemon cannot tell (e.g. the engine is restarting).
-
-the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
-
-exit codes:
-  0  success
-  1  the operation failed (the kernel refused a write, ...)
-  2  usage error
-  3  value or combination refused; nothing was changed
-  4  permission denied
-  5  daemon unreachable ({START_HINT})
-"""
-
-
 class CtlError(CcgroupdError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
-                 **kwargs: Any) -> None:
-        def formatter(prog: str) -> argparse.HelpFormatter:
-            # argparse builds formatters on every run, not only for --help, and would ask
-            # shutil for the width: importing shutil (with bz2, lzma and zlib) costs more
-            # start-up time than building all the parsers.
-            return formatter_class(prog, width=_help_width())
-
-        # No abbreviations: `--mem 1G` must not quietly mean --memory or --memory-high.
-        super().__init__(allow_abbrev=False, formatter_class=formatter, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        # One line, like every other ccgroupctl error, instead of argparse's usage dump.
-        self.exit(EXIT_USAGE, f"ccgroupctl: {message} (see ccgroupctl --help)\n")
+# The on/off options of each command that talks to the daemon, besides --json.
+COMMAND_FLAGS = {
+    protocol.OP_SET: {
+        "--runtime": "only until the daemon restarts",
+        "--force": "allow a memory limit at or below current usage (the kernel will "
+                   "OOM-kill inside the group)",
+    },
+    protocol.OP_STATUS: {},
+    protocol.OP_RESET: {},
+    protocol.OP_RELOAD: {},
+    protocol.OP_RESTART_ENGINE: {},
+}
 
 
-def _help_width() -> int:
-    """What argparse uses, shutil.get_terminal_size().columns - 2, without shutil."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns <= 0 and sys.__stdout__ is not None:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (ValueError, OSError):  # not a terminal, or stdout closed
-            columns = 0
-    return (columns or 80) - 2
+class Arguments:
+    """The parsed command line: what argparse's Namespace would hold."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    if TYPE_CHECKING:  # as typeshed types argparse.Namespace
+        def __getattr__(self, name: str) -> Any: ...
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="ccgroupctl",
-        description="Change and inspect the limits ccgroupd keeps on the Dagger engine.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ccgroupctl {__version__}")
-    parser.add_argument("--socket", metavar="PATH",
-                        default=os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH),
-                        help="the daemon's control socket (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="how long to wait for the daemon's answer")
-    json_option = _Parser(add_help=False)
-    json_option.add_argument("--json", action="store_true", help="print the reply as JSON")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def quick_parse(argv: Sequence[str]) -> Arguments | None:
+    """The command lines people script, parsed as argparse would, without importing it.
 
-    set_parser = commands.add_parser(
-        "set", parents=[json_option], help="change limits (persisted unless --runtime)",
-        description="Change limits of the running engine. Changes persist across daemon "
-                    "restarts unless --runtime is given; `reset` drops them.")
-    for name, (option, text) in SET_OPTIONS.items():
-        set_parser.add_argument(option, dest=name, metavar="VALUE", help=text)
-    set_parser.add_argument("--runtime", action="store_true",
-                            help="only until the daemon restarts")
-    set_parser.add_argument("--force", action="store_true",
-                            help="allow a memory limit at or below current usage (the kernel "
-                                 "will OOM-kill inside the group)")
-    commands.add_parser("status", parents=[json_option],
-                        help="limits and their sources, usage, events, engine state")
-    commands.add_parser("reset", parents=[json_option],
-                        help="drop all changes: back to the config file's limits")
-    commands.add_parser("reload", parents=[json_option], help="re-read the config file")
-    commands.add_parser("restart-engine", parents=[json_option],
-                        help="stop the engine gracefully and start it again")
-    events_parser = commands.add_parser(
-        "events", parents=[json_option], help="recent limit violations from the journal",
-        description="Violation records (OOM kills, limit hits, throttling) from journald.")
-    events_parser.add_argument("--since", metavar="TIME",
-                               help="as journalctl understands it: '1 hour ago', 'today', ...")
-    events_parser.add_argument("--follow", "-f", action="store_true",
-                               help="keep printing new records")
-    events_parser.add_argument("--lines", "-n", type=int, default=50, metavar="N",
-                               help="show at most N past records (default: %(default)s)")
-    events_parser.add_argument("--all", action="store_true",
-                               help="every ccgroupd event, not only violations")
-    return parser
+    argparse (with re, enum and gettext) was over half of ccgroupctl's start-up time
+    in the emulated guest. This reads `[--socket P] [--timeout S] COMMAND [OPTION...]`
+    for the commands in COMMAND_FLAGS and returns None for anything else: help,
+    --version, `events`, a mistake. ccgroupd.ctlparser's argparse parser then reads
+    it and writes the help or the error. tests/test_ctl.py checks that both parsers
+    agree on every command line this one accepts.
+    """
+    values: dict[str, Any] = {
+        "socket": os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH), "timeout": None}
+    value_options: dict[str, str] = {"--socket": "socket", "--timeout": "timeout"}
+    flags: dict[str, str] = {}
+    tokens = iter(argv)
+    for token in tokens:
+        if "command" not in values and token in COMMAND_FLAGS:
+            values.update(command=token, json=False)
+            value_options = {option: name for name, (option, _) in SET_OPTIONS.items()
+                             } if token == protocol.OP_SET else {}
+            flags = {"--json": "json", **{option: option[2:] for option in COMMAND_FLAGS[token]}}
+            values.update({name: None for name in value_options.values()})
+            values.update({name: False for name in flags.values() if name != "json"})
+            continue
+        option, equals, value = token.partition("=")
+        if token in flags:
+            values[flags[token]] = True
+            continue
+        if option not in value_options:
+            return None
+        if not equals:
+            value = next(tokens, "-")
+            if value.startswith("-"):  # argparse reads some of these as values, some not
+                return None
+        if option == "--timeout":
+            try:
+                values["timeout"] = float(value)  # argparse's type=float
+            except ValueError:
+                return None
+        else:
+            values[value_options[option]] = value
+    return Arguments(**values) if "command" in values else None
+
+
+def parse_args(argv: Sequence[str]) -> Arguments:
+    """The parsed command line; exits (code 2, or 0 for --help) as argparse does."""
+    parsed = quick_parse(argv)
+    if parsed is not None:
+        return parsed
+    from ccgroupd.ctlparser import build_parser
+
+    return Arguments(**vars(build_parser().parse_args(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "events":
             return show_events(args)
         op, request_args = _request_for(args)
         timeout_s = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT_S[op]
+        if not 0 < timeout_s < float("inf"):  # NaN too; the socket would refuse it with a traceback
+            raise CtlError(f"--timeout must be a positive number of seconds, not {timeout_s:g}",
+                           EXIT_USAGE)
         result = call(args.socket, op, request_args, timeout_s)
         if args.json:
+            import json
+
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
             print(render(op, result))
@@ -193,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+def _request_for(args: Arguments) -> tuple[str, dict[str, Any]]:
     if args.command != protocol.OP_SET:
         return args.command, {}
     changes = {name: getattr(args, name) for name in SET_OPTIONS
@@ -381,8 +355,9 @@ def _duration(seconds: float) -> str:
 # -- events --------------------------------------------------------------------
 
 
-def show_events(args: argparse.Namespace) -> int:
+def show_events(args: Arguments) -> int:
     """Stream journald records through `journalctl -o json`, one summary line each."""
+    import json
     import subprocess
 
     names = _all_event_names() if args.all else VIOLATION_EVENTS
@@ -421,8 +396,8 @@ def _all_event_names() -> list[str]:
 
 def _parse_record(line: str) -> dict[str, Any] | None:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
+        record = protocol.loads(line)
+    except ValueError:
         return None
     return record if isinstance(record, dict) else None
 

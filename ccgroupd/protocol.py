@@ -1,7 +1,7 @@
 """The ccgroupd control protocol, shared by the server (api.py) and ccgroupctl (ctl.py).
 
-Kept to the standard library's json so that ccgroupctl can import it without
-paying for asyncio or pydantic at start-up.
+Kept to the standard library's C parts so that ccgroupctl can import it without
+paying for asyncio, pydantic or even the json package (see below) at start-up.
 
 Wire format: one request per connection, one JSON object per line (UTF-8, ending
 in "\\n"), answered by one reply line, after which the server closes.
@@ -19,7 +19,7 @@ ccgroupd.errors, so ccgroupctl exits with it unchanged.
 
 from __future__ import annotations
 
-import json
+import _json  # the json package's C half: see _scan_json
 
 from ccgroupd.errors import EXIT_USAGE, CcgroupdError
 
@@ -47,8 +47,53 @@ class ProtocolError(CcgroupdError):
     exit_code = EXIT_USAGE
 
 
+# The json package is these C functions plus Python around them that imports re,
+# which was ~120 ms of ccgroupctl's start in the emulated guest (-X importtime): more
+# than all the rest of the client. json.dumps(separators=(",", ":")) and json.loads run
+# the same C code with the same settings (tests/test_protocol.py compares them).
+_JSON_SPACE = " \t\n\r"
+_JSON_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+class _DecoderSettings:
+    """What _json.make_scanner reads from a json.JSONDecoder: json.loads' defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _JSON_CONSTANTS.__getitem__
+
+
+def _not_serializable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# typeshed's stub asks for a make_scanner; the C code reads the attributes above.
+_scan_json = _json.make_scanner(_DecoderSettings())  # type: ignore[arg-type]
+# Arguments: circular-reference markers (none: messages are trees), default, string
+# encoder (ASCII, as ensure_ascii), indent, key and item separators, sort_keys, skipkeys,
+# allow_nan.
+_encode_json = _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii,
+                                  None, ":", ",", False, False, True)
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    return "".join(_encode_json(message, 0)).encode() + b"\n"
+
+
+def loads(text: str) -> object:
+    """json.loads for a str; raises ValueError (JSONDecodeError is one) on anything else."""
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        value, end = _scan_json(text, start)
+    except StopIteration as exc:
+        raise ValueError(f"expecting a value at character {exc.value}") from None
+    rest = text[end:].lstrip(_JSON_SPACE)
+    if rest:
+        raise ValueError(f"extra data at character {len(text) - len(rest)}")
+    return value
 
 
 def request(op: str, args: dict[str, Any] | None = None) -> bytes:
@@ -68,8 +113,8 @@ def error_reply(code: int, message: str) -> bytes:
 def decode_object(line: bytes, what: str) -> dict[str, Any]:
     """Parse one line into a JSON object carrying our protocol version."""
     try:
-        message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = loads(line.decode())
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError among them
         raise ProtocolError(f"malformed {what}: not JSON ({exc})") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"malformed {what}: expected a JSON object")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ccgroupd import ctl, protocol
+from ccgroupd import ctl, ctlparser, protocol
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -122,6 +123,9 @@ def test_set_options_become_one_set_request(daemon_path: Path) -> None:
     (["set", "--pids", "lots"], EXIT_INVALID, "pids = 'lots'"),
     (["sett"], EXIT_USAGE, "invalid choice: 'sett'"),
     (["set", "--cpu", "2"], EXIT_USAGE, "unrecognized arguments"),
+    (["--timeout", "-1", "status"], EXIT_USAGE, "--timeout must be a positive number"),
+    (["--timeout=nan", "status"], EXIT_USAGE, "not nan"),
+    (["--timeout", "0", "set", "--cpus", "1"], EXIT_USAGE, "seconds, not 0"),
 ])
 def test_bad_input_is_one_line_and_never_reaches_the_daemon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int,
@@ -144,18 +148,102 @@ def exit_code_of(argv: list[str]) -> int:
 
 
 def test_help_documents_exit_codes_and_the_status_schema() -> None:
-    text = ctl.build_parser().format_help()
+    text = ctlparser.build_parser().format_help()
     for line in ("0  success", "2  usage error", "3  value or combination refused",
                  "4  permission denied", "5  daemon unreachable",
                  "limits.<name>.source", "engine                 state, pid, uptime_s"):
         assert line in text
 
 
-def test_socket_defaults_to_the_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("argv", [["status"], ["events"]])  # the quick parser and argparse
+def test_socket_defaults_to_the_environment_override(monkeypatch: pytest.MonkeyPatch,
+                                                     argv: list[str]) -> None:
     monkeypatch.setenv(ctl.SOCKET_ENV, "/tmp/other.sock")
-    assert ctl.build_parser().parse_args(["status"]).socket == "/tmp/other.sock"
+    assert ctl.parse_args(argv).socket == "/tmp/other.sock"
     monkeypatch.delenv(ctl.SOCKET_ENV)
-    assert ctl.build_parser().parse_args(["status"]).socket == protocol.DEFAULT_SOCKET_PATH
+    assert ctl.parse_args(argv).socket == protocol.DEFAULT_SOCKET_PATH
+
+
+# -- the quick parser and argparse ---------------------------------------------------
+
+# Pieces of command lines: every command and option, values of each kind, mistakes.
+TOKENS = [
+    "set", "status", "reset", "reload", "restart-engine", "events", "bogus",
+    "--socket", "--socket=/s", "/s", "--timeout", "--timeout=2.5", "--timeout=", "5", "nan",
+    "--cpus", "--cpus=0.5", "4", "-1", "-0.5", "", "x y", "--memory", "--memory=8G", "8G",
+    "--memory-high", "--swap", "--swap=0", "--pids", "--cpu-weight", "--json", "--json=1",
+    "--runtime", "--force", "--force=", "--", "-", "-h", "--help", "--version", "--mem",
+    "--since", "-f", "--lines=3", "--all",
+]
+COMMON_COMMAND_LINES = [
+    ["status"], ["status", "--json"], ["reset"], ["reload", "--json"], ["restart-engine"],
+    ["set", "--cpus", "4", "--memory", "8G"], ["set", "--memory=512M", "--runtime", "--force"],
+    ["set", "--memory-high", "6G", "--swap", "0", "--pids", "4096", "--cpu-weight", "200"],
+    ["--socket", "/run/x.sock", "--timeout", "30", "set", "--cpus", "max", "--json"],
+]
+
+
+def command_lines() -> Iterator[list[str]]:
+    yield from ([token] for token in TOKENS)
+    yield from ([first, second] for first in TOKENS for second in TOKENS)
+    pick = random.Random(20261128)
+    for _ in range(4000):
+        yield pick.choices(TOKENS, k=pick.randint(3, 6))
+    for _ in range(2000):  # real use with one token more, anywhere
+        line = [*pick.choice(COMMON_COMMAND_LINES)]
+        line.insert(pick.randint(0, len(line)), pick.choice(TOKENS))
+        yield line
+    before = [[], ["--socket", "/s"], ["--socket=/s"], ["--timeout", "5"], ["--timeout=.5"]]
+    after = [["--json"], ["--runtime"], ["--force"], ["--cpus", "4"], ["--memory=8G"],
+             ["--swap", "0"], ["--pids", "x y"], ["--cpu-weight="], ["--memory-high", ""]]
+    for _ in range(3000):  # well-formed ones, most of them
+        line = [*pick.choice(before), pick.choice(TOKENS[:6])]
+        for _ in range(pick.randint(0, 4)):
+            line += pick.choice(after)
+        yield line
+
+
+def same_values(left: dict[str, Any], right: dict[str, Any]) -> bool:
+    """Equal, with NaN equal to itself: both parsers read --timeout nan alike."""
+    return {key: repr(value) for key, value in left.items()} == {
+        key: repr(value) for key, value in right.items()}
+
+
+def test_quick_parser_agrees_with_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = ctlparser.build_parser()
+    accepted = 0
+    for argv in command_lines():
+        quick = ctl.quick_parse(argv)
+        if quick is None:
+            continue
+        try:
+            expected = vars(parser.parse_args(argv))
+        except SystemExit:
+            pytest.fail(f"quick_parse accepts {argv!r}, argparse refuses it")
+        assert same_values(vars(quick), expected), argv
+        accepted += 1
+    capsys.readouterr()
+    assert accepted > 1000  # of about 12,000, with the seed above
+
+
+@pytest.mark.parametrize("argv", COMMON_COMMAND_LINES)
+def test_quick_parser_reads_what_people_script(argv: list[str]) -> None:
+    assert ctl.quick_parse(argv) is not None
+
+
+@pytest.mark.parametrize(("argv", "code", "output"), [
+    (["--help"], EXIT_OK, "exit codes:"),
+    (["set", "--help"], EXIT_OK, "--memory-high"),
+    (["--version"], EXIT_OK, "ccgroupctl "),
+    (["set", "--mem", "1G"], EXIT_USAGE, "unrecognized arguments: --mem"),
+    (["--timeout", "soon", "status"], EXIT_USAGE, "invalid float value: 'soon'"),
+])
+def test_what_the_quick_parser_leaves_is_argparses(argv: list[str], code: int, output: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.quick_parse(argv) is None
+    assert exit_code_of(argv) == code
+    captured = capsys.readouterr()
+    assert output in captured.out + captured.err
 
 
 # -- replies and exit codes ----------------------------------------------------------

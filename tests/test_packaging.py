@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from ccgroupd import __version__, ctl, main
+from ccgroupd import __version__, ctlparser, main
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
@@ -97,7 +97,7 @@ def test_ccgroupd_man_page_matches_the_parser() -> None:
 
 
 def test_ccgroupctl_man_page_matches_the_parser() -> None:
-    parser = ctl.build_parser()
+    parser = ctlparser.build_parser()
     sections = man_sections(PACKAGING / "man" / "ccgroupctl.1")
     assert tagged_options(sections["OPTIONS"]) == options_of(parser)
     commands = subcommands_of(parser)
@@ -109,7 +109,7 @@ def test_ccgroupctl_man_page_matches_the_parser() -> None:
 
 @pytest.mark.parametrize("page", ["ccgroupd.8", "ccgroupctl.1"])
 def test_man_page_names_no_option_that_does_not_exist(page: str) -> None:
-    parsers = [main.build_parser(), ctl.build_parser()]
+    parsers = [main.build_parser(), ctlparser.build_parser()]
     parsers += [sub for parser in parsers for sub in subcommands_of(parser).values()]
     known = set().union(*(options_of(parser) for parser in parsers))
     text = (PACKAGING / "man" / page).read_text()
@@ -151,7 +151,7 @@ def completion_lists() -> tuple[set[str], set[str], dict[str, set[str]]]:
 
 
 def test_completion_lists_match_the_parser() -> None:
-    parser = ctl.build_parser()
+    parser = ctlparser.build_parser()
     global_options, commands, per_command = completion_lists()
     subcommands = subcommands_of(parser)
     assert global_options == options_of(parser)

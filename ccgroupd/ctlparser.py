@@ -1,0 +1,125 @@
+"""ccgroupctl's full command line parser (argparse): help, errors, --version, `events`.
+
+ccgroupd.ctl.quick_parse reads the common command lines without it; everything it
+does not accept comes here, so that help and error messages are argparse's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ccgroupd import __version__, protocol
+from ccgroupd.ctl import COMMAND_FLAGS, SET_OPTIONS, SOCKET_ENV, START_HINT
+from ccgroupd.errors import EXIT_USAGE
+
+TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.ctl
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+EPILOG = f"""\
+values take the forms of the config file: sizes as bytes, K/M/G/T or KiB/MiB/GiB/TiB
+(powers of 1024), max for no limit; --cpus 0.5 means half a CPU.
+
+status --json schema (version 1; fields are only ever added):
+  cgroup.path            absolute path of the engine's cgroup
+  limits.<name>.value    effective value: cpus (float), memory, memory_high,
+                         memory_swap (bytes), pids, cpu_weight (int); null = no limit
+  limits.<name>.source   "config", "persisted" (set) or "runtime" (set --runtime)
+  usage.cpu_percent      CPU use in % of one CPU (250 = 2.5 CPUs), recent average
+  usage.memory_bytes     memory.current; usage.memory_percent = % of memory.max
+  usage.swap_bytes       memory.swap.current; usage.pids = pids.current
+  events.<name>          violations counted since the daemon started: oom_kill, oom,
+                         memory_max, memory_high, swap_max, pids_max, cpu_throttled
+  engine                 state, pid, uptime_s, restarts
+  any value may be null when the daemon cannot tell (e.g. the engine is restarting).
+
+the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
+
+exit codes:
+  0  success
+  1  the operation failed (the kernel refused a write, ...)
+  2  usage error
+  3  value or combination refused; nothing was changed
+  4  permission denied
+  5  daemon unreachable ({START_HINT})
+"""
+
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+                 **kwargs: Any) -> None:
+        def formatter(prog: str) -> argparse.HelpFormatter:
+            # argparse builds formatters on every run, not only for --help, and would ask
+            # shutil for the width: importing shutil (with bz2, lzma and zlib) costs more
+            # start-up time than building all the parsers.
+            return formatter_class(prog, width=_help_width())
+
+        # No abbreviations: `--mem 1G` must not quietly mean --memory or --memory-high.
+        super().__init__(allow_abbrev=False, formatter_class=formatter, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other ccgroupctl error, instead of argparse's usage dump.
+        self.exit(EXIT_USAGE, f"ccgroupctl: {message} (see ccgroupctl --help)\n")
+
+
+def _help_width() -> int:
+    """What argparse uses, shutil.get_terminal_size().columns - 2, without shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0 and sys.__stdout__ is not None:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (ValueError, OSError):  # not a terminal, or stdout closed
+            columns = 0
+    return (columns or 80) - 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ccgroupctl",
+        description="Change and inspect the limits ccgroupd keeps on the Dagger engine.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ccgroupctl {__version__}")
+    parser.add_argument("--socket", metavar="PATH",
+                        default=os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH),
+                        help="the daemon's control socket (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="how long to wait for the daemon's answer")
+    json_option = _Parser(add_help=False)
+    json_option.add_argument("--json", action="store_true", help="print the reply as JSON")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    set_parser = commands.add_parser(
+        "set", parents=[json_option], help="change limits (persisted unless --runtime)",
+        description="Change limits of the running engine. Changes persist across daemon "
+                    "restarts unless --runtime is given; `reset` drops them.")
+    for name, (option, text) in SET_OPTIONS.items():
+        set_parser.add_argument(option, dest=name, metavar="VALUE", help=text)
+    for option, text in COMMAND_FLAGS[protocol.OP_SET].items():
+        set_parser.add_argument(option, action="store_true", help=text)
+    commands.add_parser("status", parents=[json_option],
+                        help="limits and their sources, usage, events, engine state")
+    commands.add_parser("reset", parents=[json_option],
+                        help="drop all changes: back to the config file's limits")
+    commands.add_parser("reload", parents=[json_option], help="re-read the config file")
+    commands.add_parser("restart-engine", parents=[json_option],
+                        help="stop the engine gracefully and start it again")
+    events_parser = commands.add_parser(
+        "events", parents=[json_option], help="recent limit violations from the journal",
+        description="Violation records (OOM kills, limit hits, throttling) from journald.")
+    events_parser.add_argument("--since", metavar="TIME",
+                               help="as journalctl understands it: '1 hour ago', 'today', ...")
+    events_parser.add_argument("--follow", "-f", action="store_true",
+                               help="keep printing new records")
+    events_parser.add_argument("--lines", "-n", type=int, default=50, metavar="N",
+                               help="show at most N past records (default: %(default)s)")
+    events_parser.add_argument("--all", action="store_true",
+                               help="every ccgroupd event, not only violations")
+    return parser
+
+
