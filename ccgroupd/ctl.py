@@ -102,12 +102,12 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
     tokens = iter(argv)
     for token in tokens:
         if "command" not in values and token in COMMAND_FLAGS:
-            values.update(command=token, json=False)
-            value_options = {option: name for name, (option, _) in SET_OPTIONS.items()
-                             } if token == protocol.OP_SET else {}
-            flags = {"--json": "json", **{option: option[2:] for option in COMMAND_FLAGS[token]}}
-            values.update({name: None for name in value_options.values()})
-            values.update({name: False for name in flags.values() if name != "json"})
+            values["command"] = token
+            value_options = ({option: name for name, (option, _) in SET_OPTIONS.items()}
+                             if token == protocol.OP_SET else {})
+            flags = {option: option[2:] for option in ("--json", *COMMAND_FLAGS[token])}
+            values.update(dict.fromkeys(value_options.values()))
+            values.update(dict.fromkeys(flags.values(), False))
             continue
         option, equals, value = token.partition("=")
         if token in flags:
