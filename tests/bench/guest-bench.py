@@ -1,9 +1,24 @@
 #!/usr/bin/python3
 """ccgroupd benchmarks (issue 7), run as root inside the test guest by ``tests/bench/run``.
 
+What runs is what operators install: first thing, the Debian package that ``tests/bench/run``
+built from this checkout (``packaging/build-deb``, shipped in $CCGROUPD_DEBS) is installed
+with ``apt-get install ./ccgroupd_*.deb``, replacing the harness's development install
+(the /usr/bin symlinks into the venv and its unit in /etc/systemd/system, which would
+shadow the package's). Every section then runs the packaged ``/usr/bin/ccgroupd`` under
+the package's unit and the package's ``/usr/bin/ccgroupctl`` launcher
+(``#!/usr/bin/python3 -I``, packaging/launcher.in); this is checked before anything is
+timed, and the JSON records what was installed and which daemon executable ran. If no
+package came (the host's build failed), or it did not install or check out, the bench runs
+the development install instead, says so loudly, marks the launcher rows of the change table
+as not measured and exits 1.
+
 One boot, every comparison interleaved in the same guest, medians with min-max:
 
-1. change latency: ccgroupctl set / status vs systemctl set-property vs cgset vs python3 -c pass
+1. change latency: ``ccgroupctl set`` / ``status`` (the package's launcher: these rows carry
+   the 1.3x target) and, for reference, the same through the venv's pip console script
+   (``... (pip script)``: pip's wrapper imports ``re`` itself) vs ``systemctl set-property``
+   vs ``cgset`` vs ``python3 -c pass``
 2. report latency: kernel OOM kill -> ccgroupd's oom_kill record vs systemd's own OOM line;
    pids.max hit -> ccgroupd's pids_max record
 3. footprint: daemon RSS, CPU and wake-ups over an idle minute and during an event storm
@@ -12,13 +27,15 @@ One boot, every comparison interleaved in the same guest, medians with min-max:
 
 Figures only: no timed assertions. Targets are reported PASS/MISS. The JSON goes to
 $CCGROUPD_RESULTS/bench.json. Every section restores the config, stops its units and
-removes its cgroups, so that the guest can be shared with other scenarios.
+removes its cgroups; the package stays installed (the guest's disk is a throw-away
+snapshot).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -27,6 +44,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +62,17 @@ CONFIG = Path("/etc/ccgroupd/config.toml")
 STATE = Path("/var/lib/ccgroupd/limits.json")
 RESULTS = Path(os.environ.get("CCGROUPD_RESULTS", "/tmp"))
 VENV_PYTHON = os.environ.get("CCGROUPD_PYTHON", "/opt/ccgroupd/venv/bin/python3")
+# The venv's pip console script (the harness's development install): reference rows only.
+PIP_CTL = str(Path(VENV_PYTHON).parent / "ccgroupctl")
+# What the package installs (packaging/build-deb, packaging/launcher.in).
+CTL = "/usr/bin/ccgroupctl"
+DAEMON = "/usr/bin/ccgroupd"
+LAUNCHER_SHEBANG = "#!/usr/bin/python3 -I"
+PACKAGE_UNIT = "/usr/lib/systemd/system/ccgroupd.service"
+HARNESS_UNIT = Path("/etc/systemd/system/ccgroupd.service")
+DEBS = os.environ.get("CCGROUPD_DEBS", "")
+# Set by tests/bench/run when packaging/build-deb failed on the host.
+DEB_BUILD_ERROR = os.environ.get("BENCH_DEB_BUILD_ERROR", "")
 ENGINE = Path("/usr/local/bin/bench-engine")
 SCRATCH = CGROOT / "bench-cgset"
 OOM_MESSAGE_ID = "fe6faa94e7774663a0da52717891d8ef"
@@ -175,8 +204,32 @@ log_format = "journal"
 def start_daemon() -> None:
     run("systemctl", "reset-failed", "ccgroupd", check=False)
     run("systemctl", "start", "ccgroupd")
-    if not wait_for(lambda: run("ccgroupctl", "status", check=False).returncode == 0, 30):
+    if not wait_for(lambda: run(CTL, "status", check=False).returncode == 0, 30):
         raise RuntimeError("ccgroupd does not answer ccgroupctl status")
+    note_daemon()
+
+
+def note_daemon() -> None:
+    """Record which ccgroupd executable the unit runs (once per distinct one)."""
+    pid = main_pid()
+    if pid <= 0:
+        return
+    seen = results.setdefault("daemon", [])
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+    entry: dict[str, Any] = {
+        "cmdline": cmdline,
+        "exe": os.readlink(f"/proc/{pid}/exe"),
+        "unit_file": run("systemctl", "show", "-P", "FragmentPath", "ccgroupd",
+                         check=False).stdout.strip(),
+        # "{ path=/usr/bin/ccgroupd ; argv[]=/usr/bin/ccgroupd run ; ignore_errors=no ; ..."
+        "exec_start": next((part.strip()[len("argv[]="):] for part in run(
+            "systemctl", "show", "-P", "ExecStart", "ccgroupd", check=False).stdout.split(" ; ")
+            if part.strip().startswith("argv[]=")), None),
+    }
+    if entry not in seen:
+        seen.append(entry)
+        say(f"   daemon: {' '.join(cmdline)} (exe {entry['exe']}, unit "
+            f"{entry['unit_file']})")
 
 
 def stop_daemon() -> None:
@@ -189,7 +242,7 @@ def main_pid() -> int:
 
 
 def engine_group() -> Path:
-    status = json.loads(run("ccgroupctl", "status", "--json").stdout)
+    status = json.loads(run(CTL, "status", "--json").stdout)
     path = Path(status["cgroup"]["path"])
     return path if path.is_absolute() and str(path).startswith(str(CGROOT)) else CGROOT / str(
         path).lstrip("/")
@@ -282,10 +335,203 @@ def window(pid: int, seconds: float) -> dict[str, Any]:
             "records_by_event": by_event}
 
 
+# -- 0. the package ---------------------------------------------------------------------------
+
+def first_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.readline(200).decode(errors="replace").rstrip("\n")
+    except OSError as error:
+        return f"({error.strerror})"
+
+
+def describe(path: str) -> dict[str, Any]:
+    """What ``path`` is: where it leads, its first line, which package owns it."""
+    owner = run("dpkg-query", "-S", path, check=False)
+    return {"path": path, "symlink": os.path.islink(path), "realpath": os.path.realpath(path),
+            "first_line": first_line(path),
+            "dpkg_owner": owner.stdout.split(":")[0].strip() if owner.returncode == 0 else None}
+
+
+def apt_install(deb: Path) -> str | None:
+    """``apt-get install ./DEB``, as operators do (offline: Depends are in the image).
+
+    The harness's unit in /etc would shadow the package's in /usr/lib, and its
+    /etc/ccgroupd/config.toml is no conffile of the package: both are set aside first,
+    and put back if the install fails. dpkg replaces the unowned /usr/bin symlinks into
+    the venv. Returns why the install failed, or None.
+    """
+    aside = [(HARNESS_UNIT, HARNESS_UNIT.with_name("ccgroupd.service.bench-aside")),
+             (CONFIG, CONFIG.with_name("config.toml.bench-aside"))]
+    for path, kept in aside:
+        if path.exists():
+            path.rename(kept)
+    run("systemctl", "daemon-reload", check=False)
+    installed = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "-o", "Dpkg::Use-Pty=0", f"./{deb.name}"],
+        cwd=deb.parent, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        capture_output=True, text=True, check=False, timeout=600)
+    if installed.returncode == 0:
+        for _, kept in aside:
+            kept.unlink(missing_ok=True)
+        return None
+    say(installed.stdout[-2000:] + installed.stderr[-2000:])
+    for path, kept in aside:
+        if kept.exists() and not path.exists():
+            kept.rename(path)
+    run("systemctl", "daemon-reload", check=False)
+    return f"apt-get install ./{deb.name} failed (exit {installed.returncode})"
+
+
+def not_the_package(product: dict[str, Any]) -> list[str]:
+    """Why what runs now is not the package's launchers and unit (empty if it is)."""
+    problems = [
+        f"{d['path']} is {'a symlink to ' + d['realpath'] if d['symlink'] else 'a file'}"
+        f" starting {d['first_line']!r}, owned by {d['dpkg_owner']}"
+        for d in (product["ccgroupctl"], product["ccgroupd"])
+        if d["symlink"] or d["first_line"] != LAUNCHER_SHEBANG or d["dpkg_owner"] != "ccgroupd"]
+    if product["ccgroupctl_on_path"] != CTL:
+        problems.append(f"`ccgroupctl` on PATH is {product['ccgroupctl_on_path']}")
+    if os.path.realpath(product["unit_file"]) != PACKAGE_UNIT:
+        problems.append(f"ccgroupd.service comes from {product['unit_file']}")
+    return problems
+
+
+def install_package() -> None:
+    """Install the .deb from $CCGROUPD_DEBS as operators do, and check that it is what runs.
+
+    Sets results["product"]; its "deb_launcher" is true only if /usr/bin/ccgroupctl and
+    /usr/bin/ccgroupd are the package's launchers and ccgroupd.service is the package's
+    unit. Otherwise "not_measured" says why, and the development install stays.
+    """
+    say("== 0. install the Debian package (what operators run)")
+    product: dict[str, Any] = {"deb": None, "deb_launcher": False}
+    results["product"] = product
+
+    def give_up(reason: str) -> None:
+        product["not_measured"] = reason
+        results["errors"].append(f"package: {reason}")
+        say("   " + "!" * 88)
+        say(f"   ! NOT BENCHMARKING THE PACKAGE: {reason}")
+        say("   ! the bench runs the harness's development install (pip console script, venv);")
+        say("   ! the `ccgroupctl set` / `ccgroupctl status` rows are NOT measured")
+        say("   " + "!" * 88)
+
+    debs = sorted(Path(DEBS).glob("ccgroupd_*_amd64.deb")) if DEBS else []
+    if DEB_BUILD_ERROR:
+        give_up(f"the host could not build the .deb: {DEB_BUILD_ERROR}")
+    elif not debs:
+        give_up(f"no ccgroupd_*_amd64.deb shipped (CCGROUPD_DEBS={DEBS or 'unset'})")
+    else:
+        product["deb"] = debs[-1].name
+        product["installed_with"] = f"apt-get install ./{debs[-1].name}"
+        started = time.monotonic()
+        failed = apt_install(debs[-1])
+        product["install_s"] = round(time.monotonic() - started, 1)
+        if failed:
+            give_up(failed)
+        else:
+            product["version"] = run("dpkg-query", "-W", "-f=${Version}", "ccgroupd",
+                                     check=False).stdout
+    product["ccgroupctl"] = describe(CTL)
+    product["ccgroupd"] = describe(DAEMON)
+    product["ccgroupctl_on_path"] = shutil.which("ccgroupctl")
+    product["pip_script"] = describe(PIP_CTL)
+    product["unit_file"] = run("systemctl", "show", "-P", "FragmentPath", "ccgroupd",
+                               check=False).stdout.strip()
+    if "not_measured" not in product:
+        problems = not_the_package(product)
+        if problems:
+            give_up("after the install, not the package's files: " + "; ".join(problems))
+        else:
+            product["deb_launcher"] = True
+    for key in ("ccgroupctl", "ccgroupd", "pip_script"):
+        d = product[key]
+        say(f"   {d['path']}: {'-> ' + d['realpath'] if d['symlink'] else 'file'}, "
+            f"{d['first_line']!r}, dpkg owner {d['dpkg_owner']}")
+    say(f"   unit: {product['unit_file']}; package {product['deb']} "
+        f"{'installed and checked' if product['deb_launcher'] else 'NOT in use'}")
+
+
 # -- 1. change latency -----------------------------------------------------------------------
 
+CTL_SET = "ccgroupctl set"
+CTL_STATUS = "ccgroupctl status"
+PIP_SET = "ccgroupctl set (pip script)"
+PIP_STATUS = "ccgroupctl status (pip script)"
+CTL_TARGET = "ccgroupctl set (the .deb's launcher) <= 1.3x python3 -c pass"
+CHANGE_VALUES = [(1, "512M", 536870912), (2, "768M", 805306368)]
+
+Check = Callable[[], bool] | None
+Case = tuple[str, Callable[[], tuple[list[str], Check]]]
+
+
+def limits_are(path: Path, cpus: int, memory_bytes: int) -> bool:
+    return ((path / "cpu.max").read_text().strip() == f"{cpus * 100000} 100000"
+            and int((path / "memory.max").read_text()) == memory_bytes)
+
+
+def fixed(command: list[str], after: Check = None) -> Callable[[], tuple[list[str], Check]]:
+    return lambda: (command, after)
+
+
+def change_rounds(group: Path, plain: str, deb_launcher: bool,
+                  samples: dict[str, list[float]], failures: dict[str, int]) -> None:
+    """REPS rounds of every command, each round in a rotated order."""
+    plain_group = CGROOT / "system.slice" / plain
+    ctl_sets = 0  # the engine group starts at cpus 1, memory 1G
+
+    def ctl_set(client: str) -> tuple[list[str], Check]:
+        # Whichever client, each set flips to the other value: always a real change.
+        nonlocal ctl_sets
+        cpus, memory, memory_bytes = CHANGE_VALUES[ctl_sets % 2]
+        ctl_sets += 1
+        return ([client, "set", "--cpus", str(cpus), "--memory", memory],
+                lambda: limits_are(group, cpus, memory_bytes))
+
+    for rep in range(REPS):
+        cpus, memory, memory_bytes = CHANGE_VALUES[rep % 2]
+        quota = f"{cpus * 100000} 100000"
+        cases: list[Case] = [
+            ("python3 -c pass", fixed(["python3", "-c", "pass"])),
+            (PIP_SET, partial(ctl_set, PIP_CTL)),
+            ("systemctl set-property", fixed(
+                ["systemctl", "set-property", "--runtime", plain, f"CPUQuota={cpus * 100}%",
+                 f"MemoryMax={memory}"], partial(limits_are, plain_group, cpus, memory_bytes))),
+            ("cgset", fixed(
+                ["cgset", "-r", f"cpu.max={quota}", "-r", f"memory.max={memory_bytes}",
+                 SCRATCH.name], partial(limits_are, SCRATCH, cpus, memory_bytes))),
+            ("python3 -I -c pass", fixed(["python3", "-I", "-c", "pass"])),
+            ("venv python3 -c pass", fixed([VENV_PYTHON, "-c", "pass"])),
+            (PIP_STATUS, fixed([PIP_CTL, "status"])),
+        ]
+        if deb_launcher:
+            cases[1:1] = [(CTL_SET, partial(ctl_set, CTL))]
+            cases.append((CTL_STATUS, fixed([CTL, "status"])))
+        # rotate the order each round, so that no command always follows another
+        shift = rep % len(cases)
+        for name, make in cases[shift:] + cases[:shift]:
+            command, after = make()
+            elapsed_ms, ok = timed(command, after)
+            if ok:
+                samples.setdefault(name, []).append(elapsed_ms)
+            else:
+                failures[name] = failures.get(name, 0) + 1
+
+
 def section_change() -> None:
-    say(f"== 1. change latency ({REPS} rounds, interleaved)")
+    """Wall time of one limit change (until it is in the kernel) by each means, interleaved.
+
+    ``ccgroupctl set`` / ``status`` are the package's /usr/bin/ccgroupctl (checked by
+    install_package); the ``(pip script)`` rows run the venv's console script against the
+    same daemon.
+    """
+    product = results.get("product", {})
+    deb_launcher = bool(product.get("deb_launcher"))
+    not_measured = product.get("not_measured", "install_package did not run")
+    say(f"== 1. change latency ({REPS} rounds, interleaved); ccgroupctl = "
+        f"{CTL + ' (the .deb launcher)' if deb_launcher else 'NOT MEASURED: ' + not_measured}"
+        f"; pip script = {PIP_CTL}")
     plain = "bench-plain.service"
     run("systemctl", "stop", plain, check=False)
     run("systemctl", "reset-failed", plain, check=False)
@@ -295,69 +541,61 @@ def section_change() -> None:
         with daemon(cpus="1", memory="1G") as group:
             run("systemd-run", "--unit", plain, "-p", "CPUQuota=100%", "-p", "MemoryMax=1G",
                 "sleep", "infinity")
-            plain_group = CGROOT / "system.slice" / plain
             SCRATCH.mkdir(exist_ok=True)
             for controller in ("cpu", "memory"):
                 if controller not in (CGROOT / "cgroup.subtree_control").read_text().split():
                     (CGROOT / "cgroup.subtree_control").write_text(f"+{controller}")
-            values = [(1, "512M", 536870912), (2, "768M", 805306368)]
-            for rep in range(REPS):
-                cpus, memory, memory_bytes = values[rep % 2]
-                quota = f"{cpus * 100000} 100000"
-
-                def in_kernel(path: Path, quota: str = quota, mem: int = memory_bytes) -> bool:
-                    return ((path / "cpu.max").read_text().strip() == quota
-                            and int((path / "memory.max").read_text()) == mem)
-
-                cases: list[tuple[str, list[str], Callable[[], bool] | None]] = [
-                    ("python3 -c pass", ["python3", "-c", "pass"], None),
-                    ("ccgroupctl set", ["ccgroupctl", "set", "--cpus", str(cpus), "--memory",
-                                        memory],
-                     lambda: in_kernel(group)),
-                    ("systemctl set-property", ["systemctl", "set-property", "--runtime", plain,
-                                                f"CPUQuota={cpus * 100}%",
-                                                f"MemoryMax={memory}"],
-                     lambda: in_kernel(plain_group)),
-                    ("cgset", ["cgset", "-r", f"cpu.max={quota}", "-r",
-                               f"memory.max={memory_bytes}", SCRATCH.name],
-                     lambda: in_kernel(SCRATCH)),
-                    ("python3 -I -c pass", ["python3", "-I", "-c", "pass"], None),
-                    ("venv python3 -c pass", [VENV_PYTHON, "-c", "pass"], None),
-                    ("ccgroupctl status", ["ccgroupctl", "status"], None),
-                ]
-                # rotate the order each round, so that no command always follows another
-                shift = rep % len(cases)
-                for name, command, after in cases[shift:] + cases[:shift]:
-                    elapsed_ms, ok = timed(command, after)
-                    if ok:
-                        samples.setdefault(name, []).append(elapsed_ms)
-                    else:
-                        failures[name] = failures.get(name, 0) + 1
+            change_rounds(group, plain, deb_launcher, samples, failures)
     finally:
         run("systemctl", "stop", plain, check=False)
         run("systemctl", "reset-failed", plain, check=False)
         with suppress(OSError):
             SCRATCH.rmdir()
-    table = {name: stats(values) for name, values in samples.items()}
+    order = [CTL_SET, PIP_SET, "systemctl set-property", "cgset", CTL_STATUS, PIP_STATUS,
+             "python3 -c pass", "python3 -I -c pass", "venv python3 -c pass"]
+    table: dict[str, dict[str, Any]] = {}
+    for name in order:
+        if name in samples:
+            table[name] = stats(samples[name])
+        elif name in (CTL_SET, CTL_STATUS) and not deb_launcher:
+            table[name] = {**stats([]), "client": CTL, "not_measured":
+                           f"the .deb's launcher is not installed: {not_measured}"}
     floor = table.get("python3 -c pass", {}).get("median")
     set_property = table.get("systemctl set-property", {}).get("median")
-    for name, s in table.items():
+    for s in table.values():
         if s["n"]:
             s["ratio_to_floor"] = round(s["median"] / floor, 3) if floor else None
             s["ratio_to_set_property"] = (round(s["median"] / set_property, 3)
                                           if set_property else None)
-        extra = (f"  x{s.get('ratio_to_floor')} floor, x{s.get('ratio_to_set_property')} "
-                 "set-property")
-        say(f"   {name:24} {fmt(s)}{extra}")
+    clients = {CTL_SET: CTL, CTL_STATUS: CTL, PIP_SET: PIP_CTL, PIP_STATUS: PIP_CTL}
+    for name, path in clients.items():
+        if name in samples:
+            table[name]["client"] = path
+            table[name]["client_first_line"] = first_line(path)
+    for name, s in table.items():
+        say(f"   {name:30} {row(s)}")
     results["change_latency_ms"] = table
     results["change_latency_failures"] = failures
-    ctl = table.get("ccgroupctl set", {})
+    ctl, pip = table.get(CTL_SET, {}), table.get(PIP_SET, {})
+    pip_figure = (f"pip script x{pip['ratio_to_floor']} ({pip['median']:.0f} ms)"
+                  if pip.get("n") and floor else "pip script: no samples")
     if ctl.get("n") and floor:
-        target("ccgroupctl set <= 1.3x python3 -c pass", ctl["ratio_to_floor"] <= 1.3,
+        target(CTL_TARGET, ctl["ratio_to_floor"] <= 1.3,
                f"x{ctl['ratio_to_floor']} ({ctl['median']:.0f} vs {floor:.0f} ms); "
-               f"x{ctl['ratio_to_set_property']} of set-property")
+               f"x{ctl['ratio_to_set_property']} of set-property; for reference {pip_figure}")
+    elif not deb_launcher:
+        target(CTL_TARGET, None, f"NOT MEASURED (the .deb's launcher is not installed); "
+               f"for reference {pip_figure}")
     else:
-        target("ccgroupctl set <= 1.3x python3 -c pass", None, f"no samples ({failures})")
+        target(CTL_TARGET, None, f"no samples ({failures}); for reference {pip_figure}")
+
+
+def row(s: dict[str, Any]) -> str:
+    """One line of the change table: figures and ratios, or why there are none."""
+    if "not_measured" in s:
+        return "NOT MEASURED: the .deb's launcher is not installed (why: see the package line)"
+    return (f"{fmt(s):40} x{s.get('ratio_to_floor')} floor  "
+            f"x{s.get('ratio_to_set_property')} set-property")
 
 
 # -- 2. report latency -----------------------------------------------------------------------
@@ -470,11 +708,11 @@ def section_report() -> None:
     fields: set[str] = set()
     with daemon(cpus="2", memory="1G", pids=30) as group:
         for rep in range(LATENCY_REPS):
-            run("ccgroupctl", "set", "--memory", "64M", "--runtime", "--force")
+            run(CTL, "set", "--memory", "64M", "--runtime", "--force")
             try:
                 mine = oom_ours(group)
             finally:
-                run("ccgroupctl", "set", "--memory", "1G", "--runtime", check=False)
+                run(CTL, "set", "--memory", "1G", "--runtime", check=False)
             systemd = oom_systemd(rep)
             pids = pids_ours(group, rep)
             say(f"   round {rep}: ours {mine}, systemd {systemd}, pids {pids}")
@@ -616,6 +854,7 @@ def section_start() -> None:
             elapsed_ms, ok = timed(["systemctl", "start", "ccgroupd"])
             if ok and run("systemctl", "is-active", "ccgroupd", check=False).returncode == 0:
                 starts.append(elapsed_ms)
+                note_daemon()
             stop_daemon()
             floors.append(timed(["python3", "-c", "pass"])[0])
     finally:
@@ -636,9 +875,15 @@ def print_table() -> None:
     say(f"ccgroupd benchmarks, guest {os.uname().release}, {os.cpu_count()} vCPUs (TCG: "
         "compare within this table only)")
     say("-" * 100)
+    product = results.get("product")
+    if product:
+        say(f"package {product['deb'] or 'no .deb'}: "
+            + ("installed, /usr/bin/ccgroupctl and /usr/bin/ccgroupd are its launchers"
+               if product["deb_launcher"] else f"NOT IN USE: {product.get('not_measured')}"))
+    for d in results.get("daemon", []):
+        say(f"daemon  {' '.join(d['cmdline'])} (unit {d['unit_file']})")
     for name, s in results.get("change_latency_ms", {}).items():
-        say(f"change  {name:26} {fmt(s):40} x{s.get('ratio_to_floor')} floor  "
-            f"x{s.get('ratio_to_set_property')} set-property")
+        say(f"change  {name:30} {row(s)}")
     report = results.get("report_latency_ms", {})
     for key in ("oom_kill_ccgroupd", "oom_systemd", "ccgroupd_minus_systemd_same_round",
                 "pids_max_from_hog_start", "pids_max_from_first_failed_fork"):
@@ -677,6 +922,13 @@ def main() -> int:
         return 2
     results["guest"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
                         "systemd": run("systemctl", "--version").stdout.split("\n")[0]}
+    try:
+        install_package()
+    except Exception as error:  # then the development install runs, as reported
+        traceback.print_exc()
+        results["product"] = {"deb": None, "deb_launcher": False,
+                              "not_measured": f"installing the package failed: {error!r}"}
+        results["errors"].append(f"package: {error!r}")
     for name in wanted:
         started = time.monotonic()
         try:
