@@ -341,8 +341,9 @@ def interpreter_for(abi: str) -> str | None:
 
 @pytest.mark.parametrize("abi", sorted(build_deb.SERVED_ABIS))
 def test_vendored_libraries_import(abi: str, deb: Path, tmp_path: Path) -> None:
-    """The unpacked tree, with sys.path as the launchers set it, runs ccgroupd's config code
-    (pydantic validation goes through pydantic-core's compiled module of that ABI)."""
+    """The unpacked tree, with sys.path as the launchers set it (and no site module), runs
+    ccgroupd's config code (pydantic validation goes through pydantic-core's compiled
+    module of that ABI)."""
     python = interpreter_for(abi)
     if python is None:
         pytest.skip(f"no working Python for {abi} on this machine")
@@ -355,7 +356,7 @@ def test_vendored_libraries_import(abi: str, deb: Path, tmp_path: Path) -> None:
             "from pathlib import Path\n"
             "ccgroupd.config.load_config(Path(sys.argv[1]))\n")
     result = subprocess.run(
-        [python, "-I", "-B", "-c", code, str(tmp_path / "etc/ccgroupd/config.toml")],
+        [python, "-I", "-S", "-B", "-c", code, str(tmp_path / "etc/ccgroupd/config.toml")],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert [Path(path).is_relative_to(tmp_path) for path in result.stdout.split()] == [True] * 3
@@ -364,7 +365,7 @@ def test_vendored_libraries_import(abi: str, deb: Path, tmp_path: Path) -> None:
 def test_launcher_names_the_served_versions(deb: Path, tmp_path: Path) -> None:
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
     launcher = (tmp_path / "usr/bin/ccgroupctl").read_text()
-    assert launcher.startswith("#!/usr/bin/python3 -I\n")
+    assert launcher.startswith("#!/usr/bin/python3 -IS\n")
     assert "not in ((3, 11), (3, 12)):" in launcher
     assert "from ccgroupd.ctl import main" in launcher
 

@@ -7,7 +7,7 @@ with ``apt-get install ./ccgroupd_*.deb``, replacing the harness's development i
 (the /usr/bin symlinks into the venv and its unit in /etc/systemd/system, which would
 shadow the package's). Every section then runs the packaged ``/usr/bin/ccgroupd`` under
 the package's unit and the package's ``/usr/bin/ccgroupctl`` launcher
-(``#!/usr/bin/python3 -I``, packaging/launcher.in); this is checked before anything is
+(``#!/usr/bin/python3 -IS``, packaging/launcher.in); this is checked before anything is
 timed, and the JSON records what was installed and which daemon executable ran. If no
 package came (the host's build failed), or it did not install or check out, the bench runs
 the development install instead, says so loudly, marks the launcher rows of the change table
@@ -18,7 +18,9 @@ One boot, every comparison interleaved in the same guest, medians with min-max:
 1. change latency: ``ccgroupctl set`` / ``status`` (the package's launcher: these rows carry
    the 1.3x target) and, for reference, the same through the venv's pip console script
    (``... (pip script)``: pip's wrapper imports ``re`` itself) vs ``systemctl set-property``
-   vs ``cgset`` vs ``python3 -c pass``
+   vs ``cgset`` vs ``python3 -c pass`` (the target's floor) and ``python3 -I -S -c pass``
+   (the launcher's own interpreter mode, without the site module: the floor under the
+   client's own work, reported beside the target)
 2. report latency: kernel OOM kill -> ccgroupd's oom_kill record vs systemd's own OOM line;
    pids.max hit -> ccgroupd's pids_max record
 3. footprint: daemon RSS, CPU and wake-ups over an idle minute and during an event storm
@@ -67,7 +69,7 @@ PIP_CTL = str(Path(VENV_PYTHON).parent / "ccgroupctl")
 # What the package installs (packaging/build-deb, packaging/launcher.in).
 CTL = "/usr/bin/ccgroupctl"
 DAEMON = "/usr/bin/ccgroupd"
-LAUNCHER_SHEBANG = "#!/usr/bin/python3 -I"
+LAUNCHER_SHEBANG = "#!/usr/bin/python3 -IS"
 PACKAGE_UNIT = "/usr/lib/systemd/system/ccgroupd.service"
 HARNESS_UNIT = Path("/etc/systemd/system/ccgroupd.service")
 DEBS = os.environ.get("CCGROUPD_DEBS", "")
@@ -459,6 +461,8 @@ CTL_SET = "ccgroupctl set"
 CTL_STATUS = "ccgroupctl status"
 PIP_SET = "ccgroupctl set (pip script)"
 PIP_STATUS = "ccgroupctl status (pip script)"
+# The launcher's interpreter mode (-I -S, no site module): the floor under the client's own work.
+BARE_FLOOR = "python3 -I -S -c pass"
 CTL_TARGET = "ccgroupctl set (the .deb's launcher) <= 1.3x python3 -c pass"
 CHANGE_VALUES = [(1, "512M", 536870912), (2, "768M", 805306368)]
 
@@ -502,6 +506,7 @@ def change_rounds(group: Path, plain: str, deb_launcher: bool,
                 ["cgset", "-r", f"cpu.max={quota}", "-r", f"memory.max={memory_bytes}",
                  SCRATCH.name], partial(limits_are, SCRATCH, cpus, memory_bytes))),
             ("python3 -I -c pass", fixed(["python3", "-I", "-c", "pass"])),
+            (BARE_FLOOR, fixed(["python3", "-I", "-S", "-c", "pass"])),
             ("venv python3 -c pass", fixed([VENV_PYTHON, "-c", "pass"])),
             (PIP_STATUS, fixed([PIP_CTL, "status"])),
         ]
@@ -517,6 +522,35 @@ def change_rounds(group: Path, plain: str, deb_launcher: bool,
                 samples.setdefault(name, []).append(elapsed_ms)
             else:
                 failures[name] = failures.get(name, 0) + 1
+
+
+def change_table(samples: dict[str, list[float]], deb_launcher: bool,
+                 not_measured: str) -> dict[str, dict[str, Any]]:
+    """Statistics per command, with the ratios to the floors and to set-property."""
+    order = [CTL_SET, PIP_SET, "systemctl set-property", "cgset", CTL_STATUS, PIP_STATUS,
+             "python3 -c pass", "python3 -I -c pass", BARE_FLOOR, "venv python3 -c pass"]
+    table: dict[str, dict[str, Any]] = {}
+    for name in order:
+        if name in samples:
+            table[name] = stats(samples[name])
+        elif name in (CTL_SET, CTL_STATUS) and not deb_launcher:
+            table[name] = {**stats([]), "client": CTL, "not_measured":
+                           f"the .deb's launcher is not installed: {not_measured}"}
+    floor = table.get("python3 -c pass", {}).get("median")
+    bare_floor = table.get(BARE_FLOOR, {}).get("median")
+    set_property = table.get("systemctl set-property", {}).get("median")
+    for s in table.values():
+        if s["n"]:
+            s["ratio_to_floor"] = round(s["median"] / floor, 3) if floor else None
+            s["ratio_to_bare_floor"] = round(s["median"] / bare_floor, 3) if bare_floor else None
+            s["ratio_to_set_property"] = (round(s["median"] / set_property, 3)
+                                          if set_property else None)
+    clients = {CTL_SET: CTL, CTL_STATUS: CTL, PIP_SET: PIP_CTL, PIP_STATUS: PIP_CTL}
+    for name, path in clients.items():
+        if name in samples:
+            table[name]["client"] = path
+            table[name]["client_first_line"] = first_line(path)
+    return table
 
 
 def section_change() -> None:
@@ -551,27 +585,9 @@ def section_change() -> None:
         run("systemctl", "reset-failed", plain, check=False)
         with suppress(OSError):
             SCRATCH.rmdir()
-    order = [CTL_SET, PIP_SET, "systemctl set-property", "cgset", CTL_STATUS, PIP_STATUS,
-             "python3 -c pass", "python3 -I -c pass", "venv python3 -c pass"]
-    table: dict[str, dict[str, Any]] = {}
-    for name in order:
-        if name in samples:
-            table[name] = stats(samples[name])
-        elif name in (CTL_SET, CTL_STATUS) and not deb_launcher:
-            table[name] = {**stats([]), "client": CTL, "not_measured":
-                           f"the .deb's launcher is not installed: {not_measured}"}
+    table = change_table(samples, deb_launcher, not_measured)
     floor = table.get("python3 -c pass", {}).get("median")
-    set_property = table.get("systemctl set-property", {}).get("median")
-    for s in table.values():
-        if s["n"]:
-            s["ratio_to_floor"] = round(s["median"] / floor, 3) if floor else None
-            s["ratio_to_set_property"] = (round(s["median"] / set_property, 3)
-                                          if set_property else None)
-    clients = {CTL_SET: CTL, CTL_STATUS: CTL, PIP_SET: PIP_CTL, PIP_STATUS: PIP_CTL}
-    for name, path in clients.items():
-        if name in samples:
-            table[name]["client"] = path
-            table[name]["client_first_line"] = first_line(path)
+    bare_floor = table.get(BARE_FLOOR, {}).get("median")
     for name, s in table.items():
         say(f"   {name:30} {row(s)}")
     results["change_latency_ms"] = table
@@ -582,7 +598,9 @@ def section_change() -> None:
     if ctl.get("n") and floor:
         target(CTL_TARGET, ctl["ratio_to_floor"] <= 1.3,
                f"x{ctl['ratio_to_floor']} ({ctl['median']:.0f} vs {floor:.0f} ms); "
-               f"x{ctl['ratio_to_set_property']} of set-property; for reference {pip_figure}")
+               f"x{ctl['ratio_to_bare_floor']} of the launcher's own interpreter mode "
+               f"({BARE_FLOOR}: {bare_floor or 0:.0f} ms); x{ctl['ratio_to_set_property']} of "
+               f"set-property; for reference {pip_figure}")
     elif not deb_launcher:
         target(CTL_TARGET, None, f"NOT MEASURED (the .deb's launcher is not installed); "
                f"for reference {pip_figure}")
@@ -595,6 +613,7 @@ def row(s: dict[str, Any]) -> str:
     if "not_measured" in s:
         return "NOT MEASURED: the .deb's launcher is not installed (why: see the package line)"
     return (f"{fmt(s):40} x{s.get('ratio_to_floor')} floor  "
+            f"x{s.get('ratio_to_bare_floor')} -I -S floor  "
             f"x{s.get('ratio_to_set_property')} set-property")
 
 
