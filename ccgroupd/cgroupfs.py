@@ -205,11 +205,15 @@ class Cgroupfs:
         """Write, read back, compare (page-aligned for memory); returns what is in force."""
         self.write(group, attribute, value)
         read_back = self.read(group, attribute).strip()
-        expected = self.expected_read_back(attribute, value)
-        quota_only = attribute == CPU_MAX and " " not in expected
-        if (read_back.split()[0] if quota_only else read_back) != expected:
+        if not self.holds(attribute, read_back, value):
             raise CgroupVerifyError(self.path(group, attribute), value, read_back)
         return read_back
+
+    def holds(self, attribute: str, read_back: str, value: str) -> bool:
+        """Whether a file that reads ``read_back`` (stripped) shows ``value`` in force."""
+        expected = self.expected_read_back(attribute, value)
+        quota_only = attribute == CPU_MAX and " " not in expected
+        return (read_back.split(maxsplit=1)[0] if quota_only else read_back) == expected
 
     # -- groups --------------------------------------------------------------
 

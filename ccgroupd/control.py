@@ -80,17 +80,20 @@ class LimitLayers:
                 for name in LIMIT_NAMES}
 
 
-def refuse_memory_below_usage(old: Limits, new: Limits, *, usage_bytes: int | None,
-                              cgroup: str, force: bool) -> None:
+def refuse_memory_below_usage(old: Limits, new: Limits, *,
+                              read_usage_bytes: Callable[[], int | None], cgroup: str,
+                              force: bool) -> None:
     """Refuse a new memory.max at or below what the group uses now, unless forced.
 
     On cgroup v2 such a write does not fail: the writer blocks in reclaim and
     then the kernel OOM-kills inside the group, the engine first in line.
+    ``read_usage_bytes`` is called only when the memory limit changes.
     """
     limit = new.memory_max_bytes
-    if force or limit is None or usage_bytes is None or limit == old.memory_max_bytes:
+    if force or limit is None or limit == old.memory_max_bytes:
         return
-    if limit <= usage_bytes:
+    usage_bytes = read_usage_bytes()
+    if usage_bytes is not None and limit <= usage_bytes:
         raise LimitsError(
             "memory", format_bytes(limit),
             f"at or below current usage {format_bytes(usage_bytes)} of {cgroup}; "
@@ -158,12 +161,16 @@ def sample_usage(cgroupfs: Cgroupfs, group: str) -> UsageSample:
     a file that cannot be read (group gone, no swap) reads None."""
     return UsageSample(
         cpu_stat=read_or_none(lambda: parse_cpu_stat(cgroupfs.read(group, CPU_STAT))),
-        memory_bytes=read_or_none(
-            lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_CURRENT))),
+        memory_bytes=read_memory_bytes(cgroupfs, group),
         swap_bytes=read_or_none(
             lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_SWAP_CURRENT))),
         pids=read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, PIDS_CURRENT))),
     )
+
+
+def read_memory_bytes(cgroupfs: Cgroupfs, group: str) -> int | None:
+    """``memory.current``, or None if it cannot be read."""
+    return read_or_none(lambda: parse_uint_or_max(cgroupfs.read(group, MEMORY_CURRENT)))
 
 
 def read_usage(cgroupfs: Cgroupfs, group: str, limits: Limits,

@@ -54,6 +54,7 @@ from ccgroupd.control import (
     CpuMeter,
     LimitLayers,
     log_limits_changed,
+    read_memory_bytes,
     read_usage,
     refuse_memory_below_usage,
     status_document,
@@ -418,10 +419,25 @@ class Daemon:
         log.info("limits_applied", cgroup=self.engine_path,
                  values=", ".join(f"{attribute}={value}" for attribute, value in in_force.items()))
 
-    async def _apply_in_thread(self, new: Limits) -> None:
-        # Lowering memory.max blocks the writer in reclaim: keep the loop (and the
-        # watchdog) running meanwhile.
-        await asyncio.to_thread(self._apply, new, self.limits)
+    async def _apply_in_thread(self, new: Limits,
+                               persist: Mapping[str, object] | None = None) -> None:
+        """Apply ``new``, then save ``persist`` as the persisted changes (undone if that fails).
+
+        Lowering memory.max blocks the writer in reclaim and saving waits for the disk:
+        the loop (and the watchdog) runs on meanwhile. One trip to the thread for both.
+        """
+        await asyncio.to_thread(self._apply_and_save, new, self.limits, persist)
+
+    def _apply_and_save(self, new: Limits, previous: Limits,
+                        persist: Mapping[str, object] | None) -> None:
+        self._apply(new, previous)
+        if persist is None:
+            return
+        try:
+            self._state_store.save(persist)
+        except CcgroupdError:
+            self._apply(previous, new)
+            raise
 
     async def _check_drift_in_background(self) -> None:
         await self.check_drift()
@@ -467,10 +483,9 @@ class Daemon:
             layers = self.layers.with_set(changes, runtime=runtime)
             new = layers.effective()
             new.check_host(host_cpu_count())
-            usage_bytes = read_usage(self.cgroupfs, self.engine_group, self.limits,
-                                     self._cpu_meter)["memory_bytes"]
-            refuse_memory_below_usage(self.limits, new, usage_bytes=usage_bytes,
-                                      cgroup=self.engine_path, force=force)
+            refuse_memory_below_usage(
+                self.limits, new, cgroup=self.engine_path, force=force,
+                read_usage_bytes=lambda: read_memory_bytes(self.cgroupfs, self.engine_group))
             await self._change_limits(layers, peer, "runtime" if runtime else "persistent",
                                       persist=not runtime)
         return self._reply_in_force()
@@ -499,13 +514,8 @@ class Daemon:
                              *, persist: bool) -> None:
         old = self.limits
         new = layers.effective()
-        await self._apply_in_thread(new)
-        if persist and layers.persisted != self.layers.persisted:
-            try:
-                self._state_store.save(layers.persisted)
-            except CcgroupdError:
-                await self._apply_in_thread(old)
-                raise
+        saves = persist and layers.persisted != self.layers.persisted
+        await self._apply_in_thread(new, persist=layers.persisted if saves else None)
         self.layers = layers
         log_limits_changed(old, new, cgroup=self.engine_path, peer=peer, scope=scope)
         self._update_status()

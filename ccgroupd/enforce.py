@@ -89,9 +89,11 @@ def apply_limits(cgroupfs: Cgroupfs, group: str, new: Limits,
     wanted = new.cgroup_values()
     current = read_current(cgroupfs, group, wanted)
     restore = previous.cgroup_values() if previous is not None else current
-    in_force: dict[str, str] = {}
+    # What the kernel holds already is not written again: `set --cpus 2` writes cpu.max alone.
+    in_force = {a: found for a, found in current.items() if cgroupfs.holds(a, found, wanted[a])}
     written: list[str] = []
-    for attribute in write_order(current, {a: v for a, v in wanted.items() if a in current}):
+    for attribute in write_order(current, {a: v for a, v in wanted.items()
+                                           if a in current and a not in in_force}):
         try:
             in_force[attribute] = cgroupfs.write_verified(group, attribute, wanted[attribute])
         except CgroupError as exc:
@@ -122,7 +124,6 @@ def find_drift(cgroupfs: Cgroupfs, group: str, limits: Limits) -> dict[str, tupl
     current = read_current(cgroupfs, group, wanted)
     drift = {}
     for attribute, found in current.items():
-        expected = cgroupfs.expected_read_back(attribute, wanted[attribute])
-        if found != expected:
-            drift[attribute] = (found, expected)
+        if not cgroupfs.holds(attribute, found, wanted[attribute]):
+            drift[attribute] = (found, cgroupfs.expected_read_back(attribute, wanted[attribute]))
     return drift

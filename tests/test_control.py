@@ -77,7 +77,8 @@ def test_describe_lists_every_limit_with_value_and_source() -> None:
 def test_memory_at_or_below_usage_is_refused_with_the_usage() -> None:
     new = CONFIG.with_changes({"memory": "512M"})
     with pytest.raises(LimitsError) as refused:
-        refuse_memory_below_usage(CONFIG, new, usage_bytes=700 * MiB, cgroup=ENGINE, force=False)
+        refuse_memory_below_usage(CONFIG, new, read_usage_bytes=lambda: 700 * MiB, cgroup=ENGINE,
+                                  force=False)
     assert str(refused.value) == (
         f"memory = '512 MiB': at or below current usage 700 MiB of {ENGINE}; "
         "the kernel would OOM-kill the engine instead of failing; use --force")
@@ -95,13 +96,28 @@ def test_memory_guard_lets_safe_or_forced_changes_through(new_memory: str,
                                                           usage_bytes: int | None,
                                                           force: bool) -> None:
     refuse_memory_below_usage(CONFIG, CONFIG.with_changes({"memory": new_memory}),
-                              usage_bytes=usage_bytes, cgroup=ENGINE, force=force)
+                              read_usage_bytes=lambda: usage_bytes, cgroup=ENGINE, force=force)
+
+
+@pytest.mark.parametrize(("changes", "force"), [
+    ({"cpus": 1}, False),  # memory unchanged
+    ({"memory": "max"}, False),
+    ({"memory": "512M"}, True),
+])
+def test_memory_guard_reads_usage_only_for_a_new_memory_limit(changes: dict[str, object],
+                                                              force: bool) -> None:
+    def unread() -> int:
+        raise AssertionError("memory.current read for a change that cannot OOM-kill")
+
+    refuse_memory_below_usage(CONFIG, CONFIG.with_changes(changes), read_usage_bytes=unread,
+                              cgroup=ENGINE, force=force)
 
 
 def test_memory_equal_to_usage_is_refused() -> None:
     with pytest.raises(LimitsError):
         refuse_memory_below_usage(CONFIG, CONFIG.with_changes({"memory": "512M"}),
-                                  usage_bytes=512 * MiB, cgroup=ENGINE, force=False)
+                                  read_usage_bytes=lambda: 512 * MiB, cgroup=ENGINE,
+                                  force=False)
 
 
 def test_limits_changed_names_who_and_only_what_changed() -> None:

@@ -40,6 +40,7 @@ from ccgroupd.errors import (
 )
 from ccgroupd.notify import Notifier
 from ccgroupd.process import Completed, ProcessHandle
+from ccgroupd.state import StateError
 from fakekernel import FakeKernel
 
 UNIT = "system.slice/ccgroupd.service"
@@ -461,6 +462,23 @@ async def test_set_limits_persists_refuses_oom_and_resets(fs: FakeFilesystem) ->
     status = await daemon.reset(PEER)
     assert status["limits"]["memory"]["source"] == "config"
     assert '"limits": {}' in Path("/var/lib/ccgroupd/limits.json").read_text()
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_a_change_that_cannot_be_saved_is_undone_in_the_kernel(
+        fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel, _, daemon, _notifier, task = await running_daemon(fs)
+    before = kernel.group(ENGINE).values["memory.max"]
+
+    def disk_full(changes: object) -> None:
+        raise StateError("cannot write /var/lib/ccgroupd/limits.json: No space left on device")
+
+    monkeypatch.setattr(daemon._state_store, "save", disk_full)
+    with pytest.raises(StateError, match="No space left"):
+        await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+    assert kernel.group(ENGINE).values["memory.max"] == before
+    assert daemon.status()["limits"]["memory"]["source"] == "config"
     assert await stop(daemon, task) == EXIT_OK
 
 

@@ -88,6 +88,20 @@ def test_apply_limits_from_unlimited_puts_memory_max_last(kernel: FakeKernel) ->
     assert cgroupfs.written.index("pids.max") < cgroupfs.written.index("memory.high")
 
 
+def test_apply_limits_writes_only_what_the_kernel_does_not_hold(kernel: FakeKernel,
+                                                                cgroupfs: Cgroupfs) -> None:
+    before = Limits.from_mapping({"cpus": 1, "memory": GIB + 100, "pids": 10})
+    apply_limits(cgroupfs, GROUP, before)
+    recording = RecordingCgroupfs(kernel)
+
+    in_force = apply_limits(recording, GROUP, before.with_changes({"cpus": 2}), before)
+
+    assert recording.written == ["cpu.max"]
+    assert read(kernel, "cpu.max") == "200000 100000"
+    assert in_force["memory.max"] == str(GIB)  # what the kernel shows, as if written
+    assert set(in_force) == set(before.cgroup_values())
+
+
 def test_failed_write_rolls_back_to_previous_and_reraises(kernel: FakeKernel,
                                                           cgroupfs: Cgroupfs) -> None:
     previous = Limits.from_mapping({"cpus": 1, "memory": "1G", "memory_high": "512M", "pids": 10})
