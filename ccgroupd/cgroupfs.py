@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import signal
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -106,10 +107,19 @@ def parse_proc_status_ids(text: str) -> ProcessIds:
         raise ParseError(f"no usable Uid/Gid/Groups lines: {exc!r}") from None
 
 
+def _is_symlink(path: str) -> bool:
+    """Path.is_symlink() for a str: False for a path that does not exist."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 class Cgroupfs:
     def __init__(self, root: Path | str = CGROUP_ROOT, proc_root: Path | str = PROC_ROOT,
                  page_size: int | None = None) -> None:
         self.root = Path(root)
+        self._root_text = str(self.root).rstrip("/")  # "" for "/"
         self.proc_root = Path(proc_root)
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
 
@@ -124,12 +134,16 @@ class Cgroupfs:
             parts.append(attribute)
         if ".." in parts:
             raise CgroupPathError(f"cgroup path {group!r} leaves the cgroup root {self.root}")
-        current = self.root
+        if not parts:
+            return self.root
+        # Joined as text, not Path / part: the control socket's set and status build
+        # dozens of these per request, and pathlib's joins cost more than the lstat calls.
+        current = self._root_text
         for part in parts:
-            current = current / part
-            if current.is_symlink():
+            current = f"{current}/{part}"
+            if _is_symlink(current):
                 raise CgroupPathError(f"cgroup path {current} is a symlink; refusing to follow it")
-        return current
+        return Path(current)
 
     def exists(self, group: str) -> bool:
         return self.path(group).is_dir()
