@@ -1,11 +1,12 @@
 """`ccgroupctl`: change and inspect the limits of a running ccgroupd.
 
 Start-up cost matters (operators script it in loops, and it is measured
-against `python3 -c pass`): at module level this imports only argparse, json,
-_socket and ccgroupd modules that need nothing heavier (protocol, eventnames,
-and limitvalues: the rules the daemon's pydantic model calls, without
-pydantic). Anything heavier is imported inside the one command that needs it;
-tests/test_limitvalues.py fails when a client path loads a heavy module.
+against `python3 -c pass`): at module level this imports only _socket and
+ccgroupd modules that need nothing heavier (protocol, on the json package's C
+half; limitvalues, the rules the daemon's pydantic model calls, without
+pydantic). argparse (see quick_parse), json and anything heavier are imported
+inside the one command that needs them; tests/test_limitvalues.py fails when a
+client path loads a heavy module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ccgroupd.errors import (
     EXIT_USAGE,
     CcgroupdError,
 )
-from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.limitvalues import check_values, format_bytes
 
 # `typing` is not free at start-up (about 20% of this module's import time in the
@@ -359,6 +359,8 @@ def show_events(args: Arguments) -> int:
     """Stream journald records through `journalctl -o json`, one summary line each."""
     import json
     import subprocess
+
+    from ccgroupd.eventnames import VIOLATION_EVENTS
 
     names = _all_event_names() if args.all else VIOLATION_EVENTS
     command = ["journalctl", "--no-pager", "-o", "json", "--lines", str(args.lines),

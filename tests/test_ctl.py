@@ -22,6 +22,7 @@ from ccgroupd.errors import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
 )
+from ccgroupd.eventnames import VIOLATION_EVENTS
 
 STATUS = {
     "cgroup": {"path": "/sys/fs/cgroup/system.slice/ccgroupd.service/engine"},
@@ -401,7 +402,7 @@ def test_events_summarizes_one_line_per_record(fake_journalctl: Path,
         "2026-11-28 03:04:06 pids_max       fork",
     ]
     args = fake_journalctl.read_text()
-    events = " ".join(f"CCGROUPD_EVENT={name}" for name in ctl.VIOLATION_EVENTS)
+    events = " ".join(f"CCGROUPD_EVENT={name}" for name in VIOLATION_EVENTS)
     assert args == (f"--no-pager -o json --lines 10 SYSLOG_IDENTIFIER=ccgroupd {events} "
                     "--since 1 hour ago\n")
 
