@@ -419,24 +419,35 @@ class Daemon:
         log.info("limits_applied", cgroup=self.engine_path,
                  values=", ".join(f"{attribute}={value}" for attribute, value in in_force.items()))
 
-    async def _apply_in_thread(self, new: Limits,
-                               persist: Mapping[str, object] | None = None) -> None:
-        """Apply ``new``, then save ``persist`` as the persisted changes (undone if that fails).
+    async def _apply_in_thread(self, new: Limits) -> None:
+        # Lowering memory.max blocks the writer in reclaim: keep the loop (and the
+        # watchdog) running meanwhile.
+        await asyncio.to_thread(self._apply, new, self.limits)
 
-        Lowering memory.max blocks the writer in reclaim and saving waits for the disk:
-        the loop (and the watchdog) runs on meanwhile. One trip to the thread for both.
+    async def _apply_and_save(self, new: Limits, persisted: Mapping[str, object],
+                              persisted_before: Mapping[str, object]) -> None:
+        """Apply ``new`` and save ``persisted`` side by side; whichever fails, both are undone.
+
+        Both wait on the kernel, the writes in reclaim and the save in fsync: a persistent
+        change takes as long as the slower of the two, not both. The file is replaced
+        atomically, so a crash in between leaves the old or the new changes, whole.
         """
-        await asyncio.to_thread(self._apply_and_save, new, self.limits, persist)
-
-    def _apply_and_save(self, new: Limits, previous: Limits,
-                        persist: Mapping[str, object] | None) -> None:
-        self._apply(new, previous)
-        if persist is None:
-            return
+        previous = self.limits
+        saving = asyncio.ensure_future(asyncio.to_thread(self._state_store.save, persisted))
         try:
-            self._state_store.save(persist)
+            await self._apply_in_thread(new)
+        except CcgroupdError as exc:
+            await asyncio.wait([saving])
+            if saving.exception() is None:
+                try:
+                    await asyncio.to_thread(self._state_store.save, persisted_before)
+                except CcgroupdError as undo:
+                    exc.add_note(f"restoring the saved changes failed: {undo}")
+            raise
+        try:
+            await saving
         except CcgroupdError:
-            self._apply(previous, new)
+            await self._apply_in_thread(previous)
             raise
 
     async def _check_drift_in_background(self) -> None:
@@ -514,8 +525,10 @@ class Daemon:
                              *, persist: bool) -> None:
         old = self.limits
         new = layers.effective()
-        saves = persist and layers.persisted != self.layers.persisted
-        await self._apply_in_thread(new, persist=layers.persisted if saves else None)
+        if persist and layers.persisted != self.layers.persisted:
+            await self._apply_and_save(new, layers.persisted, self.layers.persisted)
+        else:
+            await self._apply_in_thread(new)
         self.layers = layers
         log_limits_changed(old, new, cgroup=self.engine_path, peer=peer, scope=scope)
         self._update_status()

@@ -4,6 +4,7 @@ limit changes from the control socket, and the exit code when the engine fails."
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import os
@@ -34,6 +35,7 @@ from ccgroupd.errors import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
     CgroupReadError,
+    CgroupWriteError,
     ConfigError,
     HostUnsupportedError,
     LimitsError,
@@ -477,6 +479,30 @@ async def test_a_change_that_cannot_be_saved_is_undone_in_the_kernel(
     monkeypatch.setattr(daemon._state_store, "save", disk_full)
     with pytest.raises(StateError, match="No space left"):
         await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+    assert kernel.group(ENGINE).values["memory.max"] == before
+    assert daemon.status()["limits"]["memory"]["source"] == "config"
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_a_change_the_kernel_refuses_is_not_saved(
+        fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel, _, daemon, _notifier, task = await running_daemon(fs)
+    await daemon.set_limits({"pids": 50}, runtime=False, force=False, peer=PEER)
+    state = Path("/var/lib/ccgroupd/limits.json")
+    saved = state.read_text()
+    before = kernel.group(ENGINE).values["memory.max"]
+    write_verified = daemon.cgroupfs.write_verified
+
+    def busy_memory(group: str, attribute: str, value: str) -> str:
+        if attribute == "memory.max":
+            raise CgroupWriteError(daemon.cgroupfs.path(group, attribute), value, errno.EBUSY)
+        return write_verified(group, attribute, value)
+
+    monkeypatch.setattr(daemon.cgroupfs, "write_verified", busy_memory)
+    with pytest.raises(CgroupWriteError):
+        await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+    assert state.read_text() == saved
     assert kernel.group(ENGINE).values["memory.max"] == before
     assert daemon.status()["limits"]["memory"]["source"] == "config"
     assert await stop(daemon, task) == EXIT_OK
