@@ -350,7 +350,7 @@ def test_vendored_libraries_import(abi: str, deb: Path, tmp_path: Path) -> None:
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
     vendor = tmp_path / "usr/lib/ccgroupd"
     public = tmp_path / "usr/lib/python3/dist-packages"
-    code = (f"import sys; sys.path[:0] = [{str(vendor)!r}, {str(public)!r}]\n"
+    code = (f"import sys; sys.path += [{str(vendor)!r}, {str(public)!r}]\n"
             "import pydantic, pydantic_core, ccgroupd.config\n"
             "print(pydantic.__file__, pydantic_core.__file__, ccgroupd.config.__file__)\n"
             "from pathlib import Path\n"

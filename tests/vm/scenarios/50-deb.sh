@@ -118,7 +118,7 @@ check "ccgroupctl --help works" bash -c 'ccgroupctl --help | grep -q "restart-en
 check "man ccgroupctl works" man_shows 1 ccgroupctl "change and inspect the limits"
 check "man 8 ccgroupd works" man_shows 8 ccgroupd "keep the Dagger engine"
 check "pydantic 2 and pydantic-core load from /usr/lib/ccgroupd" \
-    /usr/bin/python3 -I -S -c 'import sys; sys.path[:0] = ["/usr/lib/ccgroupd", "/usr/lib/python3/dist-packages"]
+    /usr/bin/python3 -I -S -c 'import sys; sys.path += ["/usr/lib/ccgroupd", "/usr/lib/python3/dist-packages"]
 import pydantic, pydantic_core, pydantic_settings, structlog, systemd.journal, psutil
 assert pydantic.VERSION.startswith("2."), pydantic.VERSION
 assert pydantic_core.__file__.startswith("/usr/lib/ccgroupd/"), pydantic_core.__file__'
