@@ -459,6 +459,7 @@ def install_package() -> None:
 
 CTL_SET = "ccgroupctl set"
 CTL_STATUS = "ccgroupctl status"
+CTL_SET_RUNTIME = "ccgroupctl set --runtime"
 PIP_SET = "ccgroupctl set (pip script)"
 PIP_STATUS = "ccgroupctl status (pip script)"
 # The launcher's interpreter mode (-I -S, no site module): the floor under the client's own work.
@@ -485,12 +486,12 @@ def change_rounds(group: Path, plain: str, deb_launcher: bool,
     plain_group = CGROOT / "system.slice" / plain
     ctl_sets = 0  # the engine group starts at cpus 1, memory 1G
 
-    def ctl_set(client: str) -> tuple[list[str], Check]:
+    def ctl_set(client: str, *options: str) -> tuple[list[str], Check]:
         # Whichever client, each set flips to the other value: always a real change.
         nonlocal ctl_sets
         cpus, memory, memory_bytes = CHANGE_VALUES[ctl_sets % 2]
         ctl_sets += 1
-        return ([client, "set", "--cpus", str(cpus), "--memory", memory],
+        return ([client, "set", "--cpus", str(cpus), "--memory", memory, *options],
                 lambda: limits_are(group, cpus, memory_bytes))
 
     for rep in range(REPS):
@@ -512,6 +513,7 @@ def change_rounds(group: Path, plain: str, deb_launcher: bool,
         ]
         if deb_launcher:
             cases[1:1] = [(CTL_SET, partial(ctl_set, CTL))]
+            cases.append((CTL_SET_RUNTIME, partial(ctl_set, CTL, "--runtime")))
             cases.append((CTL_STATUS, fixed([CTL, "status"])))
         # rotate the order each round, so that no command always follows another
         shift = rep % len(cases)
@@ -524,10 +526,30 @@ def change_rounds(group: Path, plain: str, deb_launcher: bool,
                 failures[name] = failures.get(name, 0) + 1
 
 
+def durable_replace_ms(directory: Path) -> float:
+    """One atomic, durable replace of a small file, as ccgroupd saves its state."""
+    started = time.perf_counter()
+    temp, final = directory / ".bench-probe.tmp", directory / ".bench-probe"
+    with open(temp, "w", encoding="ascii") as file:
+        file.write('{"version": 1, "limits": {"cpus": 2, "memory": "768M"}}\n')
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, final)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    final.unlink()
+    return elapsed_ms
+
+
 def change_table(samples: dict[str, list[float]], deb_launcher: bool,
                  not_measured: str) -> dict[str, dict[str, Any]]:
     """Statistics per command, with the ratios to the floors and to set-property."""
-    order = [CTL_SET, PIP_SET, "systemctl set-property", "cgset", CTL_STATUS, PIP_STATUS,
+    order = [CTL_SET, CTL_SET_RUNTIME, PIP_SET, "systemctl set-property", "cgset", CTL_STATUS,
+             PIP_STATUS,
              "python3 -c pass", "python3 -I -c pass", BARE_FLOOR, "venv python3 -c pass"]
     table: dict[str, dict[str, Any]] = {}
     for name in order:
@@ -545,7 +567,8 @@ def change_table(samples: dict[str, list[float]], deb_launcher: bool,
             s["ratio_to_bare_floor"] = round(s["median"] / bare_floor, 3) if bare_floor else None
             s["ratio_to_set_property"] = (round(s["median"] / set_property, 3)
                                           if set_property else None)
-    clients = {CTL_SET: CTL, CTL_STATUS: CTL, PIP_SET: PIP_CTL, PIP_STATUS: PIP_CTL}
+    clients = {CTL_SET: CTL, CTL_SET_RUNTIME: CTL, CTL_STATUS: CTL, PIP_SET: PIP_CTL,
+               PIP_STATUS: PIP_CTL}
     for name, path in clients.items():
         if name in samples:
             table[name]["client"] = path
@@ -592,6 +615,10 @@ def section_change() -> None:
         say(f"   {name:30} {row(s)}")
     results["change_latency_ms"] = table
     results["change_latency_failures"] = failures
+    durable = stats([durable_replace_ms(STATE.parent) for _ in range(REPS)])
+    results["durable_replace_ms"] = durable
+    say(f"   what a persistent set must wait for besides the kernel: replacing a small file "
+        f"durably in {STATE.parent} (write, fsync, rename, fsync the directory) {fmt(durable)}")
     ctl, pip = table.get(CTL_SET, {}), table.get(PIP_SET, {})
     pip_figure = (f"pip script x{pip['ratio_to_floor']} ({pip['median']:.0f} ms)"
                   if pip.get("n") and floor else "pip script: no samples")
@@ -600,12 +627,24 @@ def section_change() -> None:
                f"x{ctl['ratio_to_floor']} ({ctl['median']:.0f} vs {floor:.0f} ms); "
                f"x{ctl['ratio_to_bare_floor']} of the launcher's own interpreter mode "
                f"({BARE_FLOOR}: {bare_floor or 0:.0f} ms); x{ctl['ratio_to_set_property']} of "
-               f"set-property; for reference {pip_figure}")
+               f"set-property; for reference {pip_figure}; {bound_figure(table, durable)}")
     elif not deb_launcher:
         target(CTL_TARGET, None, f"NOT MEASURED (the .deb's launcher is not installed); "
                f"for reference {pip_figure}")
     else:
         target(CTL_TARGET, None, f"no samples ({failures}); for reference {pip_figure}")
+
+
+def bound_figure(table: dict[str, dict[str, Any]], durable: dict[str, Any]) -> str:
+    """What a persistent set adds to status, beside the durable replace it must wait for."""
+    status = table.get(CTL_STATUS, {}).get("median")
+    runtime = table.get(CTL_SET_RUNTIME, {}).get("median")
+    persistent = table.get(CTL_SET, {}).get("median")
+    if not (status and runtime and persistent):
+        return "bound: not measured"
+    return (f"bound: status {status:.0f} ms, set --runtime {runtime:.0f} ms (+kernel writes), "
+            f"set {persistent:.0f} ms (+state file; a durable replace alone "
+            f"{durable['median']:.0f} ms)")
 
 
 def row(s: dict[str, Any]) -> str:
@@ -903,6 +942,8 @@ def print_table() -> None:
         say(f"daemon  {' '.join(d['cmdline'])} (unit {d['unit_file']})")
     for name, s in results.get("change_latency_ms", {}).items():
         say(f"change  {name:30} {row(s)}")
+    if "durable_replace_ms" in results:
+        say(f"change  {'durable replace of a file':30} {fmt(results['durable_replace_ms'])}")
     report = results.get("report_latency_ms", {})
     for key in ("oom_kill_ccgroupd", "oom_systemd", "ccgroupd_minus_systemd_same_round",
                 "pids_max_from_hog_start", "pids_max_from_first_failed_fork"):
