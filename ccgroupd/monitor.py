@@ -3,8 +3,10 @@
 The kernel raises inotify IN_MODIFY on ``memory.events``, ``memory.swap.events``,
 ``pids.events`` and ``cgroup.events`` when their values change; on a change the
 Monitor re-reads only the files that changed, so its cost does not depend on how
-many processes the group holds. ``cpu.stat`` has no notification and is polled:
-:meth:`Monitor.poll` is the time-driven part, and the daemon calls it from its one
+many processes the group holds. Before Linux 6.11 ``pids.events`` counts a refused
+fork only in the forking task's own group: the subtree's files are then summed, and
+each is watched from the first poll that finds it. ``cpu.stat`` has no notification
+and is polled: :meth:`Monitor.poll` is the time-driven part, and the daemon calls it from its one
 housekeeping timer (once per ``cpu_poll_interval_s``), so that an idle daemon wakes
 once per interval in all. :meth:`Monitor.run` itself wakes only for inotify and for
 the end of a report window.
@@ -200,7 +202,9 @@ class Monitor:
         now = self._clock()
         for name in sorted(set(files) & set(COUNTER_KEYS)):
             if name == PIDS_EVENTS and not self._pids_hierarchical:
-                continue  # counted by _poll_pids_subtree instead
+                # Some group's own count changed: sum the subtree now, not at the next poll.
+                self._poll_pids_subtree(now)
+                continue
             values = self._read_counters(name)
             if values is None:
                 if self.state is MonitorState.VANISHED:
@@ -335,9 +339,10 @@ class Monitor:
         """pids.events of every group in the subtree, for kernels that count refusals locally.
 
         One small read per group per poll: the cost follows the number of groups
-        (build containers), never the number of processes.
+        (build containers), never the number of processes. Each group's file is watched
+        from the first poll that finds it, so later refusals there are reported at once.
         """
-        current = self._subtree_counter(PIDS_EVENTS, "max")
+        current = self._subtree_counter(PIDS_EVENTS, "max", watch=True)
         delta = sum(_increases(self._last_pids_refused, current).values())
         self._last_pids_refused = current
         if delta:
@@ -440,13 +445,18 @@ class Monitor:
         self._last_local_oom_kills = current
         return increases
 
-    def _subtree_counter(self, attribute: str, key: str) -> dict[str, int]:
-        """One counter of the group and each descendant, by name relative to the group."""
+    def _subtree_counter(self, attribute: str, key: str, *,
+                         watch: bool = False) -> dict[str, int]:
+        """One counter of the group and each descendant, by name relative to the group;
+        with ``watch``, inotify watches each file too (while run() has a watcher; watching
+        a watched file again changes nothing)."""
         found: dict[str, int] = {}
         for group in self._subtree():
             with contextlib.suppress(CgroupError):
                 values = self._cgroupfs.read_flat_keyed(group, attribute)
                 found[group[len(self._group):].strip("/") or "."] = values.get(key, 0)
+                if watch and self._watcher is not None:
+                    self._watcher.add(self._cgroupfs.path(group, attribute), attribute)
         return found
 
     def _subtree(self) -> Iterator[str]:

@@ -379,8 +379,6 @@ def test_before_linux_6_11_refused_forks_are_found_in_the_subtree(
     kernel.enable(f"{GROUP}/buildkit", "pids")
     kernel.mkdir(f"{GROUP}/buildkit/bomb")  # created since the last poll: all of it is new
     kernel.bump(f"{GROUP}/buildkit/bomb", PIDS_EVENTS, max=10)
-    monitor.on_changed({PIDS_EVENTS})  # GROUP's own file is not what counts here
-    assert logs == []
 
     monitor.poll()
 
@@ -389,6 +387,20 @@ def test_before_linux_6_11_refused_forks_are_found_in_the_subtree(
         "pids_max", 12, 12, 20)
     assert EVENTS["pids_max"].message(record) == (
         f"{GROUP_PATH}: fork() refused at pids.max 20 12 times (12 since start)")
+
+
+def test_before_linux_6_11_a_changed_pids_events_sums_the_subtree_at_once(
+        monitor: Monitor, kernel: FakeKernel, logs: Logs) -> None:
+    kernel.mkdir(f"{GROUP}/buildkit")
+    kernel.enable(f"{GROUP}/buildkit", "pids")
+    kernel.mkdir(f"{GROUP}/buildkit/bomb")
+    kernel.bump(f"{GROUP}/buildkit/bomb", PIDS_EVENTS, max=7)
+
+    monitor.on_changed({PIDS_EVENTS})  # inotify, on any watched group's pids.events
+
+    assert [(r["event"], r["delta"]) for r in logs] == [("pids_max", 7)]
+    monitor.poll()
+    assert len(logs) == 1  # the poll finds nothing new
 
 
 def test_refused_forks_from_before_the_start_are_not_news(
@@ -525,3 +537,38 @@ def test_run_reports_an_oom_kill_from_real_inotify(tmp_path: Path) -> None:
     records = asyncio.run(scenario())
     assert [(r["event"], r["delta"]) for r in records] == [("oom_kill", 1)]
     assert monitor.oom_kills_total() == 1
+
+
+def test_run_reports_a_refused_fork_in_a_child_group_from_real_inotify(tmp_path: Path) -> None:
+    """Before Linux 6.11: once a poll has found a child group, its pids.events is watched,
+    and a refusal there is reported without waiting for the next poll."""
+    group = tmp_path / GROUP
+    child = group / "buildkit" / "bomb"
+    child.mkdir(parents=True)
+    for directory in (group, group / "buildkit", child):
+        (directory / PIDS_EVENTS).write_text("max 0\n")
+    (group / MEMORY_EVENTS).write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    (group / CGROUP_EVENTS).write_text("populated 1\nfrozen 0\n")
+    (group / CPU_STAT).write_text("usage_usec 0\nuser_usec 0\nsystem_usec 0\n")
+    (group / "pids.max").write_text("20\n")
+    settings = MonitorSection(cpu_poll_interval_s=60, throttle_threshold=0.1,
+                              report_interval_s=0.2)
+    monitor = Monitor(Cgroupfs(tmp_path, tmp_path / "proc", page_size=4096), GROUP, settings)
+
+    async def scenario() -> Logs:
+        with capture_logs() as captured:
+            task = asyncio.create_task(monitor.run())
+            await asyncio.sleep(0.1)
+            monitor.poll()  # finds the child group and watches its file
+            (child / PIDS_EVENTS).write_text("max 3\n")
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if captured:
+                    break
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return captured
+
+    records = asyncio.run(scenario())
+    assert [(r["event"], r["delta"]) for r in records] == [("pids_max", 3)]

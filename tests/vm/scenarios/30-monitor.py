@@ -38,6 +38,30 @@ RESULTS = Path(os.environ.get("CCGROUPD_RESULTS", "/tmp"))
 fs = Cgroupfs()
 failures: list[str] = []
 figures: dict[str, Any] = {}
+# Cleared while a phase must see what inotify alone reports.
+polling = asyncio.Event()
+polling.set()
+# Forks until the kernel refuses one; writes the CLOCK_MONOTONIC microsecond of the refusal.
+FIRST_REFUSAL = """
+import os, sys, time
+children = []
+while len(children) < 100:
+    try:
+        pid = os.fork()
+    except OSError:
+        refused = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        break
+    if pid == 0:
+        time.sleep(3)
+        os._exit(0)
+    children.append(pid)
+else:
+    refused = 0
+with open(sys.argv[1], "w") as marker:
+    marker.write(str(refused))
+for pid in children:
+    os.waitpid(pid, 0)
+"""
 
 
 def check(what: str, ok: bool) -> None:
@@ -202,6 +226,27 @@ async def phase_pids() -> None:
     for record in records:
         print(f"   record: {record['MESSAGE']}")
 
+    print("== pids again: G/bomb is known now, its pids.events watched; polling paused",
+          flush=True)
+    marker = Path("/run/ccgroupd-monitor-test-refusal")
+    since = monotonic_usec()
+    polling.clear()
+    try:
+        await run_in(f"{G}/bomb", f"python3 -c '{FIRST_REFUSAL}' {marker}", 30)
+        await asyncio.sleep(1)
+        records = ours("pids_max", since)
+    finally:
+        polling.set()
+    refused_usec = int(marker.read_text())
+    marker.unlink()
+    check("the kernel refused a fork", refused_usec > 0)
+    check("a pids_max record without a poll (inotify on the child group's pids.events)",
+          bool(records))
+    if records and refused_usec:
+        latency_ms = (int(records[0]["__MONOTONIC_TIMESTAMP"]) - refused_usec) / 1000
+        figures["pids_watched_latency_ms"] = round(latency_ms, 1)
+        print(f"   reported {latency_ms:.1f} ms after the first refused fork")
+
 
 async def phase_storm() -> None:
     print("== storm: memory.high 4M on G, stress-ng --vm 32M in G/buildkit/storm", flush=True)
@@ -235,6 +280,7 @@ async def phase_storm() -> None:
 async def poll_forever(monitor: Monitor) -> None:
     """The daemon's housekeeping tick, as far as the Monitor sees it: poll() per interval."""
     while True:
+        await polling.wait()
         monitor.poll()
         await asyncio.sleep(SETTINGS.cpu_poll_interval_s)
 
