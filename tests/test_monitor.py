@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -519,22 +519,11 @@ def test_run_reports_an_oom_kill_from_real_inotify(tmp_path: Path) -> None:
                               report_interval_s=0.2)
     monitor = Monitor(Cgroupfs(tmp_path, tmp_path / "proc", page_size=4096), GROUP, settings)
 
-    async def scenario() -> Logs:
-        with capture_logs() as captured:
-            task = asyncio.create_task(monitor.run())
-            await asyncio.sleep(0.1)
-            counters["oom_kill"] += 1
-            write_memory_events()
-            for _ in range(100):
-                await asyncio.sleep(0.01)
-                if captured:
-                    break
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        return captured
+    def kill() -> None:
+        counters["oom_kill"] += 1
+        write_memory_events()
 
-    records = asyncio.run(scenario())
+    records = records_of_run(monitor, kill)
     assert [(r["event"], r["delta"]) for r in records] == [("oom_kill", 1)]
     assert monitor.oom_kills_total() == 1
 
@@ -555,12 +544,22 @@ def test_run_reports_a_refused_fork_in_a_child_group_from_real_inotify(tmp_path:
                               report_interval_s=0.2)
     monitor = Monitor(Cgroupfs(tmp_path, tmp_path / "proc", page_size=4096), GROUP, settings)
 
+    def refuse() -> None:
+        monitor.poll()  # finds the child group and watches its file
+        (child / PIDS_EVENTS).write_text("max 3\n")
+
+    records = records_of_run(monitor, refuse)
+    assert [(r["event"], r["delta"]) for r in records] == [("pids_max", 3)]
+
+
+def records_of_run(monitor: Monitor, change: Callable[[], None]) -> Logs:
+    """Start monitor.run(), make ``change`` once it watches, and return the first records."""
+
     async def scenario() -> Logs:
         with capture_logs() as captured:
             task = asyncio.create_task(monitor.run())
             await asyncio.sleep(0.1)
-            monitor.poll()  # finds the child group and watches its file
-            (child / PIDS_EVENTS).write_text("max 3\n")
+            change()
             for _ in range(100):
                 await asyncio.sleep(0.01)
                 if captured:
@@ -570,5 +569,4 @@ def test_run_reports_a_refused_fork_in_a_child_group_from_real_inotify(tmp_path:
                 await task
         return captured
 
-    records = asyncio.run(scenario())
-    assert [(r["event"], r["delta"]) for r in records] == [("pids_max", 3)]
+    return asyncio.run(scenario())
