@@ -47,7 +47,6 @@ exit codes:
 """
 
 
-
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
                  **kwargs: Any) -> None:
@@ -121,5 +120,3 @@ def build_parser() -> argparse.ArgumentParser:
     events_parser.add_argument("--all", action="store_true",
                                help="every ccgroupd event, not only violations")
     return parser
-
-

@@ -436,7 +436,7 @@ class Daemon:
         saving = asyncio.ensure_future(asyncio.to_thread(self._state_store.save, persisted))
         try:
             await self._apply_in_thread(new)
-        except CcgroupdError as exc:
+        except Exception as exc:
             await asyncio.wait([saving])
             if saving.exception() is None:
                 try:
@@ -446,7 +446,7 @@ class Daemon:
             raise
         try:
             await saving
-        except CcgroupdError:
+        except Exception:
             await self._apply_in_thread(previous)
             raise
 

@@ -6,10 +6,10 @@ Monitor re-reads only the files that changed, so its cost does not depend on how
 many processes the group holds. Before Linux 6.11 ``pids.events`` counts a refused
 fork only in the forking task's own group: the subtree's files are then summed, and
 each is watched from the first poll that finds it. ``cpu.stat`` has no notification
-and is polled: :meth:`Monitor.poll` is the time-driven part, and the daemon calls it from its one
-housekeeping timer (once per ``cpu_poll_interval_s``), so that an idle daemon wakes
-once per interval in all. :meth:`Monitor.run` itself wakes only for inotify and for
-the end of a report window.
+and is polled: :meth:`Monitor.poll` is the time-driven part, and the daemon calls it
+from its one housekeeping timer (once per ``cpu_poll_interval_s``), so that an idle
+daemon wakes once per interval in all. :meth:`Monitor.run` itself wakes only for
+inotify and for the end of a report window.
 
 Counters are compared with their last value (as systemd keeps ``oom_kill_last``)
 and only deltas are reported. Per event type at most one record goes out per
@@ -453,10 +453,11 @@ class Monitor:
         found: dict[str, int] = {}
         for group in self._subtree():
             with contextlib.suppress(CgroupError):
-                values = self._cgroupfs.read_flat_keyed(group, attribute)
-                found[group[len(self._group):].strip("/") or "."] = values.get(key, 0)
+                file = self._cgroupfs.attribute_file(group, attribute)  # one path walk
+                found[group[len(self._group):].strip("/") or "."] = (
+                    file.read_flat_keyed().get(key, 0))
                 if watch and self._watcher is not None:
-                    self._watcher.add(self._cgroupfs.path(group, attribute), attribute)
+                    self._watcher.add(file.path, attribute)
         return found
 
     def _subtree(self) -> Iterator[str]:
