@@ -44,7 +44,7 @@ from pydantic_settings import (
 )
 
 from ccgroupd.errors import ConfigError, LimitsError
-from ccgroupd.limits import LIMIT_NAMES, Limits
+from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 DEFAULT_CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
 ENV_PREFIX = "CCGROUPD_"

@@ -1,7 +1,7 @@
 """The registry of every event ccgroupd logs: name, MESSAGE_ID, level, message, catalog text.
 
 An event name is the first argument of a log call (``log.warning("oom_kill",
-cgroup=..., delta=1, total=3)``). The journald output (ccgroupd.logsetup) looks
+cgroup=..., delta=1, total=3)``). The journald output (ccgroupd.daemon.logsetup) looks
 the name up here for the record's MESSAGE_ID and for a human MESSAGE built from
 the fields; systemd/ccgroupd.catalog explains each MESSAGE_ID for
 ``journalctl -x`` and is generated from this module (``python3 -m
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ccgroupd.limitvalues import format_bytes
+from ccgroupd.values import format_bytes
 
 SUPPORT_URL = "file:///usr/share/doc/ccgroupd/README.md"
 

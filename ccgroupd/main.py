@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check":
-            from ccgroupd.check import run_check
+            from ccgroupd.daemon.check import run_check
 
             return run_check(args.config)
         if args.command == "run":
-            from ccgroupd.daemon import run_daemon
+            from ccgroupd.daemon.daemon import run_daemon
 
             return run_daemon(args.config)
     except CcgroupdError as error:

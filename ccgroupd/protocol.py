@@ -23,7 +23,7 @@ import _json  # the json package's C half: see _scan_json
 
 from ccgroupd.errors import EXIT_USAGE, CcgroupdError
 
-TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.ctl
+TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
 if TYPE_CHECKING:
     from typing import Any
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from ccgroupd.cgroupfs import Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 from fakekernel import FakeKernel
 
 

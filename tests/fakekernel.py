@@ -289,7 +289,7 @@ class FakeKernel:
     # -- setting the scene (tests call these) --------------------------------
 
     def cgroupfs_args(self) -> dict[str, Any]:
-        """Arguments for ccgroupd.cgroupfs.Cgroupfs bound to this kernel."""
+        """Arguments for ccgroupd.kernel.cgroupfs.Cgroupfs bound to this kernel."""
         return {"root": Path(self.root), "proc_root": Path(self.proc_root),
                 "page_size": self.page_size}
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import pytest
 from structlog.testing import capture_logs
 
-from ccgroupd import ctl, protocol
-from ccgroupd.api import Access, ApiServer, Peer, PermissionDeniedError, peer_credentials
-from ccgroupd.cgroupfs import Cgroupfs
+from ccgroupd import protocol
+from ccgroupd.client import ctl
+from ccgroupd.daemon.api import Access, ApiServer, Peer, PermissionDeniedError, peer_credentials
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -27,6 +27,7 @@ from ccgroupd.errors import (
     CcgroupdError,
     LimitsError,
 )
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 
 T = TypeVar("T")
 

@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.errors import (
+    CgroupCreateError,
+    CgroupError,
+    CgroupPathError,
+    CgroupReadError,
+    CgroupRemoveError,
+    CgroupVerifyError,
+    CgroupWriteError,
+)
+from ccgroupd.kernel.cgroupfs import (
     CGROUP_KILL,
     CGROUP_PROCS,
     CGROUP_SUBTREE_CONTROL,
@@ -24,15 +33,6 @@ from ccgroupd.cgroupfs import (
     PIDS_MAX,
     Cgroupfs,
     ProcessMemory,
-)
-from ccgroupd.errors import (
-    CgroupCreateError,
-    CgroupError,
-    CgroupPathError,
-    CgroupReadError,
-    CgroupRemoveError,
-    CgroupVerifyError,
-    CgroupWriteError,
 )
 from fakekernel import FakeKernel
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from ccgroupd.cgroupfs import Cgroupfs
-from ccgroupd.check import Finding, Status, engine_launch_finding, preflight, run_check
 from ccgroupd.config import Config, DaemonSection, EngineSection
+from ccgroupd.daemon.check import Finding, Status, engine_launch_finding, preflight, run_check
+from ccgroupd.engine.process import Completed
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
-from ccgroupd.limits import Limits
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.limits.model import Limits
 from ccgroupd.main import main
-from ccgroupd.process import Completed
 from fakekernel import FakeKernel, FakeMount
 
 SERVICE = "system.slice/ccgroupd.service"

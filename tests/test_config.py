@@ -19,7 +19,7 @@ from ccgroupd.config import (
     load_config,
 )
 from ccgroupd.errors import EXIT_INVALID, ConfigError
-from ccgroupd.limits import LIMIT_NAMES, Limits
+from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.toml.example"
 SECTIONS = ("cgroup", "limits", "engine", "monitor", "api", "metrics", "daemon")

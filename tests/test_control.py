@@ -5,18 +5,18 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from ccgroupd.api import Peer
-from ccgroupd.cgroupfs import Cgroupfs
-from ccgroupd.control import (
+from ccgroupd.daemon.api import Peer
+from ccgroupd.daemon.status import (
     CpuMeter,
-    LimitLayers,
     log_limits_changed,
     read_usage,
     refuse_memory_below_usage,
     status_document,
 )
 from ccgroupd.errors import LimitsError
-from ccgroupd.limits import Limits
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.limits.layers import LimitLayers
+from ccgroupd.limits.model import Limits
 
 MiB = 1024**2
 CONFIG = Limits.from_mapping({"cpus": 4, "memory": "8G", "pids": 1000})

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from ccgroupd import ctl, ctlparser, protocol
+from ccgroupd import protocol
+from ccgroupd.client import argparser as ctlparser
+from ccgroupd.client import ctl
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -90,7 +92,7 @@ def ok(result: dict[str, Any]) -> bytes:
 
 
 def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ccgroupd.ctl", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ccgroupd.client.ctl", *args], capture_output=True,
                           text=True, timeout=60, check=False)
 
 

@@ -20,10 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyfakefs.fake_filesystem import FakeFilesystem
 from structlog.testing import capture_logs
 
-from ccgroupd.api import Peer
-from ccgroupd.cgroupfs import Cgroupfs
 from ccgroupd.config import Config, load_config
-from ccgroupd.daemon import (
+from ccgroupd.daemon.api import Peer
+from ccgroupd.daemon.daemon import (
     Daemon,
     Layout,
     LeftoverProcessesError,
@@ -31,6 +30,7 @@ from ccgroupd.daemon import (
     plan_layout,
     set_up_layout,
 )
+from ccgroupd.engine.process import Completed, ProcessHandle
 from ccgroupd.errors import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -40,9 +40,9 @@ from ccgroupd.errors import (
     HostUnsupportedError,
     LimitsError,
 )
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.limits.store import StateError
 from ccgroupd.notify import Notifier
-from ccgroupd.process import Completed, ProcessHandle
-from ccgroupd.state import StateError
 from fakekernel import FakeKernel
 
 UNIT = "system.slice/ccgroupd.service"

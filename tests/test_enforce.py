@@ -7,10 +7,10 @@ import errno
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from ccgroupd.cgroupfs import Cgroupfs
-from ccgroupd.enforce import apply_limits, find_drift, write_order
 from ccgroupd.errors import CgroupWriteError, LimitsError
-from ccgroupd.limits import Limits
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.limits.enforce import apply_limits, find_drift, write_order
+from ccgroupd.limits.model import Limits
 from fakekernel import FakeKernel
 
 GROUP = "engine"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ccgroupd.config import Config, DaemonSection, EngineSection, load_config
-from ccgroupd.engines import (
+from ccgroupd.engine.launch import (
     HELPER_TIMEOUT_S,
     check_docker,
     check_launch,
@@ -25,12 +25,13 @@ from ccgroupd.engines import (
     prepare_docker,
     prepare_runc,
 )
+from ccgroupd.engine.process import Completed, ProcessHandle
 from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
-from ccgroupd.process import Completed, ProcessHandle
 
 GROUP = "system.slice/ccgroupd.service/dagger-engine"
 PYTHON = "/usr/bin/python3"
-SHIM = (PYTHON, "-P", "-m", "ccgroupd.shim", "--cgroup-root", "/sys/fs/cgroup", "--group", GROUP)
+SHIM = (PYTHON, "-P", "-m", "ccgroupd.engine.shim", "--cgroup-root", "/sys/fs/cgroup",
+        "--group", GROUP)
 IMAGE = "registry.dagger.io/engine:v0.19.4"
 INFO = ("docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}")
 RM = ("docker", "rm", "--force", "ccgroupd-engine")

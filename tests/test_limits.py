@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from ccgroupd.errors import EXIT_INVALID, LimitsError
-from ccgroupd.limits import (
+from ccgroupd.limits.model import (
     LIMIT_NAMES,
     MIN_MEMORY_BYTES,
     Limits,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ccgroupd.errors import LimitsError
-from ccgroupd.limits import Limits
-from ccgroupd.limitvalues import _is_decimal, _is_digits, _split_size, check_values
+from ccgroupd.limits.model import Limits
+from ccgroupd.values import _is_decimal, _is_digits, _split_size, check_values
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,13 +108,14 @@ def test_str_helpers_accept_what_the_old_regexes_accepted() -> None:
 # (the model, the event registry) multiply start-up time; re (with enum and functools),
 # argparse and json cost more under emulation than the whole of ccgroupctl's own code;
 # the rest cost milliseconds each.
-HEAVY_MODULES = ["pydantic", "ccgroupd.limits", "ccgroupd.events", "typing", "dataclasses",
+HEAVY_MODULES = ["pydantic", "ccgroupd.limits.model", "ccgroupd.events", "typing", "dataclasses",
                  "decimal", "shutil", "socket", "selectors", "re", "enum", "argparse",
                  "gettext", "json", "math"]
 CLIENT_PATHS = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from ccgroupd import ctl, protocol
+from ccgroupd import protocol
+from ccgroupd.client import ctl
 for argv in (["--socket", "/nonexistent", "set", "--cpus", "2", "--memory", "8G"],
              ["--socket", "/nonexistent", "status"]):
     assert ctl.main(argv) == 5
@@ -130,5 +131,5 @@ def test_client_paths_load_no_heavy_module() -> None:
     run = subprocess.run([sys.executable, "-S", "-c", CLIENT_PATHS, str(REPO)],
                          capture_output=True, text=True, check=True)
     loaded = set(run.stdout.split())
-    assert {"ccgroupd.limitvalues", "ccgroupd.protocol"} <= loaded
+    assert {"ccgroupd.values", "ccgroupd.protocol"} <= loaded
     assert sorted(loaded & set(HEAVY_MODULES)) == []

@@ -1,4 +1,4 @@
-"""ccgroupd.metrics: the exposition, parsed with prometheus_client's own text parser,
+"""ccgroupd.daemon.metrics: the exposition, parsed with prometheus_client's own text parser,
 against the fake kernel's files."""
 
 from __future__ import annotations
@@ -20,9 +20,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from ccgroupd.cgroupfs import Cgroupfs
-from ccgroupd.metrics import EngineGroupCollector, EngineView, MetricsServer, MonotonicCounters
-from ccgroupd.supervisor import EngineState
+from ccgroupd.daemon.metrics import (
+    EngineGroupCollector,
+    EngineView,
+    MetricsServer,
+    MonotonicCounters,
+)
+from ccgroupd.engine.supervisor import EngineState
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 from fakekernel import FakeKernel
 
 PACKAGING = Path(__file__).resolve().parents[1] / "packaging"

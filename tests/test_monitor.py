@@ -14,7 +14,12 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 from structlog.testing import capture_logs
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.config import MonitorSection
+from ccgroupd.daemon.monitor.core import PIDS_EVENTS_LOCAL, Monitor, MonitorState
+from ccgroupd.errors import CgroupReadError
+from ccgroupd.eventnames import VIOLATION_EVENTS
+from ccgroupd.events import EVENTS
+from ccgroupd.kernel.cgroupfs import (
     CGROUP_EVENTS,
     CPU_STAT,
     MEMORY_CURRENT,
@@ -26,11 +31,6 @@ from ccgroupd.cgroupfs import (
     AttributeFile,
     Cgroupfs,
 )
-from ccgroupd.config import MonitorSection
-from ccgroupd.errors import CgroupReadError
-from ccgroupd.eventnames import VIOLATION_EVENTS
-from ccgroupd.events import EVENTS
-from ccgroupd.monitor import PIDS_EVENTS_LOCAL, Monitor, MonitorState
 from fakekernel import FakeKernel
 
 GROUP = "dagger-engine"

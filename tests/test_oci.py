@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ccgroupd.oci import ALL_CAPABILITIES, DEFAULT_PATH, runtime_spec, write_bundle
+from ccgroupd.engine.oci import ALL_CAPABILITIES, DEFAULT_PATH, runtime_spec, write_bundle
 
 ROOTFS = Path("/var/lib/ccgroupd/engine/rootfs")
 BINDS = [Path("/var/lib/dagger"), Path("/run/dagger")]

@@ -19,7 +19,8 @@ from types import ModuleType
 
 import pytest
 
-from ccgroupd import __version__, ctlparser, main
+from ccgroupd import __version__, main
+from ccgroupd.client import argparser as ctlparser
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
@@ -289,7 +290,7 @@ def test_package_contents(deb: Path) -> None:
         "/usr/share/doc/ccgroupd/deployment.md": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/cloud-init.yaml": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/ansible/roles/ccgroupd/tasks/main.yml": "-rw-r--r--",
-        "/usr/lib/python3/dist-packages/ccgroupd/shim.py": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/ccgroupd/engine/shim.py": "-rw-r--r--",
         "/usr/lib/ccgroupd/pydantic/__init__.py": "-rw-r--r--",
         "/usr/lib/ccgroupd/pydantic_settings/__init__.py": "-rw-r--r--",
         "/usr/lib/ccgroupd/structlog/__init__.py": "-rw-r--r--",
@@ -367,7 +368,7 @@ def test_launcher_names_the_served_versions(deb: Path, tmp_path: Path) -> None:
     launcher = (tmp_path / "usr/bin/ccgroupctl").read_text()
     assert launcher.startswith("#!/usr/bin/python3 -IS\n")
     assert "not in ((3, 11), (3, 12)):" in launcher
-    assert "from ccgroupd.ctl import main" in launcher
+    assert "from ccgroupd.client.ctl import main" in launcher
 
 
 # -- fleet rollout examples ------------------------------------------------------------------

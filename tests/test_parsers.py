@@ -1,4 +1,4 @@
-"""Table tests for ccgroupd.parsers: what the kernel prints, and what it never should."""
+"""Table tests for ccgroupd.kernel.parsers: what the kernel prints, and what it never should."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ccgroupd.parsers import (
+from ccgroupd.kernel.parsers import (
     CpuMax,
     CpuStat,
     Mount,

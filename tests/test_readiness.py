@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ccgroupd.process import Completed, ProcessHandle
-from ccgroupd.readiness import (
+from ccgroupd.engine.process import Completed, ProcessHandle
+from ccgroupd.engine.readiness import (
     PROBE_COMMAND_TIMEOUT_S,
     PROBE_INTERVAL_S,
     NotReadyError,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ccgroupd.shim import EXIT_SHIM_ATTACH, EXIT_SHIM_NOT_FOUND, EXIT_SHIM_USAGE
+from ccgroupd.engine.shim import EXIT_SHIM_ATTACH, EXIT_SHIM_NOT_FOUND, EXIT_SHIM_USAGE
 
 
 def shim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-P", "-m", "ccgroupd.shim", *args],
+    return subprocess.run([sys.executable, "-P", "-m", "ccgroupd.engine.shim", *args],
                           capture_output=True, text=True, timeout=30, check=False)
 
 

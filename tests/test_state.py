@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from ccgroupd.limits import Limits
-from ccgroupd.state import STATE_FILE_NAME, STATE_FORMAT_VERSION, StateError, StateStore
+from ccgroupd.limits.model import Limits
+from ccgroupd.limits.store import STATE_FILE_NAME, STATE_FORMAT_VERSION, StateError, StateStore
 
 # 2026-11-28 03:04:05 UTC
 FIXED_TIME_S = 1795835045.0

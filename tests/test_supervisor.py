@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from ccgroupd.errors import EngineLaunchError
-from ccgroupd.process import Completed, ProcessHandle
-from ccgroupd.readiness import PROBE_INTERVAL_S, ReadinessProbe
-from ccgroupd.supervisor import (
+from ccgroupd.engine.process import Completed, ProcessHandle
+from ccgroupd.engine.readiness import PROBE_INTERVAL_S, ReadinessProbe
+from ccgroupd.engine.supervisor import (
     TRANSITIONS,
     EngineSpec,
     EngineState,
@@ -30,6 +29,7 @@ from ccgroupd.supervisor import (
     TransitionError,
     engine_argv,
 )
+from ccgroupd.errors import EngineLaunchError
 
 
 def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -480,7 +480,7 @@ async def test_restart_brings_an_exited_engine_back() -> None:
 def test_engine_argv_runs_the_command_through_the_shim() -> None:
     argv = engine_argv("/venv/bin/python3", Path("/sys/fs/cgroup"), "a.service/engine",
                        ["dagger-engine", "--debug"], private_cgroupns=True)
-    assert argv == ("/venv/bin/python3", "-P", "-m", "ccgroupd.shim",
+    assert argv == ("/venv/bin/python3", "-P", "-m", "ccgroupd.engine.shim",
                     "--cgroup-root", "/sys/fs/cgroup", "--group", "a.service/engine",
                     "--private-cgroupns", "--", "dagger-engine", "--debug")
 

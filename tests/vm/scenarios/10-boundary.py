@@ -20,7 +20,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.errors import CgroupError, CgroupWriteError
+from ccgroupd.kernel.cgroupfs import (
     CGROUP_CONTROLLERS,
     CGROUP_KILL,
     CGROUP_PROCS,
@@ -32,7 +33,6 @@ from ccgroupd.cgroupfs import (
     PIDS_MAX,
     Cgroupfs,
 )
-from ccgroupd.errors import CgroupError, CgroupWriteError
 
 S = "ccgroupd-boundary-test"
 G = f"{S}/g"

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ccgroupd.cgroupfs import Cgroupfs
 from ccgroupd.config import MonitorSection
+from ccgroupd.daemon.logsetup import configure_logging
+from ccgroupd.daemon.monitor.core import Monitor
 from ccgroupd.events import EVENTS, render_catalog
-from ccgroupd.logsetup import configure_logging
-from ccgroupd.monitor import Monitor
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 
 G = "ccgroupd-monitor-test"
 REPORT_INTERVAL_S = 4.0

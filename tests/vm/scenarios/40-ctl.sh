@@ -213,7 +213,7 @@ echo "  python3 -c pass ${pass_ms} ms, venv python3 -c pass ${venv_pass_ms} ms,"
     "set --cpus 1 ${set_ms} ms (per run)"
 echo "startup_ms pass=$pass_ms venv_pass=$venv_pass_ms help=$help_ms status=$status_ms" \
     "status_json=$status_json_ms set=$set_ms" >"$CCGROUPD_RESULTS/ctl-startup.txt"
-"$CCGROUPD_PYTHON" -X importtime -c 'from ccgroupd.ctl import main' \
+"$CCGROUPD_PYTHON" -X importtime -c 'from ccgroupd.client.ctl import main' \
     2>"$CCGROUPD_RESULTS/ctl-importtime.txt"
 tail -n 3 "$CCGROUPD_RESULTS/ctl-importtime.txt"
 

@@ -1,6 +1,6 @@
 """The exec shim that starts the engine inside its cgroup with no start-then-move window.
 
-    python3 -m ccgroupd.shim --cgroup-root /sys/fs/cgroup --group GROUP
+    python3 -m ccgroupd.engine.shim --cgroup-root /sys/fs/cgroup --group GROUP
                              [--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]
 
 The shim moves itself into GROUP (writes 0 to its cgroup.procs), optionally
@@ -27,8 +27,8 @@ import os
 import sys
 from typing import NoReturn
 
-from ccgroupd.cgroupfs import CGROUP_ROOT, Cgroupfs
 from ccgroupd.errors import CcgroupdError
+from ccgroupd.kernel.cgroupfs import CGROUP_ROOT, Cgroupfs
 
 # Exit codes above what engines commonly use, below the shell's 126/127/128+N.
 EXIT_SHIM_USAGE = 120
@@ -46,7 +46,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
-USAGE = ("usage: python3 -m ccgroupd.shim [--cgroup-root PATH] --group GROUP "
+USAGE = ("usage: python3 -m ccgroupd.engine.shim [--cgroup-root PATH] --group GROUP "
          "[--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]")
 
 

@@ -37,7 +37,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.errors import CgroupError, CgroupReadError
+from ccgroupd.eventnames import VIOLATION_EVENTS
+from ccgroupd.events import EVENTS
+from ccgroupd.kernel.cgroupfs import (
     CGROUP_EVENTS,
     CPU_MAX,
     CPU_STAT,
@@ -55,10 +58,7 @@ from ccgroupd.cgroupfs import (
     Cgroupfs,
     Inotify,
 )
-from ccgroupd.errors import CgroupError, CgroupReadError
-from ccgroupd.eventnames import VIOLATION_EVENTS
-from ccgroupd.events import EVENTS
-from ccgroupd.parsers import ParseError, parse_cpu_max, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.kernel.parsers import ParseError, parse_cpu_max, parse_cpu_stat, parse_uint_or_max
 
 if TYPE_CHECKING:
     from ccgroupd.config import MonitorSection

@@ -19,7 +19,8 @@ import errno
 import math
 from collections.abc import Mapping
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.errors import CgroupError, CgroupReadError, CgroupVerifyError, LimitsError
+from ccgroupd.kernel.cgroupfs import (
     CPU_MAX,
     CPU_WEIGHT,
     MEMORY_HIGH,
@@ -28,8 +29,7 @@ from ccgroupd.cgroupfs import (
     PIDS_MAX,
     Cgroupfs,
 )
-from ccgroupd.errors import CgroupError, CgroupReadError, CgroupVerifyError, LimitsError
-from ccgroupd.limits import Limits
+from ccgroupd.limits.model import Limits
 
 WRITE_ORDER = (CPU_WEIGHT, CPU_MAX, PIDS_MAX, MEMORY_SWAP_MAX, MEMORY_HIGH, MEMORY_MAX)
 _CPU_WEIGHT_DEFAULT = "100"

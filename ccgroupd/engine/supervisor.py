@@ -26,7 +26,7 @@ whatever is left in the group, then a wait until the group is empty. An engine
 that exits by itself gets the same clean-up of leftovers, so a restarted engine
 never shares the group with processes of its predecessor.
 
-With a readiness probe (ccgroupd.readiness) the engine is RUNNING only once the
+With a readiness probe (ccgroupd.engine.readiness) the engine is RUNNING only once the
 probe succeeds (``engine_ready``). A probe still failing after its timeout is
 logged as ``engine_not_ready``; the engine is stopped as above and the start
 counts as a failure for the restart policy.
@@ -47,10 +47,10 @@ from typing import Literal, Protocol
 
 import structlog
 
-from ccgroupd.cgroupfs import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS, Cgroupfs
+from ccgroupd.engine.process import ProcessHandle, Spawner
+from ccgroupd.engine.readiness import NotReadyError, ReadinessProbe
 from ccgroupd.errors import CcgroupdError, CgroupReadError
-from ccgroupd.process import ProcessHandle, Spawner
-from ccgroupd.readiness import NotReadyError, ReadinessProbe
+from ccgroupd.kernel.cgroupfs import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS, Cgroupfs
 
 log = structlog.get_logger("ccgroupd")
 
@@ -456,7 +456,7 @@ def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[st
                 *, private_cgroupns: bool, leaf: str | None = None) -> tuple[str, ...]:
     """The argv that runs ``command`` through the exec shim inside ``group`` (or its ``leaf``)."""
     # -P: the engine's working directory must not shadow the ccgroupd package.
-    shim = [python, "-P", "-m", "ccgroupd.shim",
+    shim = [python, "-P", "-m", "ccgroupd.engine.shim",
             "--cgroup-root", str(cgroup_root), "--group", group]
     if private_cgroupns:
         shim.append("--private-cgroupns")

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccgroupd.process import Spawner
+from ccgroupd.engine.process import Spawner
 
 PROBE_INTERVAL_S = 0.25
 # One probe command that hangs must not eat the whole timeout.

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ccgroupd.cgroupfs import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE, Cgroupfs
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
-from ccgroupd.parsers import Mount, ParseError, parse_psi
+from ccgroupd.kernel.cgroupfs import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE, Cgroupfs
+from ccgroupd.kernel.parsers import Mount, ParseError, parse_psi
 
 if TYPE_CHECKING:
     from ccgroupd.config import EngineSection
-    from ccgroupd.process import Spawner
+    from ccgroupd.engine.process import Spawner
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "pids")
 OPTIONAL_CONTROLLERS = ("io",)
@@ -107,8 +107,8 @@ def engine_launch_finding(engine: EngineSection,
                           spawner: Spawner | None = None) -> Finding:
     """What the daemon would refuse at start-up for this [engine] mode (docker's cgroup
     driver, a missing rootfs or runc)."""
-    from ccgroupd.engines import check_launch
-    from ccgroupd.process import AsyncioSpawner
+    from ccgroupd.engine.launch import check_launch
+    from ccgroupd.engine.process import AsyncioSpawner
 
     try:
         asyncio.run(check_launch(engine, spawner or AsyncioSpawner()))
@@ -123,7 +123,7 @@ def engine_launch_finding(engine: EngineSection,
 def _load_config(config_path: Path | None
                  ) -> tuple[list[Finding], Cgroupfs, EngineSection | None]:
     from ccgroupd.config import DEFAULT_CONFIG_PATH, load_config
-    from ccgroupd.limits import host_cpu_count
+    from ccgroupd.limits.model import host_cpu_count
 
     try:
         config = load_config(config_path)

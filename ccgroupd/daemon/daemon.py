@@ -15,14 +15,14 @@ Start-up, in this order (READY=1 only at the end):
 3. The limits (config <- persisted changes <- runtime changes) are written,
    verified, and logged as ``limits_applied``.
 4. The engine is started through the exec shim, inside the group, as
-   ``[engine] mode`` says (ccgroupd.engines: on the host, by Docker or by runc;
+   ``[engine] mode`` says (ccgroupd.engine.launch: on the host, by Docker or by runc;
    what would make every start fail, such as docker's systemd cgroup driver, is
    refused before this). With a readiness probe, READY=1 waits for it.
 
 Then the daemon serves: one housekeeping timer (:meth:`Daemon._housekeep`: watchdog
 ping, STATUS=, the monitor's cpu.stat poll, drift checks), the violation monitor,
 the control socket, the Prometheus endpoint if ``metrics.enabled``
-(ccgroupd.metrics; its HTTP server runs in a thread of its own), and signals:
+(ccgroupd.daemon.metrics; its HTTP server runs in a thread of its own), and signals:
 SIGTERM/SIGINT stop the engine gracefully (a second one skips the grace
 period), SIGHUP reloads the config and re-applies the limits without restarting
 the engine unless its command, environment or working directory changed.
@@ -47,20 +47,25 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from ccgroupd import __version__
-from ccgroupd.api import ApiServer, Peer
-from ccgroupd.cgroupfs import Cgroupfs
 from ccgroupd.config import Config, load_config
-from ccgroupd.control import (
+from ccgroupd.daemon.api import ApiServer, Peer
+from ccgroupd.daemon.status import (
     CpuMeter,
-    LimitLayers,
     log_limits_changed,
     read_memory_bytes,
     read_usage,
     refuse_memory_below_usage,
     status_document,
 )
-from ccgroupd.enforce import apply_limits, find_drift
-from ccgroupd.engines import Launch, check_launch, engine_launch
+from ccgroupd.engine.launch import Launch, check_launch, engine_launch
+from ccgroupd.engine.process import AsyncioSpawner, Spawner
+from ccgroupd.engine.supervisor import (
+    CgroupEngineGroup,
+    EngineState,
+    RestartPolicy,
+    Supervisor,
+    empty_group,
+)
 from ccgroupd.errors import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -69,17 +74,12 @@ from ccgroupd.errors import (
     ConfigError,
     HostUnsupportedError,
 )
-from ccgroupd.limits import Limits, format_bytes, host_cpu_count
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.limits.enforce import apply_limits, find_drift
+from ccgroupd.limits.layers import LimitLayers
+from ccgroupd.limits.model import Limits, format_bytes, host_cpu_count
+from ccgroupd.limits.store import StateStore
 from ccgroupd.notify import Notifier
-from ccgroupd.process import AsyncioSpawner, Spawner
-from ccgroupd.state import StateStore
-from ccgroupd.supervisor import (
-    CgroupEngineGroup,
-    EngineState,
-    RestartPolicy,
-    Supervisor,
-    empty_group,
-)
 
 log = structlog.get_logger("ccgroupd")
 
@@ -163,7 +163,7 @@ async def claim_engine_group(cgroupfs: Cgroupfs, group: str, leftover: str,
 
 
 class ViolationMonitor(Protocol):
-    """What the daemon needs of ccgroupd.monitor.Monitor (H-MONITOR)."""
+    """What the daemon needs of ccgroupd.daemon.monitor.core.Monitor (H-MONITOR)."""
 
     async def run(self) -> None: ...
 
@@ -178,7 +178,7 @@ MonitorFactory = Callable[[Cgroupfs, str, Config], ViolationMonitor]
 
 
 def _default_monitor(cgroupfs: Cgroupfs, group: str, config: Config) -> ViolationMonitor:
-    from ccgroupd.monitor import Monitor
+    from ccgroupd.daemon.monitor.core import Monitor
 
     return Monitor(cgroupfs, group, config.monitor)
 
@@ -194,7 +194,7 @@ def restart_policy(config: Config) -> RestartPolicy:
 
 
 class Daemon:
-    """Implements ccgroupd.api.Controller for the control socket."""
+    """Implements ccgroupd.daemon.api.Controller for the control socket."""
 
     def __init__(self, config: Config, config_path: Path | None, *,
                  cgroupfs: Cgroupfs | None = None,
@@ -369,7 +369,7 @@ class Daemon:
 
     async def _run_metrics(self) -> None:
         # Imported here: prometheus_client is only worth loading when metrics are on.
-        from ccgroupd.metrics import EngineGroupCollector, MetricsServer
+        from ccgroupd.daemon.metrics import EngineGroupCollector, MetricsServer
 
         collector = EngineGroupCollector(self.cgroupfs, self.engine_group,
                                          lambda: self.supervisor)
@@ -630,7 +630,7 @@ class Daemon:
 
 def run_daemon(config_path: Path | None) -> int:
     config = load_config(config_path)
-    from ccgroupd.logsetup import configure_logging
+    from ccgroupd.daemon.logsetup import configure_logging
 
     configure_logging(config.daemon.log_format)
     return asyncio.run(Daemon(config, config_path).serve())

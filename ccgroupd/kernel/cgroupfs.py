@@ -29,7 +29,7 @@ from ccgroupd.errors import (
     CgroupVerifyError,
     CgroupWriteError,
 )
-from ccgroupd.parsers import (
+from ccgroupd.kernel.parsers import (
     Mount,
     ParseError,
     parse_controllers,

@@ -45,8 +45,8 @@ from ccgroupd.errors import EXIT_FAILURE, EXIT_PERMISSION, CcgroupdError, Cgroup
 from ccgroupd.protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from ccgroupd.cgroupfs import Cgroupfs
     from ccgroupd.config import ApiSection
+    from ccgroupd.kernel.cgroupfs import Cgroupfs
 
 log = structlog.get_logger("ccgroupd")
 
@@ -67,7 +67,7 @@ class Peer:
 
 
 class Controller(Protocol):
-    """What the daemon offers the API; implemented by ccgroupd.daemon.
+    """What the daemon offers the API; implemented by ccgroupd.daemon.daemon.
 
     Results are JSON-able dicts sent back verbatim; errors are CcgroupdError
     subclasses whose ``exit_code`` and message become the error reply.

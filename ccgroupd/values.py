@@ -1,6 +1,6 @@
 """The rules for limit values, without pydantic: the one place each rule lives.
 
-``ccgroupd.limits`` builds its model on these functions; ``ccgroupctl`` calls
+``ccgroupd.limits.model`` builds its model on these functions; ``ccgroupctl`` calls
 :func:`check_values` directly, because importing pydantic would multiply its
 start-up time (it is measured against ``python3 -c pass``). So this module
 imports only os and ccgroupd.errors: no pydantic, no typing, no decimal (sizes
@@ -29,7 +29,7 @@ import os
 
 from ccgroupd.errors import LimitsError
 
-TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.ctl
+TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 

@@ -1,6 +1,6 @@
 """ccgroupctl's full command line parser (argparse): help, errors, --version, `events`.
 
-ccgroupd.ctl.quick_parse reads the common command lines without it; everything it
+ccgroupd.client.ctl.quick_parse reads the common command lines without it; everything it
 does not accept comes here, so that help and error messages are argparse's.
 """
 
@@ -11,10 +11,10 @@ import os
 import sys
 
 from ccgroupd import __version__, protocol
-from ccgroupd.ctl import COMMAND_FLAGS, SET_OPTIONS, SOCKET_ENV, START_HINT
+from ccgroupd.client.ctl import COMMAND_FLAGS, SET_OPTIONS, SOCKET_ENV, START_HINT
 from ccgroupd.errors import EXIT_USAGE
 
-TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.ctl
+TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from ccgroupd.errors import CcgroupdError, LimitsError
-from ccgroupd.limits import LIMIT_NAMES, Limits
+from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 STATE_FILE_NAME = "limits.json"
 STATE_FORMAT_VERSION = 1

@@ -1,7 +1,5 @@
-"""Daemon-side building blocks of the control plane, used by ccgroupd.daemon.
+"""Daemon-side building blocks of the control plane, used by ccgroupd.daemon.daemon.
 
-- :class:`LimitLayers`: effective limits = config file <- persisted changes <-
-  runtime changes, and which layer each value came from;
 - :func:`refuse_memory_below_usage`: the guard that keeps ``set --memory`` from
   turning into an OOM kill;
 - :func:`log_limits_changed`: the audit record of every change;
@@ -13,71 +11,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.errors import CgroupReadError, LimitsError
+from ccgroupd.kernel.cgroupfs import (
     CPU_STAT,
     MEMORY_CURRENT,
     MEMORY_SWAP_CURRENT,
     PIDS_CURRENT,
     Cgroupfs,
 )
-from ccgroupd.errors import CgroupReadError, LimitsError
-from ccgroupd.limits import LIMIT_NAMES, Limits, format_bytes
-from ccgroupd.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.kernel.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.limits.layers import LimitLayers
+from ccgroupd.limits.model import LIMIT_NAMES, Limits, format_bytes
 
 if TYPE_CHECKING:
-    from ccgroupd.api import Peer
+    from ccgroupd.daemon.api import Peer
 
 log = structlog.get_logger("ccgroupd")
 
-Source = Literal["config", "persisted", "runtime"]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LimitLayers:
-    """The three layers; values in the change layers are kept as the operator wrote them."""
-
-    config: Limits
-    persisted: Mapping[str, object] = field(default_factory=dict)
-    runtime: Mapping[str, object] = field(default_factory=dict)
-
-    def effective(self) -> Limits:
-        """Raises LimitsError if the layers do not combine (e.g. memory_high above memory)."""
-        # One overlay, validated once: an intermediate layer may be inconsistent on its own.
-        return self.config.with_changes({**self.persisted, **self.runtime})
-
-    def source(self, name: str) -> Source:
-        if name in self.runtime:
-            return "runtime"
-        if name in self.persisted:
-            return "persisted"
-        return "config"
-
-    def with_set(self, changes: Mapping[str, object], *, runtime: bool) -> LimitLayers:
-        """The layers after ``set``. A persistent change also drops runtime changes of the same
-        limits: what the operator just asked for is what must be in force."""
-        if runtime:
-            return LimitLayers(self.config, self.persisted, {**self.runtime, **changes})
-        kept_runtime = {k: v for k, v in self.runtime.items() if k not in changes}
-        return LimitLayers(self.config, {**self.persisted, **changes}, kept_runtime)
-
-    def with_config(self, config: Limits) -> LimitLayers:
-        """The layers after a reload: the changes stay on top of the new config file."""
-        return LimitLayers(config, self.persisted, self.runtime)
-
-    def reset(self) -> LimitLayers:
-        return LimitLayers(self.config)
-
-    def describe(self) -> dict[str, dict[str, object]]:
-        """``status`` ``limits``: every limit name -> {"value": ..., "source": ...}."""
-        values = self.effective().to_mapping()
-        return {name: {"value": values[name], "source": self.source(name)}
-                for name in LIMIT_NAMES}
 
 
 def refuse_memory_below_usage(old: Limits, new: Limits, *,
@@ -201,7 +157,7 @@ def read_or_none(read: Callable[[], T]) -> T | None:
 
 def status_document(*, cgroup_path: str, layers: LimitLayers, usage: Mapping[str, Any],
                     events: Mapping[str, int], engine: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``status`` reply (schema: ccgroupd.ctl STATUS_SCHEMA).
+    """The ``status`` reply (schema: ccgroupd.client.ctl STATUS_SCHEMA).
 
     ``engine`` carries ``state``, ``pid``, ``uptime_s`` and ``restarts``;
     ``events`` the monitor's counters since the daemon started.

@@ -24,7 +24,7 @@ from ccgroupd.errors import (
     EXIT_USAGE,
     CcgroupdError,
 )
-from ccgroupd.limitvalues import check_values, format_bytes
+from ccgroupd.values import check_values, format_bytes
 
 # `typing` is not free at start-up (about 20% of this module's import time in the
 # guest): the names below are for annotations only, which are never evaluated here.
@@ -91,7 +91,7 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
     argparse (with re, enum and gettext) was over half of ccgroupctl's start-up time
     in the emulated guest. This reads `[--socket P] [--timeout S] COMMAND [OPTION...]`
     for the commands in COMMAND_FLAGS and returns None for anything else: help,
-    --version, `events`, a mistake. ccgroupd.ctlparser's argparse parser then reads
+    --version, `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads
     it and writes the help or the error. tests/test_ctl.py checks that both parsers
     agree on every command line this one accepts.
     """
@@ -134,7 +134,7 @@ def parse_args(argv: Sequence[str]) -> Arguments:
     parsed = quick_parse(argv)
     if parsed is not None:
         return parsed
-    from ccgroupd.ctlparser import build_parser
+    from ccgroupd.client.argparser import build_parser
 
     return Arguments(**vars(build_parser().parse_args(argv)))
 

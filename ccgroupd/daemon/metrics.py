@@ -35,7 +35,9 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ccgroupd import __version__
-from ccgroupd.cgroupfs import (
+from ccgroupd.daemon.status import read_or_none, sample_usage
+from ccgroupd.engine.supervisor import EngineState
+from ccgroupd.kernel.cgroupfs import (
     CPU_MAX,
     CPU_PRESSURE,
     IO_PRESSURE,
@@ -47,9 +49,7 @@ from ccgroupd.cgroupfs import (
     PIDS_MAX,
     Cgroupfs,
 )
-from ccgroupd.control import read_or_none, sample_usage
-from ccgroupd.parsers import Psi, parse_cpu_max, parse_psi, parse_uint_or_max
-from ccgroupd.supervisor import EngineState
+from ccgroupd.kernel.parsers import Psi, parse_cpu_max, parse_psi, parse_uint_or_max
 
 if TYPE_CHECKING:
     from ccgroupd.config import MetricsSection
@@ -61,7 +61,7 @@ PRESSURE_FILES = (("cpu", CPU_PRESSURE), ("memory", MEMORY_PRESSURE), ("io", IO_
 
 
 class EngineView(Protocol):
-    """What the collector reads from the supervisor (ccgroupd.supervisor.Supervisor)."""
+    """What the collector reads from the supervisor (ccgroupd.engine.supervisor.Supervisor)."""
 
     @property
     def state(self) -> EngineState: ...

@@ -7,7 +7,7 @@ kernel refuses at run time). ``None`` always means "no limit" (``max``), or the
 kernel default for ``cpu_weight``.
 
 The rules themselves (accepted forms, kernel bounds, the memory floor, the
-memory_high <= memory check) live in :mod:`ccgroupd.limitvalues`, which
+memory_high <= memory check) live in :mod:`ccgroupd.values`, which
 ``ccgroupctl`` uses without loading pydantic; the model only calls them. This
 module re-exports the names the rest of ccgroupd imports from here.
 """
@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from ccgroupd.cgroupfs import (
+from ccgroupd.errors import LimitsError
+from ccgroupd.kernel.cgroupfs import (
     CPU_MAX,
     CPU_WEIGHT,
     MEMORY_HIGH,
@@ -34,8 +35,7 @@ from ccgroupd.cgroupfs import (
     MEMORY_SWAP_MAX,
     PIDS_MAX,
 )
-from ccgroupd.errors import LimitsError
-from ccgroupd.limitvalues import (
+from ccgroupd.values import (
     CPU_PERIOD_USEC,
     DEFAULT_CPU_WEIGHT,
     LIMIT_NAMES,

@@ -35,12 +35,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ccgroupd.config import Config, EngineSection
+from ccgroupd.engine.oci import runtime_spec, write_bundle
+from ccgroupd.engine.process import Completed, Spawner
+from ccgroupd.engine.readiness import ReadinessProbe, probe_from
+from ccgroupd.engine.supervisor import EngineSpec, engine_argv
 from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
 from ccgroupd.notify import child_environment
-from ccgroupd.oci import runtime_spec, write_bundle
-from ccgroupd.process import Completed, Spawner
-from ccgroupd.readiness import ReadinessProbe, probe_from
-from ccgroupd.supervisor import EngineSpec, engine_argv
 
 LAUNCHER_LEAF = "launcher"
 RUNC_CONTAINER_GROUP = "container"
