@@ -8,15 +8,44 @@ from __future__ import annotations
 
 import os
 
-# Exit codes, documented in `ccgroupd --help`, `ccgroupctl --help` and README.md.
 EXIT_OK = 0
-EXIT_FAILURE = 1  # the operation failed (kernel refused a write, engine failed, ...)
-EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
-EXIT_INVALID = 3  # a value or combination was refused; nothing was changed
-EXIT_PERMISSION = 4  # the caller may not do this
-EXIT_UNREACHABLE = 5  # the daemon is not running or its socket cannot be reached
-EXIT_UNSUPPORTED = 6  # this host cannot run ccgroupd (see `ccgroupd check`)
-EXIT_ENGINE_FAILED = 7  # the engine kept failing; ccgroupd gave up restarting it
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # argparse uses 2 as well
+EXIT_INVALID = 3
+EXIT_PERMISSION = 4
+EXIT_UNREACHABLE = 5
+EXIT_UNSUPPORTED = 6
+EXIT_ENGINE_FAILED = 7
+
+# What each code means. The --help texts, the man pages' EXIT STATUS, the README's table
+# and the unit's RestartPreventExitStatus= are rendered from these three tables
+# (packaging/render-docs; tests/test_docs.py fails when a document no longer matches).
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "the operation failed (the kernel refused a write, the daemon did not "
+                  "answer, ...)",
+    EXIT_USAGE: "usage error",
+    EXIT_INVALID: "invalid value, configuration or combination, refused; nothing was changed",
+    EXIT_PERMISSION: "permission denied",
+    EXIT_UNREACHABLE: "the daemon is unreachable (`systemctl start ccgroupd`)",
+    EXIT_UNSUPPORTED: "this host cannot run ccgroupd, or not the engine's mode "
+                      "(see `ccgroupd check`)",
+    EXIT_ENGINE_FAILED: "the engine kept failing and ccgroupd gave up restarting it",
+}
+EXIT_CODES_BY_COMMAND = {
+    "ccgroupd": (EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID, EXIT_UNSUPPORTED,
+                 EXIT_ENGINE_FAILED),
+    "ccgroupctl": (EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID, EXIT_PERMISSION,
+                   EXIT_UNREACHABLE),
+}
+# ccgroupd's exits that a restart cannot cure: systemd's RestartPreventExitStatus=.
+EXIT_CODES_NOT_RESTARTED = (EXIT_INVALID, EXIT_UNSUPPORTED, EXIT_ENGINE_FAILED)
+
+
+def exit_codes_help(command: str) -> str:
+    """The "exit codes:" block of a command's --help."""
+    return "exit codes:\n" + "".join(f"  {code}  {EXIT_MEANINGS[code]}\n"
+                                     for code in EXIT_CODES_BY_COMMAND[command])
 
 
 class CcgroupdError(Exception):

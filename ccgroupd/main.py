@@ -7,17 +7,9 @@ import sys
 from pathlib import Path
 
 from ccgroupd import __version__
-from ccgroupd.errors import EXIT_FAILURE, CcgroupdError
+from ccgroupd.errors import EXIT_FAILURE, CcgroupdError, exit_codes_help
 
-EPILOG = """\
-exit codes:
-  0  success
-  1  failure (the kernel refused a write, the engine could not be kept running, ...)
-  2  usage error
-  3  invalid configuration or value; nothing was changed
-  6  this host cannot run ccgroupd (see `ccgroupd check`)
-  7  the engine kept failing: restart_burst starts within restart_window_s
-"""
+EPILOG = exit_codes_help("ccgroupd")
 
 
 def build_parser() -> argparse.ArgumentParser:
