@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
 
@@ -135,12 +136,13 @@ def test_man_page_renders_without_warnings(page: str) -> None:
 
 # -- bash completion ---------------------------------------------------------------------
 
-COMPLETION = PACKAGING / "completion" / "ccgroupctl"
+COMPLETIONS = PACKAGING / "completion"
+PARSERS = {"ccgroupctl": ctlparser.build_parser, "ccgroupd": main.build_parser}
 
 
-def completion_lists() -> tuple[set[str], set[str], dict[str, set[str]]]:
+def completion_lists(command: str) -> tuple[set[str], set[str], dict[str, set[str]]]:
     """(global options, commands, command -> options) as the completion script has them."""
-    text = COMPLETION.read_text()
+    text = (COMPLETIONS / command).read_text()
     global_options = re.search(r'local global_options="([^"]*)"', text)
     commands = re.search(r'local commands="([^"]*)"', text)
     assert global_options and commands
@@ -151,17 +153,18 @@ def completion_lists() -> tuple[set[str], set[str], dict[str, set[str]]]:
     return set(global_options.group(1).split()), set(commands.group(1).split()), per_command
 
 
-def test_completion_lists_match_the_parser() -> None:
-    parser = ctlparser.build_parser()
-    global_options, commands, per_command = completion_lists()
+@pytest.mark.parametrize("command", sorted(PARSERS))
+def test_completion_lists_match_the_parser(command: str) -> None:
+    parser = PARSERS[command]()
+    global_options, commands, per_command = completion_lists(command)
     subcommands = subcommands_of(parser)
     assert global_options == options_of(parser)
     assert commands == set(subcommands)
     assert per_command == {name: options_of(sub) for name, sub in subcommands.items()}
 
 
-def complete(*words: str) -> list[str]:
-    """Run the completion function for `ccgroupctl WORDS...` (the last word is being typed).
+def complete(command: str, *words: str) -> list[str]:
+    """Run the completion function for `COMMAND WORDS...` (the last word is being typed).
 
     bash-completion's helpers are replaced by minimal stand-ins, so this needs only bash.
     """
@@ -172,9 +175,9 @@ def complete(*words: str) -> list[str]:
         }}
         _filedir() {{ COMPREPLY=(FILES); }}
         complete() {{ :; }}
-        source {COMPLETION}
-        COMP_WORDS=(ccgroupctl "$@"); COMP_CWORD=$#
-        _ccgroupctl
+        source {COMPLETIONS / command}
+        COMP_WORDS=({command} "$@"); COMP_CWORD=$#
+        _{command}
         printf '%s\\n' "${{COMPREPLY[@]}}"
     """
     result = subprocess.run(["bash", "-c", script, "bash", *words],
@@ -183,12 +186,19 @@ def complete(*words: str) -> list[str]:
 
 
 def test_completion_offers_commands_then_their_options() -> None:
-    assert complete("re") == ["reload", "reset", "restart-engine"]
-    assert complete("--socket", "/tmp/s", "st") == ["status"]
-    assert complete("set", "--mem") == ["--memory", "--memory-high"]
-    assert complete("events", "--f") == ["--follow"]
-    assert complete("--socket", "") == ["FILES"]
-    assert complete("set", "--cpus", "") == []
+    assert complete("ccgroupctl", "re") == ["reload", "reset", "restart-engine"]
+    assert complete("ccgroupctl", "--socket", "/tmp/s", "st") == ["status"]
+    assert complete("ccgroupctl", "set", "--mem") == ["--memory", "--memory-high"]
+    assert complete("ccgroupctl", "events", "--f") == ["--follow"]
+    assert complete("ccgroupctl", "--socket", "") == ["FILES"]
+    assert complete("ccgroupctl", "set", "--cpus", "") == []
+
+
+def test_ccgroupd_completion_offers_commands_and_config_files() -> None:
+    assert complete("ccgroupd", "") == ["check", "run"]
+    assert complete("ccgroupd", "--config", "") == ["FILES"]
+    assert complete("ccgroupd", "--config", "/etc/c.toml", "ch") == ["check"]
+    assert complete("ccgroupd", "--c") == ["--config"]
 
 
 # -- Debian control files ------------------------------------------------------------------
@@ -206,6 +216,58 @@ def test_maintainer_script_is_posix_sh(name: str) -> None:
     assert lines[0] == "#!/bin/sh"
     assert "set -e" in lines
     subprocess.run(["sh", "-n", str(path)], check=True)
+
+
+def run_maintainer_script(name: str, tmp_path: Path, *args: str) -> tuple[int, str]:
+    """Run a maintainer script with the tools it calls replaced by stand-ins that log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    for tool in ("deb-systemd-helper", "deb-systemd-invoke", "systemctl", "journalctl",
+                 "py3compile", "py3clean", "addgroup", "delgroup", "groupdel", "getent"):
+        stand_in = bin_dir / tool
+        stand_in.write_text(f'#!/bin/sh\necho "{tool} $*" >>{calls}\n')
+        stand_in.chmod(0o755)
+    result = subprocess.run(["sh", str(PACKAGING / "debian" / name), *args],
+                            capture_output=True, text=True, check=False,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    return result.returncode, calls.read_text() if calls.exists() else ""
+
+
+@pytest.mark.parametrize(("name", "actions"), [
+    ("postinst", ["configure", "abort-upgrade", "abort-remove", "abort-deconfigure"]),
+    ("prerm", ["remove", "upgrade", "deconfigure", "failed-upgrade"]),
+    ("postrm", ["remove", "purge", "upgrade", "failed-upgrade", "abort-install",
+                "abort-upgrade", "disappear"]),
+])
+def test_maintainer_scripts_take_every_action_of_debian_policy(
+        name: str, actions: list[str], tmp_path: Path) -> None:
+    for action in actions:
+        assert run_maintainer_script(name, tmp_path, action, "0.1.0-1")[0] == 0, action
+    assert run_maintainer_script(name, tmp_path, "bogus")[0] == 1
+
+
+def test_postinst_abort_keeps_the_units_enable_state(tmp_path: Path) -> None:
+    _, calls = run_maintainer_script("postinst", tmp_path, "abort-upgrade", "0.1.0-1")
+    assert "deb-systemd-helper --quiet was-enabled ccgroupd.service" in calls
+
+
+def test_purge_keeps_the_ccgroupd_group(tmp_path: Path) -> None:
+    code, calls = run_maintainer_script("postrm", tmp_path, "purge")
+    assert code == 0
+    assert "delgroup" not in calls and "groupdel" not in calls
+    assert "deb-systemd-helper purge ccgroupd.service" in calls
+
+
+def test_sdist_carries_what_its_tests_import(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True)
+    (sdist,) = tmp_path.glob("ccgroupd-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    test_modules = {f"tests/{path.name}" for path in (REPO / "tests").glob("*.py")}
+    assert {"tests/conftest.py", "tests/fakekernel.py", "LICENSE"} <= names
+    assert test_modules <= names
 
 
 def test_changelog_matches_the_package_version() -> None:
@@ -285,6 +347,7 @@ def test_package_contents(deb: Path) -> None:
         "/usr/share/man/man8/ccgroupd.8.gz": "-rw-r--r--",
         "/usr/share/man/man1/ccgroupctl.1.gz": "-rw-r--r--",
         "/usr/share/bash-completion/completions/ccgroupctl": "-rw-r--r--",
+        "/usr/share/bash-completion/completions/ccgroupd": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/copyright": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/changelog.Debian.gz": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/deployment.md": "-rw-r--r--",
@@ -412,7 +475,8 @@ def test_ansible_template_renders_a_valid_ccgroupd_config(tmp_path: Path) -> Non
 
 
 SHELL_SCRIPTS = [*(f"packaging/debian/{name}" for name in MAINTAINER_SCRIPTS),
-                 "packaging/completion/ccgroupctl", "packaging/demo", "packaging/demo-guest",
+                 "packaging/completion/ccgroupctl", "packaging/completion/ccgroupd",
+                 "packaging/demo", "packaging/demo-guest",
                  "packaging/run-in-guest", "tests/vm/scenarios/50-deb.sh",
                  "tests/vm/scenarios/70-engine-docker.sh",
                  "tests/vm/scenarios/70-engine-runc.sh"]
