@@ -1,9 +1,12 @@
-"""The daemon's configuration: a TOML file, overridden by CCGROUPD_<SECTION>__<KEY> variables.
+"""The daemon's configuration: a TOML file and its drop-ins, overridden by
+CCGROUPD_<SECTION>__<KEY> variables.
 
-Precedence, highest first: the environment, the file, the defaults below.
-``CCGROUPD_LIMITS__MEMORY=4G`` replaces ``memory`` in ``[limits]`` and keeps the
-file's other keys. List and table values (``engine.command``,
-``engine.environment``) are given as JSON in the environment.
+Precedence, highest first: the environment, the drop-ins in ``config.d/*.toml``
+beside the file (a later name wins), the file, the defaults below. A key set in
+a later file replaces that key only: ``[limits] memory`` in a drop-in keeps the
+file's ``[limits] cpus``. ``CCGROUPD_LIMITS__MEMORY=4G`` likewise replaces
+``memory`` in ``[limits]``. List and table values (``engine.command``,
+``engine.environment``) are replaced whole, and given as JSON in the environment.
 
 Every section refuses keys it does not know, so a typo fails loudly instead of
 silently leaving a default in force. Every problem becomes one ConfigError that
@@ -19,6 +22,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,6 +51,9 @@ from ccgroupd.errors import ConfigError, LimitsError
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 DEFAULT_CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
+# Beside the file: the place for what Ansible, cloud-init or an operator adds, so that
+# the packaged file (a conffile) stays untouched and keeps receiving new defaults.
+DROP_IN_DIR = "config.d"
 ENV_PREFIX = "CCGROUPD_"
 ENV_NESTED_DELIMITER = "__"
 DEFAULT_METRICS_PORT = 9847
@@ -112,7 +119,8 @@ class EngineSection(_Section):
     restart_burst: int = Field(default=5, ge=1)
     restart_window_s: PositiveSeconds = 300.0
     # SIGTERM -> cgroup.kill; the engine loses its cache if killed before it is done.
-    stop_grace_s: NonNegativeSeconds = 300.0
+    # The real engine waits up to 300 s for its sessions: 10 s more to exit.
+    stop_grace_s: NonNegativeSeconds = 310.0
     # Run the engine in a cgroup namespace rooted at its group, so the groups
     # it creates for build containers land under the limits (dagger #10813).
     private_cgroup_namespace: bool = False
@@ -260,26 +268,82 @@ class Config(BaseSettings):
         return env_settings, init_settings
 
 
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    files: tuple[Path, ...]  # the files read, in the order they were merged
+    # "section.key" -> what set it: a file's path or "environment CCGROUPD_...".
+    origins: Mapping[str, str]
+
+
 def load_config(path: Path | None = None) -> Config:
-    """Read ``path`` (or DEFAULT_CONFIG_PATH if it exists) plus the environment.
+    """Read ``path`` (or DEFAULT_CONFIG_PATH), its drop-ins, and the environment.
 
     An explicitly given file that does not exist is an error; the default file
-    may be absent (defaults and environment only). Raises ConfigError.
+    may be absent (defaults, drop-ins and environment only). Raises ConfigError.
     """
+    return read_config(path).config
+
+
+def read_config(path: Path | None = None) -> LoadedConfig:
+    """:func:`load_config`, and which file or variable set each key."""
     file_path = DEFAULT_CONFIG_PATH if path is None else path
-    file_values = _read_toml(file_path, required=path is not None)
-    source = None if file_values is None else file_path
-    values = file_values or {}
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    files = []
+
+    def merge(candidate: Path, *, required: bool) -> None:
+        file_values = _read_toml(candidate, required=required)
+        if file_values is None:
+            return
+        files.append(candidate)
+        _check_sections(file_values, candidate)
+        for section, table in file_values.items():
+            if isinstance(table, dict):
+                values.setdefault(section, {}).update(table)
+                origins.update({f"{section}.{key}": str(candidate) for key in table})
+            else:  # refused by the model, which names the section
+                values[section] = table
+                origins[section] = str(candidate)
+
+    merge(file_path, required=path is not None)
+    for drop_in in drop_ins(file_path):
+        merge(drop_in, required=True)
     _check_env_sections()
-    _check_sections(values, source)
+    origins.update(_environment_origins())
     try:
-        return Config(**values)
+        config = Config(**values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, origins)) from None
     except SettingsError as exc:
         # A list or table value in the environment that is not valid JSON.
         raise ConfigError(f"environment: {exc}: {exc.__cause__} "
                           "(lists and tables are given as JSON)") from None
+    return LoadedConfig(config, tuple(files), origins)
+
+
+def drop_ins(path: Path) -> list[Path]:
+    """The ``*.toml`` files of ``config.d`` beside ``path``, in name order."""
+    directory = path.parent / DROP_IN_DIR
+    try:
+        names = sorted(entry.name for entry in os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"{directory}: cannot read: {exc.strerror}") from None
+    # Hidden files are editors' and tools' leftovers, as are *.dpkg-dist and *.toml~.
+    return [directory / name for name in names
+            if name.endswith(".toml") and not name.startswith(".")]
+
+
+def _environment_origins() -> dict[str, str]:
+    origins = {}
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and ENV_NESTED_DELIMITER in upper:
+            section, _, key = upper.removeprefix(ENV_PREFIX).partition(ENV_NESTED_DELIMITER)
+            origins[f"{section.lower()}.{key.lower()}"] = f"environment {name}"
+    return origins
 
 
 def _check_sections(file_values: Mapping[str, object], path: Path | None) -> None:
@@ -330,36 +394,42 @@ def _read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
+def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     """One line naming every bad key, its value and where it came from."""
-    return "; ".join(_describe_one(error, path) for error in exc.errors())
+    return "; ".join(_describe_one(error, origins) for error in exc.errors())
 
 
-def _describe_one(error: ErrorDetails, path: Path | None) -> str:
+def _describe_one(error: ErrorDetails, origins: Mapping[str, str]) -> str:
     loc = [str(part) for part in error["loc"]]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, LimitsError):
         # Limits.from_mapping already named the key inside [limits].
         loc = [*loc, cause.field]
         if cause.field not in LIMIT_NAMES:
-            return f"{_origin(loc, path)}: unknown key {'.'.join(loc)}{_suggestion(loc)}"
+            return f"{_origin(loc, origins)}: unknown key {'.'.join(loc)}{_suggestion(loc)}"
         value, reason = cause.value, cause.reason
     else:
         value, reason = error["input"], error["msg"].removeprefix("Value error, ")
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        return f"{_origin(loc, path)}: unknown key {key}{_suggestion(loc)}"
-    return f"{_origin(loc, path)}: {key} = {value!r}: {reason}"
+        return f"{_origin(loc, origins)}: unknown key {key}{_suggestion(loc)}"
+    return f"{_origin(loc, origins)}: {key} = {value!r}: {reason}"
 
 
-def _origin(loc: list[str], path: Path | None) -> str:
-    """The environment variable that set this key, if one did, else the file."""
+def _origin(loc: list[str], origins: Mapping[str, str]) -> str:
+    """The variable that set this key, if one did, else the file that did; for a whole
+    section, the last file to set any of its keys."""
     environment = {name.upper() for name in os.environ}
     for depth in range(len(loc), 0, -1):
         name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(loc[:depth]).upper()
         if name in environment:
             return f"environment {name}"
-    return str(path) if path is not None else "configuration"
+    for key in (".".join(loc[:2]), loc[0]):
+        if key in origins:
+            return origins[key]
+    in_section = [origin for name, origin in origins.items()
+                  if name.startswith(f"{loc[0]}.")]
+    return in_section[-1] if in_section else "configuration"
 
 
 def _section_keys(loc: list[str]) -> list[str]:

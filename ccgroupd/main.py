@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file (default: /etc/ccgroupd/config.toml)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the daemon (what the systemd unit starts)")
-    commands.add_parser("check", help="say whether this host can run ccgroupd, and what to fix")
+    check = commands.add_parser(
+        "check", help="say whether this host can run ccgroupd, and what to fix")
+    check.add_argument("--config-only", action="store_true",
+                       help="validate the configuration (the file, its config.d drop-ins and "
+                            "the environment) without looking at the host: exit 0 or 3")
     return parser
 
 
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from ccgroupd.daemon.check import run_check
 
-            return run_check(args.config)
+            return run_check(args.config, config_only=args.config_only)
         if args.command == "run":
             from ccgroupd.daemon.daemon import run_daemon
 

@@ -9,21 +9,22 @@ from pathlib import Path
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from ccgroupd.config import Config, DaemonSection, EngineSection
+from ccgroupd.config import Config, DaemonSection, EngineSection, LoadedConfig
 from ccgroupd.daemon.check import Finding, Status, engine_launch_finding, preflight, run_check
 from ccgroupd.engine.process import Completed
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
 from ccgroupd.kernel.cgroupfs import Cgroupfs
-from ccgroupd.limits.model import Limits
 from ccgroupd.main import main
 from fakekernel import FakeKernel, FakeMount
 
 SERVICE = "system.slice/ccgroupd.service"
 # Built before pyfakefs starts: once ccgroupd.config is imported, pydantic cannot make Path
 # values inside a fake file system (pathlib.Path loses _flavour there, on Python 3.11).
-SRV_CONFIG = Config(daemon=DaemonSection(cgroup_root=Path("/srv/cg"),
-                                         proc_root=Path("/srv/proc")))
-GREEDY_CONFIG = Config(limits=Limits.from_mapping({"cpus": 100_000}))
+CONFIG_PATH = "/etc/ccgroupd/config.toml"
+# Made before pyfakefs patches pathlib: pydantic's Path fields do not load under it.
+SRV_CONFIG = LoadedConfig(
+    Config(daemon=DaemonSection(cgroup_root=Path("/srv/cg"), proc_root=Path("/srv/proc"))),
+    (Path(CONFIG_PATH),), {"daemon.cgroup_root": CONFIG_PATH})
 
 
 @pytest.fixture(autouse=True)
@@ -177,22 +178,46 @@ def test_a_bad_config_file_is_reported(fs: FakeFilesystem) -> None:
 
 def test_roots_come_from_the_config(fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
     systemd_host(fs, mount_point="/srv/cg", proc_root="/srv/proc")
-    monkeypatch.setattr("ccgroupd.config.load_config", lambda path: SRV_CONFIG)
+    monkeypatch.setattr("ccgroupd.config.read_config", lambda path: SRV_CONFIG)
     out = io.StringIO()
-    assert run_check(Path("/etc/ccgroupd/config.toml"), out=out) == EXIT_OK, out.getvalue()
+    assert run_check(Path(CONFIG_PATH), out=out) == EXIT_OK, out.getvalue()
     assert "cgroup v2 is mounted unified at /srv/cg" in out.getvalue()
-    assert "read /etc/ccgroupd/config.toml" in out.getvalue()
+    assert f"read {CONFIG_PATH}" in out.getvalue()
+    assert f"daemon.cgroup_root from {CONFIG_PATH}" in out.getvalue()
 
 
-def test_more_cpus_than_the_host_has_is_a_config_failure(
-        fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_more_cpus_than_the_host_has_is_a_config_failure(fs: FakeFilesystem) -> None:
     systemd_host(fs)
-    monkeypatch.setattr("ccgroupd.config.load_config", lambda path: GREEDY_CONFIG)
+    fs.create_file(CONFIG_PATH, contents="[limits]\ncpus = 100000\n")
     out = io.StringIO()
     assert run_check(None, out=out) == EXIT_INVALID
     assert "FAIL  config       cpus = 100000.0: above the" in out.getvalue()
     assert "lower [limits] cpus" in out.getvalue()
     assert "The host is usable, but the configuration is not" in out.getvalue()
+
+
+def test_config_only_validates_without_the_host(fs: FakeFilesystem) -> None:
+    # No cgroup v2, no systemd: the host would fail (exit 6); the validator does not care.
+    FakeKernel(fs, layout="hybrid", controllers=["hugetlb"], init_comm="process_api")
+    fs.create_file(CONFIG_PATH, contents="[limits]\ncpus = 100000\nmemory = '1G'\n")
+    fs.create_file("/etc/ccgroupd/config.d/50-fleet.toml", contents="[limits]\npids = 500\n")
+    out = io.StringIO()
+    assert run_check(Path(CONFIG_PATH), config_only=True, out=out) == EXIT_OK, out.getvalue()
+    text = out.getvalue()
+    assert f"read {CONFIG_PATH}, /etc/ccgroupd/config.d/50-fleet.toml" in text
+    assert "limits.pids from /etc/ccgroupd/config.d/50-fleet.toml" in text
+    assert "privileges" not in text and "cgroup v2" not in text
+    assert text.endswith("The configuration is valid.\n")
+
+
+def test_config_only_refuses_a_bad_file_with_exit_3(fs: FakeFilesystem,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    FakeKernel(fs, layout="hybrid", controllers=["hugetlb"], init_comm="process_api")
+    fs.create_file("/tmp/candidate.toml", contents="[limits]\nmemory = 'banana'\n")
+    assert main(["--config", "/tmp/candidate.toml", "check", "--config-only"]) == EXIT_INVALID
+    out = capsys.readouterr().out
+    assert "FAIL  config       /tmp/candidate.toml: limits.memory = 'banana'" in out
+    assert out.endswith("The configuration is not valid: fix it first.\n")
 
 
 def test_ccgroupd_check_command(fs: FakeFilesystem, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,13 +10,11 @@ import pytest
 
 from ccgroupd import config as config_module
 from ccgroupd.config import (
-    ApiSection,
     CgroupSection,
     Config,
-    DaemonSection,
-    EngineSection,
     MonitorSection,
     load_config,
+    read_config,
 )
 from ccgroupd.errors import EXIT_INVALID, ConfigError
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
@@ -61,7 +59,7 @@ def load_error(path: Path | None) -> str:
     ("engine.restart_max_delay_s", 60.0),
     ("engine.restart_burst", 5),
     ("engine.restart_window_s", 300.0),
-    ("engine.stop_grace_s", 300.0),
+    ("engine.stop_grace_s", 310.0),
     ("engine.private_cgroup_namespace", False),
     ("monitor.cpu_poll_interval_s", 5.0),
     ("monitor.throttle_threshold", 0.1),
@@ -307,6 +305,61 @@ def test_unrelated_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
     assert load_config(None) == Config()
 
 
+# -- drop-ins ----------------------------------------------------------------------
+
+def drop_in(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / "config.d" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_drop_ins_merge_key_by_key_in_name_order(tmp_path: Path) -> None:
+    main = write(tmp_path, "[limits]\ncpus = 2\nmemory = '1G'\n[engine]\nrestart = 'always'\n")
+    late = drop_in(tmp_path, "90-late.toml", "[limits]\nmemory = '3G'\n")
+    early = drop_in(tmp_path, "10-early.toml", "[limits]\nmemory = '2G'\npids = 100\n")
+    drop_in(tmp_path, ".hidden.toml", "[limits]\nmemory = 'banana'\n")
+    drop_in(tmp_path, "50-old.toml.dpkg-dist", "[limits]\nmemory = 'banana'\n")
+    loaded = read_config(main)
+    assert loaded.files == (main, early, late)
+    assert loaded.config.limits.to_mapping() == {
+        "cpus": 2.0, "memory": 3 * 1024**3, "memory_high": None, "memory_swap": None,
+        "pids": 100, "cpu_weight": None}
+    assert loaded.config.engine.restart == "always"  # a section no drop-in touches
+    assert loaded.origins["limits.memory"] == str(late)
+    assert loaded.origins["limits.pids"] == str(early)
+    assert loaded.origins["limits.cpus"] == str(main)
+
+
+def test_drop_ins_apply_without_the_default_file(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", tmp_path / "config.toml")
+    drop_in(tmp_path, "50-fleet.toml", "[limits]\ncpus = 3\n")
+    assert load_config(None).limits.cpus == 3
+
+
+def test_a_bad_drop_in_is_named(tmp_path: Path) -> None:
+    main = write(tmp_path, "[limits]\nmemory = '1G'\n")
+    bad = drop_in(tmp_path, "50-bad.toml", "[limits]\nmemory_high = '2G'\n")
+    error = load_error(main)
+    assert error.startswith(f"{bad}: limits")
+    assert "memory" in error
+    drop_in(tmp_path, "50-bad.toml", "[limts]\ncpus = 1\n")
+    assert load_error(main) == f"{bad}: unknown key limts (did you mean limits?)"
+    drop_in(tmp_path, "50-bad.toml", "[limits\n")
+    assert load_error(main).startswith(f"{bad}: invalid TOML")
+
+
+def test_the_environment_beats_the_drop_ins(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    main = write(tmp_path, "")
+    drop_in(tmp_path, "50-x.toml", "[limits]\ncpus = 3\n")
+    monkeypatch.setenv("CCGROUPD_LIMITS__CPUS", "1")
+    loaded = read_config(main)
+    assert loaded.config.limits.cpus == 1
+    assert loaded.origins["limits.cpus"] == "environment CCGROUPD_LIMITS__CPUS"
+
+
 # -- config.toml.example ----------------------------------------------------------
 
 def example_keys() -> dict[str, set[str]]:
@@ -322,21 +375,34 @@ def example_keys() -> dict[str, set[str]]:
     return keys
 
 
-def test_example_loads_with_the_documented_values() -> None:
-    config = load_config(EXAMPLE)
-    assert config.limits == Limits.from_mapping({"cpus": 4, "memory": "8G"})
+def test_example_sets_nothing() -> None:
+    # A conffile that sets nothing passes new defaults on at every upgrade.
+    assert load_config(EXAMPLE) == Config()
+    assert not [line for line in EXAMPLE.read_text().splitlines()
+                if line and not line.startswith(("#", "["))]
+
+
+def test_example_uncommented_is_the_real_engine_in_docker(tmp_path: Path) -> None:
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", EXAMPLE.read_text(), flags=re.MULTILINE)
+    engine = load_config(write(tmp_path, uncommented)).engine
     # The real Dagger engine in Docker, ready when its socket accepts connections.
-    assert config.engine == EngineSection(
-        mode="docker", ready_socket=Path("/run/dagger/engine.sock"), stop_grace_s=310.0)
-    assert config.engine.image == "registry.dagger.io/engine:v0.19.4"
-    assert config.engine.container_name == "ccgroupd-engine"
-    assert config.engine.bind_mounts == [Path("/var/lib/dagger"), Path("/run/dagger")]
+    assert engine.mode == "docker"
+    assert engine.ready_socket == Path("/run/dagger/engine.sock")
+    assert engine.image == "registry.dagger.io/engine:v0.19.4"
+    assert engine.container_name == "ccgroupd-engine"
+    assert engine.bind_mounts == [Path("/var/lib/dagger"), Path("/run/dagger")]
+
+
+def test_example_drop_in_in_the_header_is_valid(tmp_path: Path) -> None:
+    header = EXAMPLE.read_text().split("\n[cgroup]\n")[0]
+    lines = [line.removeprefix("#     ") for line in header.splitlines()
+             if line.startswith("#     ")]
+    assert lines[0] == "[limits]"
+    config = load_config(write(tmp_path, "\n".join(lines) + "\n"))
+    assert config.limits == Limits.from_mapping({"cpus": 4, "memory": "8G"})
+    assert config.engine.mode == "docker"
+    assert config.engine.ready_socket == Path("/run/dagger/engine.sock")
     assert "command" not in config.engine.model_fields_set  # the image's own entrypoint
-    # Everything else in the example is the default.
-    assert config.cgroup == CgroupSection()
-    assert config.monitor == MonitorSection()
-    assert config.api == ApiSection()
-    assert config.daemon == DaemonSection()
 
 
 def test_example_shows_every_key_of_every_section() -> None:
@@ -377,7 +443,8 @@ def test_example_alternatives_are_valid(tmp_path: Path) -> None:
         # The block replaces the same keys in [engine].
         text = "\n".join(line for line in EXAMPLE.read_text().splitlines()
                          if not re.match(rf"({'|'.join(block)}) = ", line))
-        text = text.replace("[engine]\n", "[engine]\n" + "\n".join(block.values()) + "\n")
+        text = re.sub(r"^\[engine\]\n", "[engine]\n" + "\n".join(block.values()) + "\n", text,
+                      flags=re.MULTILINE)
         engine = load_config(write(tmp_path, text)).engine
         assert engine.mode in ("runc", "exec")
         if engine.mode == "runc":

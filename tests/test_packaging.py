@@ -442,8 +442,9 @@ def test_cloud_init_config_is_a_valid_ccgroupd_config(tmp_path: Path) -> None:
     from ccgroupd.config import load_config
 
     cloud_config = yaml.safe_load((PACKAGING / "cloud-init.yaml").read_text())
-    (entry,) = [f for f in cloud_config["write_files"] if f["path"] == "/etc/ccgroupd/config.toml"]
-    assert entry["defer"] is True  # after the package: dpkg must install its conffile first
+    (entry,) = [f for f in cloud_config["write_files"]
+                if f["path"] == "/etc/ccgroupd/config.d/50-cloud-init.toml"]
+    assert entry["defer"] is True  # after the package
     assert cloud_config["packages"] == ["ccgroupd"]
     (tmp_path / "config.toml").write_text(entry["content"])
     config = load_config(tmp_path / "config.toml")
@@ -472,6 +473,25 @@ def test_ansible_template_renders_a_valid_ccgroupd_config(tmp_path: Path) -> Non
     assert config.engine.command == variables["ccgroupd_engine_command"]
     assert config.engine.environment == {"DAGGER_DEBUG": "1", "HTTPS_PROXY": "http://p:3128"}
     assert config.api.admin_group == "dagger-admins"
+
+
+def test_ansible_validates_the_drop_in_with_ccgroupd(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    yaml = pytest.importorskip("yaml")
+    tasks = yaml.safe_load(
+        (PACKAGING / "ansible" / "roles" / "ccgroupd" / "tasks" / "main.yml").read_text())
+    (task,) = [t for t in tasks if "ansible.builtin.template" in t]
+    template = task["ansible.builtin.template"]
+    assert template["dest"].startswith("/etc/ccgroupd/config.d/")
+    # Ansible runs `validate` on the candidate file (%s) before it replaces the old one.
+    argv = template["validate"].split()
+    assert argv[0] == "ccgroupd"
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("[limits]\ncpus = 100000\n")  # more than this host: not the validator's job
+    bad.write_text("[limits]\nmemory = 'banana'\n")
+    assert main.main([arg.replace("%s", str(good)) for arg in argv[1:]]) == 0
+    assert main.main([arg.replace("%s", str(bad)) for arg in argv[1:]]) == 3
+    assert "limits.memory = 'banana'" in capsys.readouterr().out
 
 
 SHELL_SCRIPTS = [*(f"packaging/debian/{name}" for name in MAINTAINER_SCRIPTS),

@@ -55,12 +55,17 @@ class Finding:
     advice: tuple[str, ...] = ()
 
 
-def run_check(config_path: Path | None, *, out: TextIO | None = None) -> int:
-    """Print the preflight; 0 if ccgroupd can run here, 6 if the host cannot, 3 for a bad config."""
+def run_check(config_path: Path | None, *, config_only: bool = False,
+              out: TextIO | None = None) -> int:
+    """Print the preflight; 0 if ccgroupd can run here, 6 if the host cannot, 3 for a bad config.
+
+    ``config_only``: the configuration alone, for a validator (Ansible's ``validate:``)
+    that must not depend on the host it runs on: 0 or 3.
+    """
     out = out or sys.stdout
-    config_findings, cgroupfs, engine = _load_config(config_path)
-    host_findings = preflight(cgroupfs, euid=os.geteuid())
-    if engine is not None:
+    config_findings, cgroupfs, engine = _load_config(config_path, check_host=not config_only)
+    host_findings = [] if config_only else preflight(cgroupfs, euid=os.geteuid())
+    if engine is not None and not config_only:
         host_findings.append(engine_launch_finding(engine))
     for finding in [*config_findings, *host_findings]:
         out.write(_format(finding))
@@ -68,9 +73,11 @@ def run_check(config_path: Path | None, *, out: TextIO | None = None) -> int:
         out.write("\nThis host cannot run ccgroupd yet: fix the FAIL lines above.\n")
         return EXIT_UNSUPPORTED
     if any(f.status is Status.FAIL for f in config_findings):
-        out.write("\nThe host is usable, but the configuration is not: fix it first.\n")
+        out.write("\nThe configuration is not valid: fix it first.\n" if config_only else
+                  "\nThe host is usable, but the configuration is not: fix it first.\n")
         return EXIT_INVALID
-    out.write("\nThis host can run ccgroupd.\n")
+    out.write("\nThe configuration is valid.\n" if config_only else
+              "\nThis host can run ccgroupd.\n")
     return EXIT_OK
 
 
@@ -120,24 +127,28 @@ def engine_launch_finding(engine: EngineSection,
     return Finding(Status.OK, "engine", f"mode {engine.mode}: {detail}")
 
 
-def _load_config(config_path: Path | None
+def _load_config(config_path: Path | None, *, check_host: bool
                  ) -> tuple[list[Finding], Cgroupfs, EngineSection | None]:
-    from ccgroupd.config import DEFAULT_CONFIG_PATH, load_config
+    from ccgroupd.config import read_config
     from ccgroupd.limits.model import host_cpu_count
 
     try:
-        config = load_config(config_path)
+        loaded = read_config(config_path)
     except CcgroupdError as error:
         return ([Finding(Status.FAIL, "config", str(error),
                          ("fix the configuration; the host checks below use the default "
                           "roots /sys/fs/cgroup and /proc",))], Cgroupfs(), None)
-    where = config_path or DEFAULT_CONFIG_PATH
-    source = str(where) if config_path or where.exists() else "built-in defaults"
-    findings = [Finding(Status.OK, "config", f"read {source}")]
-    try:
-        config.limits.check_host(host_cpu_count())
-    except CcgroupdError as error:
-        findings.append(Finding(Status.FAIL, "config", str(error), ("lower [limits] cpus",)))
+    config = loaded.config
+    files = ", ".join(map(str, loaded.files)) or "no file: built-in defaults"
+    findings = [Finding(Status.OK, "config", f"read {files}")]
+    # Which file or variable set each value: what an operator of a fleet asks first.
+    findings += [Finding(Status.OK, "config", f"{key} from {origin}")
+                 for key, origin in sorted(loaded.origins.items())]
+    if check_host:
+        try:
+            config.limits.check_host(host_cpu_count())
+        except CcgroupdError as error:
+            findings.append(Finding(Status.FAIL, "config", str(error), ("lower [limits] cpus",)))
     return findings, Cgroupfs(config.daemon.cgroup_root, config.daemon.proc_root), config.engine
 
 

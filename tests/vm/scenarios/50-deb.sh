@@ -135,12 +135,12 @@ check "group ccgroupd exists" quietly getent group ccgroupd
 check "/etc/ccgroupd/config.toml is a conffile" \
     bash -c "dpkg-query -W -f='\${Conffiles}' ccgroupd | grep -q '^ /etc/ccgroupd/config.toml '"
 check "journald knows ccgroupd's catalog" bash -c 'journalctl --dump-catalog | grep -q "Defined-By: ccgroupd"'
+check "the installed config.toml sets nothing" \
+    test -z "$(grep -v -e '^#' -e '^\[' -e '^$' /etc/ccgroupd/config.toml)"
 
-echo "--- configure the stand-in engine and start the service"
-cat >/etc/ccgroupd/config.toml <<EOF
-# Edited by the administrator: the upgrade below must keep this file.
-[cgroup]
-name = "dagger-engine"
+echo "--- configure the stand-in engine in a drop-in, and start the service"
+mkdir -p /etc/ccgroupd/config.d
+cat >/etc/ccgroupd/config.d/50-local.toml <<EOF
 [limits]
 cpus = 1
 memory = "512M"
@@ -148,8 +148,27 @@ memory = "512M"
 command = ["$engine"]
 stop_grace_s = 10.0
 EOF
+# An administrator who edited the packaged file as well: the upgrade below must keep it.
+cat >>/etc/ccgroupd/config.toml <<EOF
+[monitor]
+report_interval_s = 5.0
+EOF
 config_sha=$(sha /etc/ccgroupd/config.toml)
+drop_in_sha=$(sha /etc/ccgroupd/config.d/50-local.toml)
 check "ccgroupd check accepts the host and the config" ccgroupd check
+checked=$(ccgroupd check)
+check "ccgroupd check names the file of each value" \
+    grep -q -F -e "limits.cpus from /etc/ccgroupd/config.d/50-local.toml" <<<"$checked"
+check "... the packaged file's edit too" \
+    grep -q -F -e "monitor.report_interval_s from /etc/ccgroupd/config.toml" <<<"$checked"
+candidate=$(mktemp --suffix=.toml)
+cp /etc/ccgroupd/config.d/50-local.toml "$candidate"
+echo 'memory_high = "1G"' >>"$candidate" # in [engine]: an unknown key there
+ccgroupd --config "$candidate" check --config-only >/dev/null && code=0 || code=$?
+check "check --config-only refuses an invalid candidate (exit $code)" test "$code" = 3
+check "check --config-only accepts a valid one" \
+    quietly ccgroupd --config /etc/ccgroupd/config.d/50-local.toml check --config-only
+rm -f "$candidate"
 must "systemctl start ccgroupd" systemctl start ccgroupd
 check "ccgroupd is active" systemctl -q is-active ccgroupd
 must "ccgroupctl set --memory 300M (persisted)" quietly ccgroupctl set --memory 300M
@@ -183,6 +202,7 @@ must "dpkg -i --force-confold the rebuild ($new_version)" \
 check "version is now $new_version" test "$(dpkg-query -W -f='${Version}' ccgroupd)" = "$new_version"
 check "edited /etc/ccgroupd/config.toml kept" test "$(sha /etc/ccgroupd/config.toml)" = "$config_sha"
 check "new default config beside it as config.toml.dpkg-dist" test -f /etc/ccgroupd/config.toml.dpkg-dist
+check "the drop-in is untouched" test "$(sha /etc/ccgroupd/config.d/50-local.toml)" = "$drop_in_sha"
 check "ccgroupd is active after the upgrade" systemctl -q is-active ccgroupd
 check "the upgrade restarted ccgroupd (main pid $pid_before -> $(property MainPID))" \
     test "$(property MainPID)" != "$pid_before"
@@ -191,6 +211,10 @@ status=$(ccgroupctl status --json)
 check "persisted memory 300M still in force after the restart" quietly \
     jq -e '.limits.memory.value == 314572800 and .limits.memory.source == "persisted"' \
     <<<"$status"
+check "the drop-in's cpus 1 still in force after the restart" quietly \
+    jq -e '.limits.cpus.value == 1 and .limits.cpus.source == "config"' <<<"$status"
+check "cpu.max holds it" \
+    test "$(cat /sys/fs/cgroup/system.slice/ccgroupd.service/dagger-engine/cpu.max)" = "100000 100000"
 rm -rf "$rebuild"
 
 echo "--- a remove that dpkg aborts after prerm: postinst abort-remove starts the service again"
