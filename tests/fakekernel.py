@@ -205,7 +205,8 @@ FILES: dict[str, _File] = {
     "memory.events.local": _File("memory", counters=(
         "low", "high", "max", "oom", "oom_kill", "oom_group_kill")),
     "memory.stat": _File("memory", counters=(
-        "anon", "file", "kernel", "shmem", "sock", "pgfault", "pgmajfault"), on_root=True),
+        "anon", "file", "kernel", "shmem", "sock", "active_file", "inactive_file", "pgfault",
+        "pgmajfault"), on_root=True),
     "memory.swap.current": _File("memory", "0", swap=True),
     "memory.swap.high": _File("memory", "max", write=_write_memory("memory.swap.high"), swap=True),
     "memory.swap.max": _File("memory", "max", write=_write_memory("memory.swap.max"), swap=True),

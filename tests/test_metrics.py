@@ -87,6 +87,10 @@ def test_scrape_reports_the_kernel_files(fake_kernel: FakeKernel, cgroupfs: Cgro
     cgroupfs.write(GROUP, "pids.max", "100")
     fake_kernel.update(GROUP, "memory.current", str(200 * MiB))
     fake_kernel.update(GROUP, "memory.swap.current", str(3 * MiB))
+    cgroupfs.write(GROUP, "memory.swap.max", str(64 * MiB))
+    fake_kernel.bump(GROUP, "memory.stat", file=150 * MiB, active_file=30 * MiB,
+                     inactive_file=120 * MiB)
+    fake_kernel.bump(GROUP, "memory.swap.events", max=7, fail=1)
     fake_kernel.spawn(GROUP)
     fake_kernel.spawn(GROUP)
     fake_kernel.bump(GROUP, "cpu.stat", usage_usec=7_250_000, nr_periods=40, nr_throttled=9,
@@ -105,6 +109,9 @@ def test_scrape_reports_the_kernel_files(fake_kernel: FakeKernel, cgroupfs: Cgro
     assert value(samples, "ccgroupd_pids_max") == 100
     assert value(samples, "ccgroupd_memory_current_bytes") == 200 * MiB
     assert value(samples, "ccgroupd_memory_swap_current_bytes") == 3 * MiB
+    assert value(samples, "ccgroupd_memory_swap_max_bytes") == 64 * MiB
+    # memory.current less the page cache the kernel can drop at once (cAdvisor's).
+    assert value(samples, "ccgroupd_memory_working_set_bytes") == 80 * MiB
     assert value(samples, "ccgroupd_pids_current") == 2
     assert value(samples, "ccgroupd_cpu_usage_seconds_total") == 7.25
     assert value(samples, "ccgroupd_cpu_periods_total") == 40
@@ -114,12 +121,12 @@ def test_scrape_reports_the_kernel_files(fake_kernel: FakeKernel, cgroupfs: Cgro
             for event in ("high", "max", "oom", "oom_kill")} == {
         "high": 5, "max": 4, "oom": 2, "oom_kill": 3}
     assert value(samples, "ccgroupd_pids_events_total", event="max") == 6
-    assert value(samples, "ccgroupd_pressure_stalled_seconds_total",
-                 resource="memory", kind="some") == 2.5
-    assert value(samples, "ccgroupd_pressure_stalled_seconds_total",
-                 resource="memory", kind="full") == 1.25
-    assert value(samples, "ccgroupd_pressure_stalled_seconds_total",
-                 resource="cpu", kind="some") == 0
+    assert {event: value(samples, "ccgroupd_memory_swap_events_total", event=event)
+            for event in ("high", "max", "fail")} == {"high": 0, "max": 7, "fail": 1}
+    # node_exporter's and cAdvisor's names: "some" is waiting, "full" is stalled.
+    assert value(samples, "ccgroupd_pressure_waiting_seconds_total", resource="memory") == 2.5
+    assert value(samples, "ccgroupd_pressure_stalled_seconds_total", resource="memory") == 1.25
+    assert value(samples, "ccgroupd_pressure_waiting_seconds_total", resource="cpu") == 0
     assert value(samples, "ccgroupd_last_sample_timestamp_seconds") == 1700.0
 
 
@@ -212,6 +219,9 @@ def test_server_serves_the_exposition_on_the_configured_address_only() -> None:
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert families["ccgroupd_test_gauge"].samples[0].value == 7
     assert bound == "127.0.0.1"
+    # The daemon's own process, as every exporter shows it.
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["process_open_fds"].samples[0].value > 0
 
 
 
@@ -265,8 +275,21 @@ def test_alert_rules_use_only_exposed_metrics(fake_kernel: FakeKernel, cgroupfs:
 
     assert len(exprs) == 8
     assert used <= every_exposed_name(fake_kernel, cgroupfs)
+    assert "ccgroupd_memory_current_bytes" not in used  # page cache is no alert
     assert {"ccgroupd_memory_events_total", "ccgroupd_last_sample_timestamp_seconds",
             "ccgroupd_pids_max", "ccgroupd_engine_restarts_total"} <= used
+
+
+def test_every_alert_has_a_runbook_in_the_deployment_guide() -> None:
+    alerts = re.findall(r"^      - alert: (\w+)$", RULES_TEXT, re.M)
+    runbooks = re.findall(r'^          runbook_url: "file:///usr/share/doc/ccgroupd/'
+                          r'deployment\.md#([a-z0-9-]+)"$', RULES_TEXT, re.M)
+    guide = (PACKAGING / "README.md").read_text()
+    # GitHub's and most renderers' anchors: the heading, lower-cased.
+    headings = {heading.strip().lower().replace(" ", "-")
+                for heading in re.findall(r"^#+ (.*)$", guide, re.M)}
+    assert runbooks == [alert.lower() for alert in alerts]
+    assert set(runbooks) <= headings
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")

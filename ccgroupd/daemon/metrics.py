@@ -1,9 +1,10 @@
 """Prometheus metrics of the engine group, read from its cgroup files at scrape time.
 
 A scrape reads a dozen small files of the engine group (``cpu.max``,
-``memory.{max,high,current,swap.current,events}``, ``pids.{max,current,events}``,
-``cpu.stat``, ``{cpu,memory,io}.pressure``) and nothing per process; it runs in
-the HTTP server's thread, so the monitoring loop never waits for it.
+``memory.{max,high,swap.max,current,swap.current,stat,events,swap.events}``,
+``pids.{max,current,events}``, ``cpu.stat``, ``{cpu,memory,io}.pressure``) and nothing
+per process; it runs in the HTTP server's thread, so the monitoring loop never waits
+for it. The daemon's own process metrics (``process_*``) come with it.
 
 Naming follows Prometheus: base units (seconds, bytes), ``_total`` counters,
 every sample labelled ``cgroup`` (the group's path). A limit that is ``max``
@@ -29,7 +30,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
@@ -45,6 +46,9 @@ from ccgroupd.kernel.cgroupfs import (
     MEMORY_HIGH,
     MEMORY_MAX,
     MEMORY_PRESSURE,
+    MEMORY_STAT,
+    MEMORY_SWAP_EVENTS,
+    MEMORY_SWAP_MAX,
     PIDS_EVENTS,
     PIDS_MAX,
     Cgroupfs,
@@ -56,7 +60,11 @@ if TYPE_CHECKING:
 
 USEC_PER_S = 1_000_000
 MEMORY_EVENT_KEYS = ("high", "max", "oom", "oom_kill")
+MEMORY_SWAP_EVENT_KEYS = ("high", "max", "fail")
 PIDS_EVENT_KEYS = ("max",)
+# PSI as node_exporter and cAdvisor name it: "some" is time some task waited, "full" time
+# all non-idle tasks were stalled at once.
+PRESSURE_KINDS = (("some", "waiting"), ("full", "stalled"))
 PRESSURE_FILES = (("cpu", CPU_PRESSURE), ("memory", MEMORY_PRESSURE), ("io", IO_PRESSURE))
 
 
@@ -146,6 +154,7 @@ class EngineGroupCollector(Collector):
                               cpu_max.quota_usec / cpu_max.period_usec)
         for attribute, name in ((MEMORY_MAX, "ccgroupd_memory_max_bytes"),
                                 (MEMORY_HIGH, "ccgroupd_memory_high_bytes"),
+                                (MEMORY_SWAP_MAX, "ccgroupd_memory_swap_max_bytes"),
                                 (PIDS_MAX, "ccgroupd_pids_max")):
             value = self._read_uint_or_max(attribute)
             if value is not None:
@@ -157,6 +166,14 @@ class EngineGroupCollector(Collector):
         if usage.memory_bytes is not None:
             yield self._gauge("ccgroupd_memory_current_bytes", "memory.current",
                               usage.memory_bytes)
+            inactive_file = read_or_none(partial(self._read_stat_key, "inactive_file"))
+            if inactive_file is not None:
+                # What the kernel cannot simply drop under pressure: memory.current counts
+                # page cache too, which healthy I/O-heavy builds fill (cAdvisor's
+                # container_memory_working_set_bytes).
+                yield self._gauge("ccgroupd_memory_working_set_bytes",
+                                  "memory.current minus memory.stat inactive_file",
+                                  max(0, usage.memory_bytes - inactive_file))
         if usage.swap_bytes is not None:
             yield self._gauge("ccgroupd_memory_swap_current_bytes", "memory.swap.current",
                               usage.swap_bytes)
@@ -179,8 +196,12 @@ class EngineGroupCollector(Collector):
                                 "throttled_usec", stat.throttled_usec, USEC_PER_S)
         return usage.memory_bytes is not None
 
+    def _read_stat_key(self, key: str) -> int | None:
+        return self._cgroupfs.read_flat_keyed(self._group, MEMORY_STAT).get(key)
+
     def _events(self) -> Iterator[Metric]:
         for attribute, keys in ((MEMORY_EVENTS, MEMORY_EVENT_KEYS),
+                                (MEMORY_SWAP_EVENTS, MEMORY_SWAP_EVENT_KEYS),
                                 (PIDS_EVENTS, PIDS_EVENT_KEYS)):
             values = read_or_none(partial(self._cgroupfs.read_flat_keyed, self._group,
                                           attribute))
@@ -195,10 +216,10 @@ class EngineGroupCollector(Collector):
             yield family
 
     def _pressure(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "ccgroupd_pressure_stalled_seconds",
-            "PSI total stall time ({cpu,memory,io}.pressure total=), in seconds",
-            labels=["cgroup", "resource", "kind"])
+        families = {kind: CounterMetricFamily(
+            f"ccgroupd_pressure_{name}_seconds",
+            f"PSI {kind} total ({{cpu,memory,io}}.pressure), in seconds",
+            labels=["cgroup", "resource"]) for kind, name in PRESSURE_KINDS}
         for resource, attribute in PRESSURE_FILES:
             psi = read_or_none(partial(self._read_psi, attribute))
             if psi is None:
@@ -206,9 +227,9 @@ class EngineGroupCollector(Collector):
             for kind, line in (("some", psi.some), ("full", psi.full)):
                 if line is not None:
                     total = self._counters.total(f"{attribute} {kind}", line.total_usec)
-                    family.add_metric([self._cgroup_path, resource, kind], total / USEC_PER_S)
-        if family.samples:
-            yield family
+                    families[kind].add_metric([self._cgroup_path, resource],
+                                              total / USEC_PER_S)
+        yield from (family for family in families.values() if family.samples)
 
     def _read_psi(self, attribute: str) -> Psi:
         return parse_psi(self._cgroupfs.read(self._group, attribute))
@@ -251,6 +272,8 @@ class MetricsServer:
                  port: int) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
+        # process_* of the daemon itself (RSS, CPU, open fds), as every exporter has.
+        ProcessCollector(registry=registry)
         server_class = ThreadingWSGIServer if address.version == 4 else _ThreadingWSGIServer6
         # Binds now: a port in use fails the caller, not a thread.
         self._server = make_server(str(address), port, make_wsgi_app(registry),

@@ -46,6 +46,8 @@ def kernel() -> dict[str, int]:
     quota, period = (group / "cpu.max").read_text().split()
     values["cpu.max"] = float(quota) / float(period)
     values["memory.current"] = int((group / "memory.current").read_text())
+    stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines())
+    values["working set"] = values["memory.current"] - int(stat["inactive_file"])
     for name in ("memory.events", "cpu.stat"):
         for line in (group / name).read_text().splitlines():
             key, value = line.split()
@@ -61,6 +63,7 @@ scraped = {(s.name, s.labels.get("event")): s.value
 pairs = [
     ("cpu.max", ("ccgroupd_cpu_limit_cpus", None), 1, 0),
     ("memory.current", ("ccgroupd_memory_current_bytes", None), 1, 1 << 20),
+    ("working set", ("ccgroupd_memory_working_set_bytes", None), 1, 1 << 20),
     ("cpu.stat usage_usec", ("ccgroupd_cpu_usage_seconds_total", None), 1e-6, 0),
     ("cpu.stat nr_periods", ("ccgroupd_cpu_periods_total", None), 1, 0),
     ("cpu.stat nr_throttled", ("ccgroupd_cpu_throttled_periods_total", None), 1, 0),
@@ -119,6 +122,11 @@ check "memory.max $(metric ccgroupd_memory_max_bytes) == kernel $(cat "$engine/m
     test "$(metric ccgroupd_memory_max_bytes)" = "$(cat "$engine/memory.max")"
 check "pids.max $(metric ccgroupd_pids_max) == kernel $(cat "$engine/pids.max")" \
     test "$(metric ccgroupd_pids_max)" = "$(cat "$engine/pids.max")"
+check "the daemon's own RSS is exported ($(metric process_resident_memory_bytes) bytes)" \
+    test "$(metric process_resident_memory_bytes)" -gt 0
+check "PSI as node_exporter names it: memory waiting (some) and stalled (full) both exported" \
+    test "$(metric ccgroupd_pressure_waiting_seconds_total resource=memory)" -ge \
+    "$(metric ccgroupd_pressure_stalled_seconds_total resource=memory)"
 check "ccgroupd_engine_state{state=\"running\"} is 1" \
     test "$(metric ccgroupd_engine_state state=running)" -eq 1
 
