@@ -7,7 +7,10 @@ import json
 import math
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -223,6 +226,42 @@ def test_server_serves_the_exposition_on_the_configured_address_only() -> None:
     assert families["process_resident_memory_bytes"].samples[0].value > 0
     assert families["process_open_fds"].samples[0].value > 0
 
+
+
+def hung_up(connection: socket.socket) -> bool:
+    """Whether the peer closed the connection (within the socket's timeout)."""
+    try:
+        return connection.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_half_sent_requests_neither_pile_up_threads_nor_block_scrapes() -> None:
+    server = MetricsServer(_OneGauge(), IPv4Address("127.0.0.1"), 0, read_timeout_s=0.5,
+                           max_connections=4)
+    server.start()
+    threads_before = threading.active_count()
+    stalled = []
+    try:
+        for _ in range(40):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            connection.sendall(b"GET /metr")  # and never the rest
+            stalled.append(connection)
+        time.sleep(0.2)
+        assert threading.active_count() - threads_before <= 4
+        # Past the read timeout the server has hung up on every one of them ...
+        for connection in stalled:
+            assert hung_up(connection)
+        time.sleep(0.3)
+        assert threading.active_count() - threads_before <= 1
+        # ... and a real scrape is served.
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert b"ccgroupd_test_gauge 7.0" in response.read()
+    finally:
+        for connection in stalled:
+            connection.close()
+        server.close()
 
 
 # -- the alert rules and the dashboard -------------------------------------------------

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
@@ -256,12 +256,48 @@ class EngineGroupCollector(Collector):
                               "Seconds since the running engine started", uptime_s)
 
 
+# A client that opens connections and never finishes a request must not hold threads (or
+# the scrapes) for good: each connection gets this long to send its request, and only this
+# many are served at once; more are closed at once and Prometheus retries on its next
+# scrape.
+READ_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 16
+
+
 class _QuietHandler(WSGIRequestHandler):
+
     def log_message(self, format: str, *args: object) -> None:
         """One line per scrape on stderr would flood the journal."""
 
 
-class _ThreadingWSGIServer6(ThreadingWSGIServer):
+class _BoundedWSGIServer(ThreadingWSGIServer):
+    """A thread per connection, at most ``max_connections`` of them."""
+
+    max_connections = MAX_CONNECTIONS
+    request_queue_size = 64
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _BoundedWSGIServer6(_BoundedWSGIServer):
     address_family = socket.AF_INET6
 
 
@@ -269,15 +305,20 @@ class MetricsServer:
     """prometheus_client's WSGI app in a threading HTTP server bound to one address."""
 
     def __init__(self, collector: Collector, address: IPv4Address | IPv6Address,
-                 port: int) -> None:
+                 port: int, *, read_timeout_s: float = READ_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
         # process_* of the daemon itself (RSS, CPU, open fds), as every exporter has.
         ProcessCollector(registry=registry)
-        server_class = ThreadingWSGIServer if address.version == 4 else _ThreadingWSGIServer6
+        base = _BoundedWSGIServer if address.version == 4 else _BoundedWSGIServer6
+        server_class: type[_BoundedWSGIServer] = type(
+            "MetricsHTTPServer", (base,), {"max_connections": max_connections})
+        handler_class: type[_QuietHandler] = type(
+            "MetricsHandler", (_QuietHandler,), {"timeout": read_timeout_s})
         # Binds now: a port in use fails the caller, not a thread.
         self._server = make_server(str(address), port, make_wsgi_app(registry),
-                                   server_class, handler_class=_QuietHandler)
+                                   server_class, handler_class=handler_class)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="ccgroupd-metrics", daemon=True)
 
