@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a fake cgroup v2 kernel and a Cgroupfs bound to it."""
+"""Fixtures shared by every test: a fake cgroup v2 kernel, and a Cgroupfs and a Procfs
+bound to it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 from fakekernel import FakeKernel
 
 
@@ -21,3 +23,8 @@ def fake_kernel(fs: FakeFilesystem) -> FakeKernel:
 @pytest.fixture
 def cgroupfs(fake_kernel: FakeKernel) -> Cgroupfs:
     return Cgroupfs(**fake_kernel.cgroupfs_args())
+
+
+@pytest.fixture
+def procfs(fake_kernel: FakeKernel) -> Procfs:
+    return Procfs(**fake_kernel.procfs_args())

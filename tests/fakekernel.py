@@ -291,8 +291,11 @@ class FakeKernel:
 
     def cgroupfs_args(self) -> dict[str, Any]:
         """Arguments for ccgroupd.kernel.cgroupfs.Cgroupfs bound to this kernel."""
-        return {"root": Path(self.root), "proc_root": Path(self.proc_root),
-                "page_size": self.page_size}
+        return {"root": Path(self.root), "page_size": self.page_size}
+
+    def procfs_args(self) -> dict[str, Any]:
+        """Arguments for ccgroupd.kernel.procfs.Procfs bound to this kernel."""
+        return {"root": Path(self.proc_root), "page_size": self.page_size}
 
     def mkdir(self, group: str) -> None:
         """mkdir -p, through the same path as a daemon's os.mkdir."""

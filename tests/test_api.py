@@ -27,7 +27,7 @@ from ccgroupd.errors import (
     CcgroupdError,
     LimitsError,
 )
-from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 
 T = TypeVar("T")
 
@@ -68,8 +68,8 @@ def write_proc_status(proc_root: Path, pid: int, uid: int, groups: list[int]) ->
 
 def make_access(tmp_path: Path, *, admin_group: str | None = None,
                 status_group: str | None = "ccgroupd") -> Access:
-    cgroupfs = Cgroupfs(tmp_path / "cgroup", proc_root=tmp_path / "proc", page_size=4096)
-    return Access(cgroupfs, admin_group=admin_group, status_group=status_group,
+    procfs = Procfs(tmp_path / "proc", page_size=4096)
+    return Access(procfs, admin_group=admin_group, status_group=status_group,
                   getgrnam=getgrnam, getpwuid=getpwuid)
 
 

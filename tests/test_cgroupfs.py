@@ -4,9 +4,11 @@ kernel by tests/vm/scenarios/10-boundary.py."""
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import signal
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
@@ -20,9 +22,9 @@ from ccgroupd.errors import (
     CgroupVerifyError,
     CgroupWriteError,
 )
-from ccgroupd.kernel.cgroupfs import (
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import (
     CGROUP_KILL,
-    CGROUP_PROCS,
     CGROUP_SUBTREE_CONTROL,
     CPU_MAX,
     CPU_STAT,
@@ -31,10 +33,22 @@ from ccgroupd.kernel.cgroupfs import (
     MEMORY_MAX,
     MEMORY_SWAP_MAX,
     PIDS_MAX,
-    Cgroupfs,
-    ProcessMemory,
 )
+from ccgroupd.kernel.procfs import Procfs
 from fakekernel import FakeKernel
+
+
+def _load_refusals() -> ModuleType:
+    # The guest's scenarios use the same table (tests/vm/scenarios/10-boundary.py).
+    path = Path(__file__).parent / "vm" / "scenarios" / "kernel_refusals.py"
+    spec = importlib.util.spec_from_file_location("kernel_refusals", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+kernel_refusals = _load_refusals()
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -195,25 +209,7 @@ def test_misspelled_attribute_fails_and_creates_nothing(group: str, cgroupfs: Cg
     assert not (ROOT / group / "memory.maxx").exists()
 
 
-@pytest.mark.parametrize(("attribute", "value", "errno_"), [
-    (CPU_MAX, "10 100000", errno.EINVAL),  # quota below 1 ms
-    (CPU_MAX, "100000 500", errno.EINVAL),  # period below 1 ms
-    (CPU_MAX, "100000 2000000", errno.EINVAL),  # period above 1 s
-    (CPU_MAX, "lots", errno.EINVAL),
-    (MEMORY_MAX, "-1", errno.EINVAL),
-    (MEMORY_MAX, "8GB", errno.EINVAL),
-    (PIDS_MAX, "4194305", errno.EINVAL),
-    ("cpu.weight", "0", errno.ERANGE),
-    ("cpu.weight", "10001", errno.ERANGE),
-    (CGROUP_KILL, "2", errno.ERANGE),
-    (CGROUP_PROCS, "not-a-pid", errno.EINVAL),
-    (CGROUP_PROCS, "999", errno.ESRCH),
-    (CGROUP_SUBTREE_CONTROL, "cpu", errno.EINVAL),
-    (CGROUP_SUBTREE_CONTROL, "+bogus", errno.EINVAL),
-    (CGROUP_SUBTREE_CONTROL, "+io", errno.ENOENT),  # the parent does not enable io
-    (CPU_STAT, "0", errno.EINVAL),  # read-only: root may open it for writing, not write it
-    ("cgroup.controllers", "+cpu", errno.EINVAL),
-])
+@pytest.mark.parametrize(("attribute", "value", "errno_"), kernel_refusals.REFUSALS)
 def test_write_refused_with_the_kernels_errno(group: str, cgroupfs: Cgroupfs, attribute: str,
                                               value: str, errno_: int) -> None:
     before = cgroupfs.read(group, attribute) if attribute != CGROUP_KILL else ""
@@ -354,14 +350,14 @@ def test_attach_moves_the_process(fake_kernel: FakeKernel, group: str, cgroupfs:
     assert cgroupfs.procs(group) == [pid]
     assert pid not in cgroupfs.procs("")
     assert fake_kernel.group_of(pid) == group
-    assert cgroupfs.cgroup_of(pid) == group
+    assert Procfs().cgroup_of(pid) == group
     assert cgroupfs.populated("scratch")
 
 
 def test_attach_zero_moves_the_caller(fake_kernel: FakeKernel, group: str,
                                       cgroupfs: Cgroupfs) -> None:
     cgroupfs.attach(group, 0)
-    assert cgroupfs.cgroup_of("self") == group
+    assert Procfs().cgroup_of("self") == group
     assert cgroupfs.procs(group) == [fake_kernel.self_pid]
 
 
@@ -456,62 +452,6 @@ def test_remove_gives_up_with_ebusy_after_the_timeout(fake_kernel: FakeKernel,
     assert caught.value.path == str(ROOT / "stuck")
     assert 1.0 <= now[0] < 1.6
     assert cgroupfs.exists("stuck")
-
-
-# -- /proc ----------------------------------------------------------------------------
-
-
-def test_cgroup_of(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
-    assert cgroupfs.cgroup_of() == ""
-    assert cgroupfs.cgroup_of(1) == "init.scope"
-    assert cgroupfs.cgroup_of(fake_kernel.spawn("x/y")) == "x/y"
-
-
-def test_cgroup_of_a_missing_process(cgroupfs: Cgroupfs) -> None:
-    with pytest.raises(CgroupReadError) as caught:
-        cgroupfs.cgroup_of(424242)
-    assert caught.value.errno == errno.ENOENT
-
-
-def test_cgroup_of_a_v1_only_process(fs: FakeFilesystem, cgroupfs: Cgroupfs) -> None:
-    fs.create_file("/proc/77/cgroup", contents="4:memory:/x\n")
-    with pytest.raises(CgroupReadError, match="no cgroup v2"):
-        cgroupfs.cgroup_of(77)
-
-
-def test_mount_type(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
-    assert cgroupfs.mount_type() == "cgroup2"
-    assert Cgroupfs("/sys/fs").mount_type() is None
-
-
-def test_mount_type_on_a_hybrid_host(fs: FakeFilesystem) -> None:
-    kernel = FakeKernel(fs, layout="hybrid", controllers=["hugetlb"])
-    assert Cgroupfs("/sys/fs/cgroup").mount_type() == "tmpfs"
-    unified = Cgroupfs(str(kernel.root))
-    assert unified.mount_type() == "cgroup2"
-    assert unified.controllers("") == {"hugetlb"}
-    v1 = {m.target for m in Cgroupfs().mounts() if m.fstype == "cgroup"}
-    assert "/sys/fs/cgroup/memory" in v1
-
-
-def test_mounts_unreadable(fs: FakeFilesystem) -> None:
-    with pytest.raises(CgroupReadError) as caught:
-        Cgroupfs().mounts()
-    assert caught.value.errno == errno.ENOENT
-
-
-def test_process_memory(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
-    engine = fake_kernel.spawn("e", "dagger-engine", rss_bytes=300 * 4096)
-    gone = fake_kernel.spawn("e", "short")
-    fake_kernel.exit(gone)
-    assert cgroupfs.process_memory([engine, gone]) == [
-        ProcessMemory(engine, "dagger-engine", 300 * 4096)]
-
-
-def test_comm(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
-    assert cgroupfs.comm(1) == "systemd"
-    assert cgroupfs.comm("self") == "ccgroupd"
-    assert cgroupfs.comm(424242) is None
 
 
 def test_has_attribute(group: str, cgroupfs: Cgroupfs) -> None:

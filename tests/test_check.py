@@ -14,6 +14,7 @@ from ccgroupd.daemon.check import Finding, Status, engine_launch_finding, prefli
 from ccgroupd.engine.process import Completed
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.main import main
 from fakekernel import FakeKernel, FakeMount
 
@@ -101,7 +102,7 @@ def test_a_hybrid_systemd_host_gets_only_the_boot_advice(fs: FakeFilesystem) -> 
 def test_a_legacy_host(fs: FakeFilesystem) -> None:
     kernel = FakeKernel(fs, layout="hybrid", controllers=[])
     kernel.set_mounts(m for m in kernel.mounts if m.fstype != "cgroup2")
-    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["cgroup v2"].status is Status.FAIL
     assert "legacy (cgroup v1 only)" in findings["cgroup v2"].text
 
@@ -109,7 +110,7 @@ def test_a_legacy_host(fs: FakeFilesystem) -> None:
 def test_nothing_mounted(fs: FakeFilesystem) -> None:
     kernel = FakeKernel(fs)
     kernel.set_mounts([FakeMount("proc", "/proc", "proc", "rw")])
-    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["cgroup v2"].text == "nothing is mounted at /sys/fs/cgroup"
     assert findings["cgroup v2"].status is Status.FAIL
 
@@ -125,14 +126,14 @@ def test_missing_controllers_fail(fs: FakeFilesystem) -> None:
 
 def test_missing_io_is_fine(fs: FakeFilesystem) -> None:
     systemd_host(fs, controllers=["cpu", "memory", "pids"])
-    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["controllers"].status is Status.OK
     assert "optional io missing" in findings["controllers"].text
 
 
 def test_old_kernel_without_cgroup_kill_or_psi_warns(fs: FakeFilesystem) -> None:
     systemd_host(fs, cgroup_kill=False, psi=False, self_group="user.slice")
-    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["cgroup.kill"].status is Status.WARN
     assert "older than 5.14" in findings["cgroup.kill"].text
     assert findings["PSI"].status is Status.WARN
@@ -141,12 +142,12 @@ def test_old_kernel_without_cgroup_kill_or_psi_warns(fs: FakeFilesystem) -> None
 
 def test_cgroup_kill_is_looked_for_below_the_root(fs: FakeFilesystem) -> None:
     systemd_host(fs, self_group="")  # the root has no cgroup.kill; init.scope has
-    assert by_topic(preflight(Cgroupfs(), euid=0))["cgroup.kill"].status is Status.OK
+    assert by_topic(preflight(Cgroupfs(), Procfs(), euid=0))["cgroup.kill"].status is Status.OK
 
 
 def test_without_systemd(fs: FakeFilesystem) -> None:
     FakeKernel(fs, init_comm="init")
-    findings = by_topic(preflight(Cgroupfs(), euid=0))
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["systemd"].status is Status.WARN
     assert "absolute path" in findings["systemd"].advice[0]
     assert findings["delegation"].status is Status.OK
@@ -155,7 +156,7 @@ def test_without_systemd(fs: FakeFilesystem) -> None:
 
 def test_not_root_warns(fs: FakeFilesystem) -> None:
     systemd_host(fs)
-    findings = by_topic(preflight(Cgroupfs(), euid=1000))
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=1000))
     assert findings["privileges"].status is Status.WARN
     assert "sudo ccgroupd check" in findings["privileges"].advice[0]
 

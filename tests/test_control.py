@@ -150,7 +150,7 @@ def test_usage_and_status_document(tmp_path: Path) -> None:
     (group / "cpu.stat").write_text("usage_usec 1000000\nuser_usec 600000\nsystem_usec 400000\n")
     (group / "memory.current").write_text(f"{256 * MiB}\n")
     (group / "pids.current").write_text("12\n")  # no memory.swap.current: no swap accounting
-    cgroupfs = Cgroupfs(tmp_path, proc_root=tmp_path / "proc", page_size=4096)
+    cgroupfs = Cgroupfs(tmp_path, page_size=4096)
     layers = LimitLayers(CONFIG, runtime={"memory": "512M"})
 
     usage = read_usage(cgroupfs, "engine", layers.effective(), CpuMeter())
@@ -167,7 +167,7 @@ def test_usage_and_status_document(tmp_path: Path) -> None:
 
 
 def test_usage_of_a_vanished_group_is_all_unknown(tmp_path: Path) -> None:
-    cgroupfs = Cgroupfs(tmp_path, proc_root=tmp_path / "proc", page_size=4096)
+    cgroupfs = Cgroupfs(tmp_path, page_size=4096)
     assert read_usage(cgroupfs, "gone", CONFIG, CpuMeter()) == {
         "cpu_percent": None, "memory_bytes": None, "memory_percent": None,
         "swap_bytes": None, "pids": None}

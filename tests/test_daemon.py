@@ -41,6 +41,7 @@ from ccgroupd.errors import (
     LimitsError,
 )
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.store import StateError
 from ccgroupd.notify import Notifier
 from fakekernel import FakeKernel
@@ -149,6 +150,10 @@ class ShimSpawner:
         return process
 
 
+def own_group(kernel: FakeKernel) -> str:
+    return Procfs(**kernel.procfs_args()).cgroup_of("self")
+
+
 def write_config(fs: FakeFilesystem, memory: str = "256M", command: str = "/bin/engine",
                  extra: str = "") -> None:
     text = f"""
@@ -174,7 +179,8 @@ def make_daemon(kernel: FakeKernel, spawner: ShimSpawner,
                 config: Config | None = None) -> tuple[Daemon, RecordingNotifier]:
     notifier = RecordingNotifier()
     daemon = Daemon(config or load_config(CONFIG_PATH), CONFIG_PATH,
-                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()), spawner=spawner,
+                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
+                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner,
                     notifier=notifier, monitor_factory=None, serve_api=False)
     return daemon, notifier
 
@@ -221,7 +227,7 @@ async def stop(daemon: Daemon, task: asyncio.Task[int]) -> int:
 def test_without_systemd_the_group_is_under_the_cgroup_root(fs: FakeFilesystem) -> None:
     kernel = FakeKernel(fs, self_group="user.slice/user-0.slice/session-1.scope")
     cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
-    layout = plan_layout(cgroupfs, "dagger-engine")
+    layout = plan_layout(cgroupfs, own_group(kernel), "dagger-engine")
     assert layout == Layout(engine="dagger-engine", delegated=False)
     set_up_layout(cgroupfs, layout)
     assert {"cpu", "memory", "pids", "io"} <= kernel.group("").subtree_control
@@ -232,7 +238,7 @@ def test_delegated_unit_moves_itself_to_a_leaf_and_enables_controllers(
         fs: FakeFilesystem) -> None:
     kernel = systemd_host(fs)
     cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
-    layout = plan_layout(cgroupfs, "dagger-engine")
+    layout = plan_layout(cgroupfs, own_group(kernel), "dagger-engine")
     assert layout == Layout(engine=ENGINE, delegated=True, unit=UNIT)
 
     set_up_layout(cgroupfs, layout)
@@ -246,13 +252,13 @@ def test_delegated_unit_moves_itself_to_a_leaf_and_enables_controllers(
 def test_a_service_without_delegation_is_refused(fs: FakeFilesystem) -> None:
     kernel = systemd_host(fs, delegated=False)
     with pytest.raises(HostUnsupportedError, match="Delegate=yes"):
-        plan_layout(Cgroupfs(**kernel.cgroupfs_args()), "dagger-engine")
+        plan_layout(Cgroupfs(**kernel.cgroupfs_args()), own_group(kernel), "dagger-engine")
 
 
 def test_an_absolute_group_outside_the_delegated_subtree_is_refused(fs: FakeFilesystem) -> None:
     kernel = systemd_host(fs)
     with pytest.raises(ConfigError, match="outside this unit's delegated subtree"):
-        plan_layout(Cgroupfs(**kernel.cgroupfs_args()), "/dagger-engine")
+        plan_layout(Cgroupfs(**kernel.cgroupfs_args()), own_group(kernel), "/dagger-engine")
 
 
 # -- leftovers ---------------------------------------------------------------------------
@@ -569,7 +575,8 @@ async def test_one_housekeeping_timer_pings_polls_and_checks_drift(fs: FakeFiles
     notifier = RecordingNotifier()
     notifier.watchdog_interval_s = 30.0  # WatchdogSec=60s
     daemon = Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
-                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()), spawner=ShimSpawner(kernel),
+                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
+                    procfs=Procfs(**kernel.procfs_args()), spawner=ShimSpawner(kernel),
                     notifier=notifier, monitor_factory=lambda *_: monitor, serve_api=False,
                     sleep=sleep)
     assert daemon.housekeeping_schedule() == (5, 3)
@@ -609,7 +616,8 @@ async def test_a_dead_background_task_stops_the_engine_and_the_daemon(fs: FakeFi
     spawner = ShimSpawner(kernel)
     notifier = RecordingNotifier()
     daemon = Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
-                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()), spawner=spawner,
+                    cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
+                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner,
                     notifier=notifier, monitor_factory=lambda *_: BrokenMonitor(),
                     serve_api=False)
     with pytest.raises(CgroupReadError, match=r"memory\.events"):

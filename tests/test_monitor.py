@@ -19,7 +19,8 @@ from ccgroupd.daemon.monitor.core import PIDS_EVENTS_LOCAL, Monitor, MonitorStat
 from ccgroupd.errors import CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
-from ccgroupd.kernel.cgroupfs import (
+from ccgroupd.kernel.cgroupfs import AttributeFile, Cgroupfs
+from ccgroupd.kernel.files import (
     CGROUP_EVENTS,
     CPU_STAT,
     MEMORY_CURRENT,
@@ -28,9 +29,8 @@ from ccgroupd.kernel.cgroupfs import (
     MEMORY_STAT,
     MEMORY_SWAP_EVENTS,
     PIDS_EVENTS,
-    AttributeFile,
-    Cgroupfs,
 )
+from ccgroupd.kernel.procfs import Procfs
 from fakekernel import FakeKernel
 
 GROUP = "dagger-engine"
@@ -81,8 +81,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def monitor(kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock) -> Monitor:
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+def monitor(kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock) -> Monitor:
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     return monitor
 
@@ -98,10 +98,10 @@ def test_every_counter_event_is_registered() -> None:
 
 
 def test_reports_deltas_not_the_kernels_raw_counters(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
         logs: Logs) -> None:
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=7)  # before the daemon started: not news
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     monitor.on_changed({MEMORY_EVENTS})
     assert logs == []
@@ -244,11 +244,11 @@ def test_only_an_open_report_window_gives_run_a_deadline(
 
 
 def test_throttle_windows_sum_periods_and_time(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
         logs: Logs) -> None:
     settings = MonitorSection(cpu_poll_interval_s=2.0, throttle_threshold=0.1,
                               report_interval_s=10.0)
-    monitor = Monitor(cgroupfs, GROUP, settings, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, settings, clock=clock)
     monitor.start()
     monitor.poll()  # baseline at 0 s
     for _ in range(6):  # throttled polls at 2 s (reported at once), 4..10 s, 12 s
@@ -263,10 +263,10 @@ def test_throttle_windows_sum_periods_and_time(
 
 
 def test_cpu_controller_not_enabled_means_no_throttle_data(
-        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock,
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
         logs: Logs) -> None:
     make_group(fake_kernel, cgroupfs, "memory", "pids")
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     fake_kernel.bump(GROUP, CPU_STAT, usage_usec=5)
     monitor.poll()
@@ -279,9 +279,10 @@ def test_without_swap_accounting_the_swap_file_is_simply_absent(
         fs: FakeFilesystem, clock: Clock, logs: Logs) -> None:
     kernel = FakeKernel(fs, swap_accounting=False)
     cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    procfs = Procfs(**kernel.procfs_args())
     make_group(kernel, cgroupfs, "memory", "pids")
     assert not cgroupfs.path(GROUP, MEMORY_SWAP_EVENTS).exists()
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     kernel.bump(GROUP, MEMORY_EVENTS, max=1)
     monitor.on_changed({MEMORY_EVENTS, MEMORY_SWAP_EVENTS})
@@ -310,10 +311,10 @@ def test_a_vanished_group_is_a_state_and_monitoring_resumes_when_it_returns(
 
 
 def test_a_file_gone_between_open_and_read_keeps_the_baseline(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock, monkeypatch: pytest.MonkeyPatch,
-        logs: Logs) -> None:
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, *, clock: Clock,
+        monkeypatch: pytest.MonkeyPatch, logs: Logs) -> None:
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=5)
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     with monkeypatch.context() as patch:
         def enodev(group: str, attribute: str) -> dict[str, int]:
@@ -350,8 +351,8 @@ def test_vanishing_is_noticed_by_the_cpu_poll(
 
 
 def test_a_group_missing_at_start_is_watched_once_it_exists(
-        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock) -> None:
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock) -> None:
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     assert state(monitor) is MonitorState.VANISHED
     make_group(fake_kernel, cgroupfs, "memory", "pids")
@@ -404,23 +405,23 @@ def test_before_linux_6_11_a_changed_pids_events_sums_the_subtree_at_once(
 
 
 def test_refused_forks_from_before_the_start_are_not_news(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
         logs: Logs) -> None:
     kernel.mkdir(f"{GROUP}/init")
     kernel.bump(f"{GROUP}/init", PIDS_EVENTS, max=4)
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     monitor.poll()
     assert logs == []
 
 
 def test_on_linux_6_11_and_later_the_groups_own_pids_events_count(
-        fs: FakeFilesystem, kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock,
-        logs: Logs) -> None:
+        fs: FakeFilesystem, kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, *,
+        clock: Clock, logs: Logs) -> None:
     # The fake kernel models 6.1; a newer kernel shows pids.events.local (and a
     # hierarchical pids.events), which the Monitor looks for when it starts.
     fs.create_file(cgroupfs.path(GROUP, PIDS_EVENTS_LOCAL), contents="max 0\n")
-    monitor = Monitor(cgroupfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
     monitor.start()
     kernel.bump(GROUP, PIDS_EVENTS, max=3)
     monitor.on_changed({PIDS_EVENTS})
@@ -517,7 +518,8 @@ def test_run_reports_an_oom_kill_from_real_inotify(tmp_path: Path) -> None:
     (group / CPU_STAT).write_text("usage_usec 0\nuser_usec 0\nsystem_usec 0\n")
     settings = MonitorSection(cpu_poll_interval_s=0.05, throttle_threshold=0.1,
                               report_interval_s=0.2)
-    monitor = Monitor(Cgroupfs(tmp_path, tmp_path / "proc", page_size=4096), GROUP, settings)
+    monitor = Monitor(Cgroupfs(tmp_path, page_size=4096), Procfs(tmp_path / "proc", page_size=4096),
+                      GROUP, settings)
 
     def kill() -> None:
         counters["oom_kill"] += 1
@@ -542,7 +544,8 @@ def test_run_reports_a_refused_fork_in_a_child_group_from_real_inotify(tmp_path:
     (group / "pids.max").write_text("20\n")
     settings = MonitorSection(cpu_poll_interval_s=60, throttle_threshold=0.1,
                               report_interval_s=0.2)
-    monitor = Monitor(Cgroupfs(tmp_path, tmp_path / "proc", page_size=4096), GROUP, settings)
+    monitor = Monitor(Cgroupfs(tmp_path, page_size=4096), Procfs(tmp_path / "proc", page_size=4096),
+                      GROUP, settings)
 
     def refuse() -> None:
         monitor.poll()  # finds the child group and watches its file

@@ -46,7 +46,7 @@ from ccgroupd.protocol import ProtocolError
 
 if TYPE_CHECKING:
     from ccgroupd.config import ApiSection
-    from ccgroupd.kernel.cgroupfs import Cgroupfs
+    from ccgroupd.kernel.procfs import Procfs
 
 log = structlog.get_logger("ccgroupd")
 
@@ -102,11 +102,11 @@ def peer_credentials(sock: socket.socket) -> Peer:
 class Access:
     """Decides from peer credentials whether an operation is allowed."""
 
-    def __init__(self, cgroupfs: Cgroupfs, *, admin_group: str | None,
+    def __init__(self, procfs: Procfs, *, admin_group: str | None,
                  status_group: str | None,
                  getgrnam: Callable[[str], grp.struct_group] = grp.getgrnam,
                  getpwuid: Callable[[int], pwd.struct_passwd] = pwd.getpwuid) -> None:
-        self._cgroupfs = cgroupfs
+        self._procfs = procfs
         self.admin_group = admin_group
         self.status_group = status_group
         self._getgrnam = getgrnam
@@ -139,7 +139,7 @@ class Access:
         if peer.gid == group.gr_gid:
             return True
         try:
-            ids = self._cgroupfs.process_ids(peer.pid)
+            ids = self._procfs.process_ids(peer.pid)
         except CgroupReadError:
             ids = None  # the client already exited; fall back to the group database
         # A different uid at that pid means the pid was reused: its groups say nothing.
@@ -172,8 +172,8 @@ class ApiServer:
 
     @classmethod
     def from_config(cls, controller: Controller, settings: ApiSection,
-                    cgroupfs: Cgroupfs) -> ApiServer:
-        access = Access(cgroupfs, admin_group=settings.admin_group,
+                    procfs: Procfs) -> ApiServer:
+        access = Access(procfs, admin_group=settings.admin_group,
                         status_group=settings.status_group)
         return cls(controller, access, socket_path=settings.socket,
                    max_request_bytes=settings.max_request_bytes,

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
-from ccgroupd.kernel.cgroupfs import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE, Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE
 from ccgroupd.kernel.parsers import Mount, ParseError, parse_psi
+from ccgroupd.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
     from ccgroupd.config import EngineSection
@@ -63,8 +65,9 @@ def run_check(config_path: Path | None, *, config_only: bool = False,
     that must not depend on the host it runs on: 0 or 3.
     """
     out = out or sys.stdout
-    config_findings, cgroupfs, engine = _load_config(config_path, check_host=not config_only)
-    host_findings = [] if config_only else preflight(cgroupfs, euid=os.geteuid())
+    config_findings, (cgroupfs, procfs), engine = _load_config(config_path,
+                                                               check_host=not config_only)
+    host_findings = [] if config_only else preflight(cgroupfs, procfs, euid=os.geteuid())
     if engine is not None and not config_only:
         host_findings.append(engine_launch_finding(engine))
     for finding in [*config_findings, *host_findings]:
@@ -81,12 +84,12 @@ def run_check(config_path: Path | None, *, config_only: bool = False,
     return EXIT_OK
 
 
-def preflight(cgroupfs: Cgroupfs, *, euid: int,
+def preflight(cgroupfs: Cgroupfs, procfs: Procfs, *, euid: int,
               systemd_runtime_dir: Path = SYSTEMD_RUNTIME_DIR) -> list[Finding]:
     """Everything `ccgroupd check` looks at, in the order a person would fix it."""
     findings = [_privileges(euid)]
-    under_systemd, init_finding = _init_system(cgroupfs, systemd_runtime_dir)
-    mount_findings, unified = _hierarchy(cgroupfs, under_systemd)
+    under_systemd, init_finding = _init_system(procfs, systemd_runtime_dir)
+    mount_findings, unified = _hierarchy(cgroupfs, procfs, under_systemd)
     findings += mount_findings
     findings.append(init_finding)
     if not unified:
@@ -94,9 +97,11 @@ def preflight(cgroupfs: Cgroupfs, *, euid: int,
                                 "and PSI were not checked: they need cgroup v2 at "
                                 f"{cgroupfs.root}"))
         return findings
-    for check in (_controllers, _cgroup_kill, _psi):
-        findings.append(_guarded(check, cgroupfs))
-    findings.append(_guarded(lambda fs: _delegation(fs, under_systemd), cgroupfs))
+    findings.append(_guarded(_controllers, cgroupfs))
+    findings.append(_guarded(lambda fs: _cgroup_kill(fs, procfs.cgroup_of("self")), cgroupfs))
+    findings.append(_guarded(_psi, cgroupfs))
+    findings.append(_guarded(
+        lambda fs: _delegation(fs, procfs.cgroup_of("self"), under_systemd), cgroupfs))
     return findings
 
 
@@ -128,7 +133,7 @@ def engine_launch_finding(engine: EngineSection,
 
 
 def _load_config(config_path: Path | None, *, check_host: bool
-                 ) -> tuple[list[Finding], Cgroupfs, EngineSection | None]:
+                 ) -> tuple[list[Finding], tuple[Cgroupfs, Procfs], EngineSection | None]:
     from ccgroupd.config import read_config
     from ccgroupd.limits.model import host_cpu_count
 
@@ -137,7 +142,7 @@ def _load_config(config_path: Path | None, *, check_host: bool
     except CcgroupdError as error:
         return ([Finding(Status.FAIL, "config", str(error),
                          ("fix the configuration; the host checks below use the default "
-                          "roots /sys/fs/cgroup and /proc",))], Cgroupfs(), None)
+                          "roots /sys/fs/cgroup and /proc",))], (Cgroupfs(), Procfs()), None)
     config = loaded.config
     files = ", ".join(map(str, loaded.files)) or "no file: built-in defaults"
     findings = [Finding(Status.OK, "config", f"read {files}")]
@@ -149,7 +154,8 @@ def _load_config(config_path: Path | None, *, check_host: bool
             config.limits.check_host(host_cpu_count())
         except CcgroupdError as error:
             findings.append(Finding(Status.FAIL, "config", str(error), ("lower [limits] cpus",)))
-    return findings, Cgroupfs(config.daemon.cgroup_root, config.daemon.proc_root), config.engine
+    kernel = Cgroupfs(config.daemon.cgroup_root), Procfs(config.daemon.proc_root)
+    return findings, kernel, config.engine
 
 
 def _guarded(check: Callable[[Cgroupfs], Finding], cgroupfs: Cgroupfs) -> Finding:
@@ -168,9 +174,9 @@ def _privileges(euid: int) -> Finding:
                    "incomplete", ("run `sudo ccgroupd check`",))
 
 
-def _init_system(cgroupfs: Cgroupfs, systemd_runtime_dir: Path) -> tuple[bool, Finding]:
+def _init_system(procfs: Procfs, systemd_runtime_dir: Path) -> tuple[bool, Finding]:
     try:
-        init = cgroupfs.comm(1)
+        init = procfs.comm(1)
     except CgroupError:
         init = None
     if init == "systemd" or systemd_runtime_dir.is_dir():
@@ -182,12 +188,13 @@ def _init_system(cgroupfs: Cgroupfs, systemd_runtime_dir: Path) -> tuple[bool, F
          "[cgroup] name as an absolute path under the cgroup root",))
 
 
-def _hierarchy(cgroupfs: Cgroupfs, under_systemd: bool) -> tuple[list[Finding], bool]:
+def _hierarchy(cgroupfs: Cgroupfs, procfs: Procfs,
+               under_systemd: bool) -> tuple[list[Finding], bool]:
     """Is cgroup v2 mounted alone at the cgroup root? (findings, usable)."""
     root = cgroupfs.root
     try:
-        mounts = cgroupfs.mounts()
-        fstype = cgroupfs.mount_type()
+        mounts = procfs.mounts()
+        fstype = procfs.mount_type(root)
     except CgroupError as error:
         return [Finding(Status.FAIL, "cgroup v2", str(error))], False
     if fstype == "cgroup2":
@@ -247,8 +254,7 @@ def _controllers(cgroupfs: Cgroupfs) -> Finding:
     return Finding(Status.OK, "controllers", shown)
 
 
-def _delegation(cgroupfs: Cgroupfs, under_systemd: bool) -> Finding:
-    own = cgroupfs.cgroup_of("self")
+def _delegation(cgroupfs: Cgroupfs, own: str, under_systemd: bool) -> Finding:
     shown = f"/{own}"
     if under_systemd:
         parts = own.split("/") if own else []
@@ -271,9 +277,8 @@ def _delegation(cgroupfs: Cgroupfs, under_systemd: bool) -> Finding:
                    "process cannot manage its cgroup", ("run ccgroupd as root",))
 
 
-def _cgroup_kill(cgroupfs: Cgroupfs) -> Finding:
+def _cgroup_kill(cgroupfs: Cgroupfs, own: str) -> Finding:
     # The root group has no cgroup.kill: look at our own group, or any child of the root.
-    own = cgroupfs.cgroup_of("self")
     sample = own or next(iter(cgroupfs.children("")), None)
     if sample is None:
         return Finding(Status.WARN, "cgroup.kill", "cannot tell: no cgroup below the root")

@@ -75,6 +75,7 @@ from ccgroupd.errors import (
     HostUnsupportedError,
 )
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.enforce import apply_limits, find_drift
 from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import Limits, format_bytes, host_cpu_count
@@ -104,9 +105,9 @@ class Layout:
     unit: str | None = None  # the unit's group (delegated only)
 
 
-def plan_layout(cgroupfs: Cgroupfs, name: str) -> Layout:
-    """Decide where the engine group lives; see the module docstring. Changes nothing."""
-    own = cgroupfs.cgroup_of("self")
+def plan_layout(cgroupfs: Cgroupfs, own: str, name: str) -> Layout:
+    """Decide where the engine group lives, for a daemon in the group ``own``; see the
+    module docstring. Changes nothing."""
     unit = own.removesuffix(f"/{SUPERVISOR_LEAF}")
     if not unit.endswith(".service"):
         return Layout(engine=name.strip("/"), delegated=False)
@@ -174,13 +175,14 @@ class ViolationMonitor(Protocol):
     def last_violation(self) -> str | None: ...
 
 
-MonitorFactory = Callable[[Cgroupfs, str, Config], ViolationMonitor]
+MonitorFactory = Callable[[Cgroupfs, Procfs, str, Config], ViolationMonitor]
 
 
-def _default_monitor(cgroupfs: Cgroupfs, group: str, config: Config) -> ViolationMonitor:
+def _default_monitor(cgroupfs: Cgroupfs, procfs: Procfs, group: str,
+                     config: Config) -> ViolationMonitor:
     from ccgroupd.daemon.monitor.core import Monitor
 
-    return Monitor(cgroupfs, group, config.monitor)
+    return Monitor(cgroupfs, procfs, group, config.monitor)
 
 
 # -- the daemon --------------------------------------------------------------------
@@ -198,6 +200,7 @@ class Daemon:
 
     def __init__(self, config: Config, config_path: Path | None, *,
                  cgroupfs: Cgroupfs | None = None,
+                 procfs: Procfs | None = None,
                  spawner: Spawner | None = None,
                  notifier: Notifier | None = None,
                  state_store: StateStore | None = None,
@@ -209,7 +212,8 @@ class Daemon:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._config_path = config_path
-        self.cgroupfs = cgroupfs or Cgroupfs(config.daemon.cgroup_root, config.daemon.proc_root)
+        self.cgroupfs = cgroupfs or Cgroupfs(config.daemon.cgroup_root)
+        self.procfs = procfs or Procfs(config.daemon.proc_root)
         self._spawner = spawner or AsyncioSpawner()
         self.notifier = notifier or Notifier.from_environ(environ)
         self._state_store = state_store or StateStore(config.daemon.state_dir)
@@ -299,7 +303,8 @@ class Daemon:
         limits.check_host(host_cpu_count())
         # Before anything is created: a refused host keeps no group with limits.
         await check_launch(self.config.engine, self._spawner)
-        self.layout = plan_layout(self.cgroupfs, self.config.cgroup.name)
+        self.layout = plan_layout(self.cgroupfs, self.procfs.cgroup_of("self"),
+                                  self.config.cgroup.name)
         set_up_layout(self.cgroupfs, self.layout)
         await claim_engine_group(self.cgroupfs, self.engine_group, self.config.cgroup.leftover,
                                  self._sleep)
@@ -319,7 +324,8 @@ class Daemon:
 
     def _start_background(self) -> None:
         if self._monitor_factory is not None:
-            self.monitor = self._monitor_factory(self.cgroupfs, self.engine_group, self.config)
+            self.monitor = self._monitor_factory(self.cgroupfs, self.procfs, self.engine_group,
+                                                 self.config)
             self._spawn_task(self.monitor.run())
         self._spawn_task(self._housekeep())
         if self._serve_api:
@@ -360,7 +366,7 @@ class Daemon:
                 self.cgroupfs.remove(self.engine_group)
 
     async def _run_api(self) -> None:
-        server = ApiServer.from_config(self, self.config.api, self.cgroupfs)
+        server = ApiServer.from_config(self, self.config.api, self.procfs)
         await server.start()
         try:
             await asyncio.Event().wait()  # until cancelled

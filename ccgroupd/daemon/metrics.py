@@ -38,7 +38,8 @@ from prometheus_client.registry import Collector
 from ccgroupd import __version__
 from ccgroupd.daemon.status import read_or_none, sample_usage
 from ccgroupd.engine.supervisor import EngineState
-from ccgroupd.kernel.cgroupfs import (
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import (
     CPU_MAX,
     CPU_PRESSURE,
     IO_PRESSURE,
@@ -51,7 +52,6 @@ from ccgroupd.kernel.cgroupfs import (
     MEMORY_SWAP_MAX,
     PIDS_EVENTS,
     PIDS_MAX,
-    Cgroupfs,
 )
 from ccgroupd.kernel.parsers import Psi, parse_cpu_max, parse_psi, parse_uint_or_max
 

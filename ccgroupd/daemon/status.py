@@ -17,13 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import structlog
 
 from ccgroupd.errors import CgroupReadError, LimitsError
-from ccgroupd.kernel.cgroupfs import (
-    CPU_STAT,
-    MEMORY_CURRENT,
-    MEMORY_SWAP_CURRENT,
-    PIDS_CURRENT,
-    Cgroupfs,
-)
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import CPU_STAT, MEMORY_CURRENT, MEMORY_SWAP_CURRENT, PIDS_CURRENT
 from ccgroupd.kernel.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
 from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import LIMIT_NAMES, Limits, format_bytes

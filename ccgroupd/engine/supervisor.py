@@ -50,7 +50,8 @@ import structlog
 from ccgroupd.engine.process import ProcessHandle, Spawner
 from ccgroupd.engine.readiness import NotReadyError, ReadinessProbe
 from ccgroupd.errors import CcgroupdError, CgroupReadError
-from ccgroupd.kernel.cgroupfs import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS, Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS
 
 log = structlog.get_logger("ccgroupd")
 

@@ -1,24 +1,23 @@
-"""The kernel boundary: the only module that opens files under the cgroup root and /proc.
+"""The kernel boundary for cgroupfs: the only module that opens files under the cgroup root.
 
-Both roots are constructor parameters, so tests point them at a fake tree and
-nothing else in ccgroupd needs to know where the kernel lives. Group names are
-paths relative to the cgroup root ("system.slice/ccgroupd.service/engine"; a
-leading "/" is accepted); the root itself is "".
+The root is a constructor parameter, so tests point it at a fake tree and nothing
+else in ccgroupd needs to know where the kernel lives (kernel.procfs does the same
+for /proc). Group names are paths relative to the cgroup root
+("system.slice/ccgroupd.service/engine"; a leading "/" is accepted); the root itself
+is "".
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import signal
 import stat
-import struct
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ccgroupd.errors import (
     CgroupCreateError,
@@ -29,82 +28,23 @@ from ccgroupd.errors import (
     CgroupVerifyError,
     CgroupWriteError,
 )
-from ccgroupd.kernel.parsers import (
-    Mount,
-    ParseError,
-    parse_controllers,
-    parse_flat_keyed,
-    parse_mounts,
-    parse_pids,
-    parse_proc_cgroup_v2,
+from ccgroupd.kernel.files import (
+    CGROUP_CONTROLLERS,
+    CGROUP_EVENTS,
+    CGROUP_KILL,
+    CGROUP_PROCS,
+    CGROUP_SUBTREE_CONTROL,
+    CPU_MAX,
+    DELEGATE_XATTR,
+    PAGE_ROUNDED,
 )
+from ccgroupd.kernel.inotify import Inotify
+from ccgroupd.kernel.parsers import parse_controllers, parse_file, parse_flat_keyed, parse_pids
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_ROOT = Path("/proc")
-
-# Kernel interface file names, spelled as the kernel spells them.
-CGROUP_PROCS = "cgroup.procs"
-CGROUP_CONTROLLERS = "cgroup.controllers"
-CGROUP_SUBTREE_CONTROL = "cgroup.subtree_control"
-CGROUP_EVENTS = "cgroup.events"
-CGROUP_KILL = "cgroup.kill"
-CPU_MAX = "cpu.max"
-CPU_MAX_BURST = "cpu.max.burst"
-CPU_WEIGHT = "cpu.weight"
-CPU_STAT = "cpu.stat"
-CPU_PRESSURE = "cpu.pressure"
-MEMORY_MAX = "memory.max"
-MEMORY_HIGH = "memory.high"
-MEMORY_LOW = "memory.low"
-MEMORY_SWAP_MAX = "memory.swap.max"
-MEMORY_CURRENT = "memory.current"
-MEMORY_PEAK = "memory.peak"
-MEMORY_SWAP_CURRENT = "memory.swap.current"
-MEMORY_STAT = "memory.stat"
-MEMORY_EVENTS = "memory.events"
-MEMORY_SWAP_EVENTS = "memory.swap.events"
-MEMORY_PRESSURE = "memory.pressure"
-IO_PRESSURE = "io.pressure"
-PIDS_MAX = "pids.max"
-PIDS_CURRENT = "pids.current"
-PIDS_EVENTS = "pids.events"
-
-# systemd marks the cgroup of a unit with Delegate=yes with this extended attribute.
-DELEGATE_XATTR = "trusted.delegate"
-
-# Files whose numbers the kernel rounds down to a page on write.
-PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_LOW, MEMORY_SWAP_MAX})
-
+T = TypeVar("T")
 _RMDIR_FIRST_BACKOFF_S = 0.01
 _RMDIR_MAX_BACKOFF_S = 0.5
-
-
-@dataclass(frozen=True)
-class ProcessMemory:
-    pid: int
-    comm: str
-    rss_bytes: int
-
-
-@dataclass(frozen=True)
-class ProcessIds:
-    uid: int  # effective, as SO_PEERCRED reports it
-    gid: int
-    groups: frozenset[int]  # supplementary groups
-
-
-def parse_proc_status_ids(text: str) -> ProcessIds:
-    """The ``Uid:``, ``Gid:`` and ``Groups:`` lines of /proc/PID/status."""
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Uid", "Gid", "Groups"):
-            fields[key] = value.split()
-    try:
-        return ProcessIds(uid=int(fields["Uid"][1]), gid=int(fields["Gid"][1]),
-                          groups=frozenset(int(g) for g in fields.get("Groups", [])))
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ParseError(f"no usable Uid/Gid/Groups lines: {exc!r}") from None
 
 
 def _is_symlink(path: str) -> bool:
@@ -116,11 +56,9 @@ def _is_symlink(path: str) -> bool:
 
 
 class Cgroupfs:
-    def __init__(self, root: Path | str = CGROUP_ROOT, proc_root: Path | str = PROC_ROOT,
-                 page_size: int | None = None) -> None:
+    def __init__(self, root: Path | str = CGROUP_ROOT, page_size: int | None = None) -> None:
         self.root = Path(root)
         self._root_text = str(self.root).rstrip("/")  # "" for "/"
-        self.proc_root = Path(proc_root)
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
 
     # -- paths ---------------------------------------------------------------
@@ -179,11 +117,10 @@ class Cgroupfs:
         return AttributeFile(self.path(group, attribute))
 
     def read_flat_keyed(self, group: str, attribute: str) -> dict[str, int]:
-        text = self.read(group, attribute)
-        try:
-            return parse_flat_keyed(text)
-        except ParseError as exc:
-            raise CgroupReadError(self.path(group, attribute), detail=str(exc)) from exc
+        return self._parse(group, attribute, parse_flat_keyed)
+
+    def _parse(self, group: str, attribute: str, parse: Callable[[str], T]) -> T:
+        return parse_file(self.path(group, attribute), parse, self.read(group, attribute))
 
     def write(self, group: str, attribute: str, value: str) -> None:
         """One write(2) of ``value``; never creates a file (a misspelled attribute is ENOENT)."""
@@ -267,10 +204,7 @@ class Cgroupfs:
         return self._read_controllers(group, CGROUP_SUBTREE_CONTROL)
 
     def _read_controllers(self, group: str, attribute: str) -> frozenset[str]:
-        try:
-            return parse_controllers(self.read(group, attribute))
-        except ParseError as exc:
-            raise CgroupReadError(self.path(group, attribute), detail=str(exc)) from exc
+        return self._parse(group, attribute, parse_controllers)
 
     def enable_controllers(self, group: str, controllers: Iterable[str], *, top: str = "") -> None:
         """Enable ``controllers`` for the children of ``group``, top-down from ``top``.
@@ -305,11 +239,7 @@ class Cgroupfs:
         self.write(group, CGROUP_PROCS, str(pid))
 
     def procs(self, group: str) -> list[int]:
-        text = self.read(group, CGROUP_PROCS)
-        try:
-            return parse_pids(text)
-        except ParseError as exc:
-            raise CgroupReadError(self.path(group, CGROUP_PROCS), detail=str(exc)) from exc
+        return self._parse(group, CGROUP_PROCS, parse_pids)
 
     def subtree_procs(self, group: str) -> list[int]:
         pids = self.procs(group)
@@ -362,73 +292,6 @@ class Cgroupfs:
             sleep(backoff)
             backoff = min(backoff * 2, _RMDIR_MAX_BACKOFF_S)
 
-    # -- /proc ---------------------------------------------------------------
-
-    def cgroup_of(self, pid: int | str = "self") -> str:
-        """The cgroup of ``pid`` relative to the root, e.g. "system.slice/ccgroupd.service"."""
-        path = self.proc_root / str(pid) / "cgroup"
-        try:
-            text = path.read_text(encoding="ascii")
-        except OSError as exc:
-            raise CgroupReadError.from_oserror(exc, path) from exc
-        try:
-            return parse_proc_cgroup_v2(text).strip("/")
-        except ParseError as exc:
-            raise CgroupReadError(path, detail=str(exc)) from exc
-
-    def mount_type(self) -> str | None:
-        """The file system type mounted at the cgroup root ("cgroup2", "tmpfs", ...), or None."""
-        fstype = None
-        for mount in self.mounts():
-            if Path(mount.target) == self.root:
-                fstype = mount.fstype  # the last mount on a point is the visible one
-        return fstype
-
-    def mounts(self) -> list[Mount]:
-        """The mount table of this process, in mount order."""
-        path = self.proc_root / "self" / "mounts"
-        try:
-            return parse_mounts(path.read_text(encoding="utf-8", errors="replace"))
-        except OSError as exc:
-            raise CgroupReadError.from_oserror(exc, path) from exc
-        except ParseError as exc:
-            raise CgroupReadError(path, detail=str(exc)) from exc
-
-    def comm(self, pid: int | str) -> str | None:
-        """The command name of ``pid`` (/proc/PID/comm), or None if there is no such process."""
-        path = self.proc_root / str(pid) / "comm"
-        try:
-            return path.read_text(encoding="utf-8", errors="replace").strip()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise CgroupReadError.from_oserror(exc, path) from exc
-
-    def process_memory(self, pids: Iterable[int]) -> list[ProcessMemory]:
-        """RSS and name of each pid still alive; read from statm/comm, the cheapest files."""
-        found = []
-        for pid in pids:
-            base = self.proc_root / str(pid)
-            try:
-                resident_pages = int((base / "statm").read_text(encoding="ascii").split()[1])
-                comm = (base / "comm").read_text(encoding="utf-8", errors="replace").strip()
-            except (OSError, IndexError, ValueError):
-                continue  # exited while we looked
-            found.append(ProcessMemory(pid, comm, resident_pages * self.page_size))
-        return found
-
-    def process_ids(self, pid: int) -> ProcessIds:
-        """Effective uid and gid and the supplementary groups of ``pid``, from /proc/PID/status."""
-        path = self.proc_root / str(pid) / "status"
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise CgroupReadError.from_oserror(exc, path) from exc
-        try:
-            return parse_proc_status_ids(text)
-        except ParseError as exc:
-            raise CgroupReadError(path, detail=str(exc)) from exc
-
     # -- change notification -------------------------------------------------
 
     def watch(self, group: str, attributes: Iterable[str]) -> Inotify:
@@ -443,13 +306,6 @@ class Cgroupfs:
             watcher.close()
             raise
         return watcher
-
-
-_IN_MODIFY = 0x00000002
-_IN_IGNORED = 0x00008000
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-_EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 
 
 class AttributeFile:
@@ -477,51 +333,4 @@ class AttributeFile:
             raise CgroupReadError.from_oserror(exc, self.path) from exc
         except UnicodeDecodeError as exc:
             raise CgroupReadError(self.path, detail="not ASCII text") from exc
-        try:
-            return parse_flat_keyed(text)
-        except ParseError as exc:
-            raise CgroupReadError(self.path, detail=str(exc)) from exc
-
-
-class Inotify:
-    """A non-blocking inotify fd (the stdlib has none); hand ``fileno()`` to an event loop."""
-
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise CgroupReadError("inotify", errno=err, detail="inotify_init1 failed")
-        self._fd: int = fd
-        self._names: dict[int, str] = {}
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def add(self, path: Path, name: str) -> None:
-        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
-        if wd < 0:
-            raise CgroupReadError(path, errno=ctypes.get_errno(), detail="inotify_add_watch failed")
-        self._names[wd] = name
-
-    def read_changed(self) -> set[str]:
-        """Names of the watched files that changed since the last call (empty if none)."""
-        changed: set[str] = set()
-        while True:
-            try:
-                data = os.read(self._fd, 4096)
-            except BlockingIOError:
-                return changed
-            offset = 0
-            while offset + _EVENT_HEADER.size <= len(data):
-                wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
-                offset += _EVENT_HEADER.size + length
-                if mask & _IN_IGNORED:
-                    self._names.pop(wd, None)
-                elif wd in self._names:
-                    changed.add(self._names[wd])
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        return parse_file(self.path, parse_flat_keyed, text)

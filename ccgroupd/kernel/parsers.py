@@ -1,19 +1,33 @@
 """Pure parsers for cgroup v2 and /proc text. Text in, values out; no I/O here.
 
-Malformed input raises ParseError (a ValueError) naming what was wrong, so the
-caller can say which file it came from.
+Malformed input raises ParseError (a ValueError) naming what was wrong;
+:func:`parse_file` is how a reader says which file it came from.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-MAX = "max"
+from ccgroupd.errors import CgroupReadError
+from ccgroupd.values import UNLIMITED
+
+T = TypeVar("T")
 
 
 class ParseError(ValueError):
     pass
+
+
+def parse_file(path: os.PathLike[str] | str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``, with a ParseError turned into a CgroupReadError naming ``path``."""
+    try:
+        return parse(text)
+    except ParseError as exc:
+        raise CgroupReadError(path, detail=str(exc)) from exc
 
 
 def _parse_uint(token: str, what: str) -> int:
@@ -25,7 +39,7 @@ def _parse_uint(token: str, what: str) -> int:
 def parse_uint_or_max(text: str) -> int | None:
     """``memory.max``, ``pids.max`` and friends: an integer, or ``max`` (returned as None)."""
     token = text.strip()
-    if token == MAX:
+    if token == UNLIMITED:
         return None
     return _parse_uint(token, "value")
 
@@ -41,7 +55,7 @@ def parse_cpu_max(text: str) -> CpuMax:
     fields = text.split()
     if len(fields) != 2:
         raise ParseError(f"cpu.max: expected '$QUOTA $PERIOD', got {text.strip()!r}")
-    quota = None if fields[0] == MAX else _parse_uint(fields[0], "cpu.max quota")
+    quota = None if fields[0] == UNLIMITED else _parse_uint(fields[0], "cpu.max quota")
     return CpuMax(quota, _parse_uint(fields[1], "cpu.max period"))
 
 
@@ -201,3 +215,24 @@ def parse_mounts(text: str) -> list[Mount]:
         source, target, fstype, options = (_unescape_mount_field(f) for f in fields[:4])
         mounts.append(Mount(source, target, fstype, frozenset(options.split(","))))
     return mounts
+
+
+@dataclass(frozen=True)
+class ProcessIds:
+    uid: int  # effective, as SO_PEERCRED reports it
+    gid: int
+    groups: frozenset[int]  # supplementary groups
+
+
+def parse_proc_status_ids(text: str) -> ProcessIds:
+    """The ``Uid:``, ``Gid:`` and ``Groups:`` lines of /proc/PID/status."""
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            fields[key] = value.split()
+    try:
+        return ProcessIds(uid=int(fields["Uid"][1]), gid=int(fields["Gid"][1]),
+                          groups=frozenset(int(g) for g in fields.get("Groups", [])))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ParseError(f"no usable Uid/Gid/Groups lines: {exc!r}") from None

@@ -20,14 +20,14 @@ import math
 from collections.abc import Mapping
 
 from ccgroupd.errors import CgroupError, CgroupReadError, CgroupVerifyError, LimitsError
-from ccgroupd.kernel.cgroupfs import (
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import (
     CPU_MAX,
     CPU_WEIGHT,
     MEMORY_HIGH,
     MEMORY_MAX,
     MEMORY_SWAP_MAX,
     PIDS_MAX,
-    Cgroupfs,
 )
 from ccgroupd.limits.model import Limits
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from ccgroupd.errors import LimitsError
-from ccgroupd.kernel.cgroupfs import (
+from ccgroupd.kernel.files import (
     CPU_MAX,
     CPU_WEIGHT,
     MEMORY_HIGH,

@@ -40,7 +40,8 @@ import structlog
 from ccgroupd.errors import CgroupError, CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
-from ccgroupd.kernel.cgroupfs import (
+from ccgroupd.kernel.cgroupfs import AttributeFile, Cgroupfs
+from ccgroupd.kernel.files import (
     CGROUP_EVENTS,
     CPU_MAX,
     CPU_STAT,
@@ -54,11 +55,10 @@ from ccgroupd.kernel.cgroupfs import (
     MEMORY_SWAP_MAX,
     PIDS_EVENTS,
     PIDS_MAX,
-    AttributeFile,
-    Cgroupfs,
-    Inotify,
 )
+from ccgroupd.kernel.inotify import Inotify
 from ccgroupd.kernel.parsers import ParseError, parse_cpu_max, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
     from ccgroupd.config import MonitorSection
@@ -118,9 +118,11 @@ class _CpuSample:
 
 
 class Monitor:
-    def __init__(self, cgroupfs: Cgroupfs, group: str, settings: MonitorSection, *,
+    def __init__(self, cgroupfs: Cgroupfs, procfs: Procfs, group: str,
+                 settings: MonitorSection, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._cgroupfs = cgroupfs
+        self._procfs = procfs
         self._group = group.strip("/")
         self._cgroup_path = str(cgroupfs.path(self._group))
         self._settings = settings
@@ -429,7 +431,7 @@ class Monitor:
         for group in self._subtree():
             with contextlib.suppress(CgroupError):
                 pids.extend(self._cgroupfs.procs(group))
-        processes = sorted(self._cgroupfs.process_memory(pids),
+        processes = sorted(self._procfs.process_memory(pids),
                            key=lambda process: process.rss_bytes, reverse=True)
         snapshot["top_processes"] = [{"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss_bytes}
                                      for p in processes[:SNAPSHOT_TOP_N]]

@@ -1,0 +1,61 @@
+"""inotify through ctypes (the standard library has none): the kernel raises IN_MODIFY on
+a cgroup interface file when its value changes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from pathlib import Path
+
+from ccgroupd.errors import CgroupReadError
+
+_IN_MODIFY = 0x00000002
+_IN_IGNORED = 0x00008000
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
+
+
+class Inotify:
+    """A non-blocking inotify fd; hand ``fileno()`` to an event loop."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise CgroupReadError("inotify", errno=err, detail="inotify_init1 failed")
+        self._fd: int = fd
+        self._names: dict[int, str] = {}
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def add(self, path: Path, name: str) -> None:
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
+        if wd < 0:
+            raise CgroupReadError(path, errno=ctypes.get_errno(), detail="inotify_add_watch failed")
+        self._names[wd] = name
+
+    def read_changed(self) -> set[str]:
+        """Names of the watched files that changed since the last call (empty if none)."""
+        changed: set[str] = set()
+        while True:
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                return changed
+            offset = 0
+            while offset + _EVENT_HEADER.size <= len(data):
+                wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
+                offset += _EVENT_HEADER.size + length
+                if mask & _IN_IGNORED:
+                    self._names.pop(wd, None)
+                elif wd in self._names:
+                    changed.add(self._names[wd])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
