@@ -27,6 +27,7 @@ from ccgroupd.daemon.logsetup import configure_logging
 from ccgroupd.daemon.monitor.core import Monitor
 from ccgroupd.events import EVENTS, render_catalog
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 
 G = "ccgroupd-monitor-test"
 REPORT_INTERVAL_S = 4.0
@@ -288,7 +289,7 @@ async def poll_forever(monitor: Monitor) -> None:
 async def main() -> int:
     setup()
     configure_logging("journal")
-    monitor = Monitor(fs, G, SETTINGS)
+    monitor = Monitor(fs, Procfs(), G, SETTINGS)
     watching = asyncio.create_task(monitor.run())
     await asyncio.sleep(0)  # run() takes its baseline before the first poll, as in the daemon
     polling = asyncio.create_task(poll_forever(monitor))
