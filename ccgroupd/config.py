@@ -95,6 +95,7 @@ class CgroupSection(_Section):
 
 
 EngineMode = Literal["exec", "docker", "runc"]
+RestartMode = Literal["always", "on-failure", "never"]
 # Dagger's CLI removes containers whose names start with this (its own engines).
 DAGGER_CLI_CONTAINER_PREFIX = "dagger-engine-"
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -112,7 +113,7 @@ class EngineSection(_Section):
         min_length=1)
     environment: dict[str, str] = {}
     working_directory: AbsolutePath = Path("/")
-    restart: Literal["always", "on-failure", "never"] = "on-failure"
+    restart: RestartMode = "on-failure"
     restart_initial_delay_s: NonNegativeSeconds = 1.0
     restart_max_delay_s: NonNegativeSeconds = 60.0
     # More than restart_burst starts within restart_window_s: give up (engine_failed).

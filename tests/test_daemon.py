@@ -22,8 +22,11 @@ from structlog.testing import capture_logs
 
 from ccgroupd.config import Config, load_config
 from ccgroupd.daemon.api import Peer
-from ccgroupd.daemon.daemon import (
-    Daemon,
+from ccgroupd.daemon.commands import Commands
+from ccgroupd.daemon.controller import LimitController
+from ccgroupd.daemon.daemon import Daemon
+from ccgroupd.daemon.housekeeping import housekeeping_schedule
+from ccgroupd.daemon.layout import (
     Layout,
     LeftoverProcessesError,
     claim_engine_group,
@@ -42,7 +45,7 @@ from ccgroupd.errors import (
 )
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
-from ccgroupd.limits.store import StateError
+from ccgroupd.limits.store import StateError, StateStore
 from ccgroupd.notify import Notifier
 from fakekernel import FakeKernel
 
@@ -175,14 +178,29 @@ stop_grace_s = 5
     fs.create_file(CONFIG_PATH, contents=text)
 
 
-def make_daemon(kernel: FakeKernel, spawner: ShimSpawner,
-                config: Config | None = None) -> tuple[Daemon, RecordingNotifier]:
+def make_daemon(kernel: FakeKernel, spawner: ShimSpawner, config: Config | None = None,
+                state_store: StateStore | None = None) -> tuple[Daemon, RecordingNotifier]:
     notifier = RecordingNotifier()
     daemon = Daemon(config or load_config(CONFIG_PATH), CONFIG_PATH,
                     cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
                     procfs=Procfs(**kernel.procfs_args()), spawner=spawner,
-                    notifier=notifier, monitor_factory=None, serve_api=False)
+                    notifier=notifier, state_store=state_store, monitor_factory=None,
+                    serve_api=False)
     return daemon, notifier
+
+
+def commands(daemon: Daemon) -> Commands:
+    assert daemon.commands is not None, "the daemon has not started"
+    return daemon.commands
+
+
+def schedule(daemon: Daemon) -> tuple[float, int]:
+    return housekeeping_schedule(daemon.config.monitor, daemon.notifier.watchdog_interval_s)
+
+
+def controller(daemon: Daemon) -> LimitController:
+    assert daemon.controller is not None, "the daemon has not started"
+    return daemon.controller
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -207,12 +225,12 @@ class Running(NamedTuple):
     task: asyncio.Task[int]
 
 
-async def running_daemon(fs: FakeFilesystem) -> Running:
+async def running_daemon(fs: FakeFilesystem, state_store: StateStore | None = None) -> Running:
     """The common start: a delegated systemd host, the default test config, READY sent."""
     kernel = systemd_host(fs)
     write_config(fs)
     spawner = ShimSpawner(kernel)
-    daemon, notifier = make_daemon(kernel, spawner)
+    daemon, notifier = make_daemon(kernel, spawner, state_store=state_store)
     return Running(kernel, spawner, daemon, notifier, await started(daemon, notifier))
 
 
@@ -321,7 +339,7 @@ async def test_start_ready_and_graceful_stop(fs: FakeFilesystem) -> None:
         ready = notifier.sent_key("READY")[0]
         assert "memory=256 MiB" in ready["STATUS"]
         assert f"engine running (pid {spawner.processes[0].pid})" in ready["STATUS"]
-        status = daemon.status()
+        status = commands(daemon).status()
         assert status["cgroup"]["path"] == f"/sys/fs/cgroup/{ENGINE}"
         assert status["engine"]["state"] == "running"
         assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "config"}
@@ -391,10 +409,10 @@ async def test_reload_with_a_broken_config_keeps_the_running_one(fs: FakeFilesys
 
     write_config(fs, memory="banana")
     with capture_logs() as logs, pytest.raises(ConfigError, match="memory"):
-        await daemon.reload(PEER)
+        await commands(daemon).reload(PEER)
 
     assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
-    assert daemon.limits.memory_max_bytes == 256 * MIB
+    assert controller(daemon).limits.memory_max_bytes == 256 * MIB
     failed = [entry for entry in logs if entry["event"] == "config_reload_failed"]
     assert len(failed) == 1
     assert failed[0]["file"] == str(CONFIG_PATH)
@@ -408,8 +426,8 @@ async def test_reload_with_a_new_engine_command_restarts_the_engine(fs: FakeFile
     kernel, spawner, daemon, _notifier, task = await running_daemon(fs)
 
     write_config(fs, command="/bin/other-engine")
-    await daemon.reload(PEER)
-    await until(lambda: len(spawner.processes) == 2 and daemon.status()["engine"]["pid"]
+    await commands(daemon).reload(PEER)
+    await until(lambda: len(spawner.processes) == 2 and commands(daemon).status()["engine"]["pid"]
                 == spawner.processes[1].pid)
 
     assert not kernel.alive(spawner.processes[0].pid)
@@ -424,7 +442,7 @@ async def test_drift_is_noticed_logged_and_undone(fs: FakeFilesystem) -> None:
     cgroupfs.write(ENGINE, "memory.max", "max")
 
     with capture_logs() as logs:
-        drift = await daemon.check_drift()
+        drift = await controller(daemon).check_drift()
 
     assert drift == {"memory.max": ("max", str(256 * MIB))}
     assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
@@ -432,7 +450,7 @@ async def test_drift_is_noticed_logged_and_undone(fs: FakeFilesystem) -> None:
     assert drifted == [{"event": "limits_drifted", "log_level": "warning",
                         "cgroup": f"/sys/fs/cgroup/{ENGINE}", "file": "memory.max",
                         "old": "max", "new": str(256 * MIB)}]
-    assert await daemon.check_drift() == {}
+    assert await controller(daemon).check_drift() == {}
     assert await stop(daemon, task) == EXIT_OK
 
 
@@ -455,38 +473,41 @@ async def test_an_engine_that_keeps_failing_makes_the_daemon_exit_non_zero(
 async def test_set_limits_persists_refuses_oom_and_resets(fs: FakeFilesystem) -> None:
     kernel, _, daemon, _notifier, task = await running_daemon(fs)
 
-    status = await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+    status = await commands(daemon).set_limits({"memory": "512M"}, runtime=False, force=False,
+                                               peer=PEER)
     assert status["limits"]["memory"] == {"value": 512 * MIB, "source": "persisted"}
     assert kernel.group(ENGINE).values["memory.max"] == str(512 * MIB)
     assert '"memory": "512M"' in Path("/var/lib/ccgroupd/limits.json").read_text()
 
     kernel.update(ENGINE, "memory.current", str(300 * MIB))
     with pytest.raises(LimitsError, match="OOM-kill"):
-        await daemon.set_limits({"memory": "256M"}, runtime=True, force=False, peer=PEER)
+        await commands(daemon).set_limits({"memory": "256M"}, runtime=True, force=False, peer=PEER)
     assert kernel.group(ENGINE).values["memory.max"] == str(512 * MIB)
-    await daemon.set_limits({"memory": "256M"}, runtime=True, force=True, peer=PEER)
+    await commands(daemon).set_limits({"memory": "256M"}, runtime=True, force=True, peer=PEER)
     assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
 
-    status = await daemon.reset(PEER)
+    status = await commands(daemon).reset(PEER)
     assert status["limits"]["memory"]["source"] == "config"
     assert '"limits": {}' in Path("/var/lib/ccgroupd/limits.json").read_text()
     assert await stop(daemon, task) == EXIT_OK
 
 
+class FullDiskStateStore(StateStore):
+    """Loads as the real one does; every save fails as on a full disk."""
+
+    def save(self, changes: Mapping[str, object]) -> None:
+        raise StateError(f"cannot write {self.path}: No space left on device")
+
+
 @run_async
-async def test_a_change_that_cannot_be_saved_is_undone_in_the_kernel(
-        fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
-    kernel, _, daemon, _notifier, task = await running_daemon(fs)
+async def test_a_change_that_cannot_be_saved_is_undone_in_the_kernel(fs: FakeFilesystem) -> None:
+    kernel, _, daemon, _notifier, task = await running_daemon(
+        fs, state_store=FullDiskStateStore(Path("/var/lib/ccgroupd")))
     before = kernel.group(ENGINE).values["memory.max"]
-
-    def disk_full(changes: object) -> None:
-        raise StateError("cannot write /var/lib/ccgroupd/limits.json: No space left on device")
-
-    monkeypatch.setattr(daemon._state_store, "save", disk_full)
     with pytest.raises(StateError, match="No space left"):
-        await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+        await commands(daemon).set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
     assert kernel.group(ENGINE).values["memory.max"] == before
-    assert daemon.status()["limits"]["memory"]["source"] == "config"
+    assert commands(daemon).status()["limits"]["memory"]["source"] == "config"
     assert await stop(daemon, task) == EXIT_OK
 
 
@@ -495,7 +516,7 @@ async def test_a_change_that_cannot_be_saved_is_undone_in_the_kernel(
 async def test_a_change_the_kernel_refuses_is_not_saved(
         fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch, failure: type[Exception]) -> None:
     kernel, _, daemon, _notifier, task = await running_daemon(fs)
-    await daemon.set_limits({"pids": 50}, runtime=False, force=False, peer=PEER)
+    await commands(daemon).set_limits({"pids": 50}, runtime=False, force=False, peer=PEER)
     state = Path("/var/lib/ccgroupd/limits.json")
     saved = state.read_text()
     before = kernel.group(ENGINE).values["memory.max"]
@@ -510,10 +531,10 @@ async def test_a_change_the_kernel_refuses_is_not_saved(
 
     monkeypatch.setattr(daemon.cgroupfs, "write_verified", busy_memory)
     with pytest.raises(failure):
-        await daemon.set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
+        await commands(daemon).set_limits({"memory": "512M"}, runtime=False, force=False, peer=PEER)
     assert state.read_text() == saved
     assert kernel.group(ENGINE).values["memory.max"] == before
-    assert daemon.status()["limits"]["memory"]["source"] == "config"
+    assert commands(daemon).status()["limits"]["memory"]["source"] == "config"
     assert await stop(daemon, task) == EXIT_OK
 
 
@@ -532,10 +553,10 @@ async def test_persisted_changes_apply_at_start(fs: FakeFilesystem) -> None:
 @run_async
 async def test_restart_engine_from_the_control_socket(fs: FakeFilesystem) -> None:
     _kernel, spawner, daemon, _notifier, task = await running_daemon(fs)
-    await daemon.restart_engine(PEER)
-    await until(lambda: len(spawner.processes) == 2 and daemon.status()["engine"]["state"]
+    await commands(daemon).restart_engine(PEER)
+    await until(lambda: len(spawner.processes) == 2 and commands(daemon).status()["engine"]["state"]
                 == "running")
-    assert daemon.status()["engine"]["restarts"] == 1
+    assert commands(daemon).status()["engine"]["restarts"] == 1
     assert await stop(daemon, task) == EXIT_OK
 
 
@@ -556,6 +577,9 @@ class CountingMonitor:
 
     def last_violation(self) -> str | None:
         return None
+
+    def recent_oom_kill(self) -> bool:
+        return False
 
 
 @run_async
@@ -579,7 +603,7 @@ async def test_one_housekeeping_timer_pings_polls_and_checks_drift(fs: FakeFiles
                     procfs=Procfs(**kernel.procfs_args()), spawner=ShimSpawner(kernel),
                     notifier=notifier, monitor_factory=lambda *_: monitor, serve_api=False,
                     sleep=sleep)
-    assert daemon.housekeeping_schedule() == (5, 3)
+    assert schedule(daemon) == (5, 3)
     task = await started(daemon, notifier)
     cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
     cgroupfs.write(ENGINE, "memory.max", "max")
@@ -599,9 +623,9 @@ def test_a_short_watchdog_shortens_the_tick(fs: FakeFilesystem) -> None:
     kernel = systemd_host(fs)
     write_config(fs, extra="[monitor]\ncpu_poll_interval_s = 10\ndrift_check_interval_s = 7\n")
     daemon, notifier = make_daemon(kernel, ShimSpawner(kernel))
-    assert daemon.housekeeping_schedule() == (10, 1)  # drift at least once per tick
+    assert schedule(daemon) == (10, 1)  # drift at least once per tick
     notifier.watchdog_interval_s = 4.0  # WatchdogSec=8s
-    assert daemon.housekeeping_schedule() == (4, 2)
+    assert schedule(daemon) == (4, 2)
 
 
 class BrokenMonitor(CountingMonitor):
@@ -681,7 +705,7 @@ async def test_docker_engine_starts_in_the_launcher_leaf_and_ready_waits_for_the
 
         # Spawned, but the probe fails: still starting, and systemd has no READY=1.
         assert notifier.sent_key("READY") == []
-        assert daemon.status()["engine"]["state"] == "starting"
+        assert commands(daemon).status()["engine"]["state"] == "starting"
         assert spawner.history[:4] == [" ".join(DOCKER_INFO), " ".join(DOCKER_RM), "spawn",
                                        "probe-engine"]
         launcher = spawner.processes[0]
@@ -726,7 +750,7 @@ async def test_reload_with_a_new_command_in_runc_mode_restarts_with_the_new_bund
 
     # The runc argv names the bundle, not what is in it: the reload must see the change.
     write_config(fs, command="/usr/local/bin/other-entrypoint.sh", extra=runc)
-    await daemon.reload(PEER)
+    await commands(daemon).reload(PEER)
     await until(lambda: len(spawner.processes) == 2)
     assert json.loads(BUNDLE_CONFIG.read_text())["process"]["args"] == [
         "/usr/local/bin/other-entrypoint.sh"]

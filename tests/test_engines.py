@@ -21,6 +21,7 @@ from ccgroupd.engine.launch import (
     check_launch,
     check_runc,
     docker_run_argv,
+    engine_argv,
     engine_launch,
     prepare_docker,
     prepare_runc,
@@ -322,3 +323,11 @@ def test_runc_mode_runs_runc_in_a_private_namespace_and_the_launcher_leaf(
     assert launch.before_start is not None
     asyncio.run(launch.before_start())
     assert (runtime_dir / "engine-bundle" / "config.json").is_file()
+
+
+def test_engine_argv_runs_the_command_through_the_shim() -> None:
+    argv = engine_argv("/venv/bin/python3", Path("/sys/fs/cgroup"), "a.service/engine",
+                       ["dagger-engine", "--debug"], private_cgroupns=True)
+    assert argv == ("/venv/bin/python3", "-P", "-m", "ccgroupd.engine.shim",
+                    "--cgroup-root", "/sys/fs/cgroup", "--group", "a.service/engine",
+                    "--private-cgroupns", "--", "dagger-engine", "--debug")

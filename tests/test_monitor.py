@@ -15,7 +15,7 @@ from pyfakefs.fake_filesystem import FakeFilesystem
 from structlog.testing import capture_logs
 
 from ccgroupd.config import MonitorSection
-from ccgroupd.daemon.monitor.core import PIDS_EVENTS_LOCAL, Monitor, MonitorState
+from ccgroupd.daemon.monitor.core import OOM_ATTRIBUTION_WINDOW_S, Monitor, MonitorState
 from ccgroupd.errors import CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
@@ -29,6 +29,7 @@ from ccgroupd.kernel.files import (
     MEMORY_STAT,
     MEMORY_SWAP_EVENTS,
     PIDS_EVENTS,
+    PIDS_EVENTS_LOCAL,
 )
 from ccgroupd.kernel.procfs import Procfs
 from fakekernel import FakeKernel
@@ -298,7 +299,7 @@ def test_a_vanished_group_is_a_state_and_monitoring_resumes_when_it_returns(
     assert state(monitor) is MonitorState.VANISHED
     assert [r["event"] for r in logs] == ["cgroup_vanished"]
     monitor.poll()
-    assert monitor.oom_kills_total() == 0
+    assert monitor.counters()["oom_kill"] == 0
 
     kernel.mkdir(GROUP)  # a new group counts from zero: everything it counted is new
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=1)
@@ -485,12 +486,21 @@ def test_oom_snapshot_without_memory_peak(
     assert "peak" not in EVENTS["oom_kill"].message(record)
 
 
-def test_oom_kills_total_reads_memory_events_now(
-        monitor: Monitor, kernel: FakeKernel, logs: Logs) -> None:
+def test_recent_oom_kill_reads_memory_events_now(
+        monitor: Monitor, kernel: FakeKernel, clock: Clock, logs: Logs) -> None:
+    assert monitor.recent_oom_kill() is False
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=2)
-    assert monitor.oom_kills_total() == 2  # no inotify needed: it reads the file itself
-    assert [r["event"] for r in logs] == ["oom_kill"]
-    assert monitor.oom_kills_total() == 2
+    assert monitor.recent_oom_kill() is True  # no inotify needed: it reads the file itself
+    assert [r["event"] for r in logs] == ["oom_kill"]  # before the engine_exited record
+    assert monitor.counters()["oom_kill"] == 2
+
+
+def test_an_old_oom_kill_of_a_build_is_not_recent(
+        monitor: Monitor, kernel: FakeKernel, clock: Clock) -> None:
+    kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=1)  # a build container, OOM-killed
+    monitor.on_changed({MEMORY_EVENTS})
+    clock.advance(OOM_ATTRIBUTION_WINDOW_S + 1)  # the engine is SIGKILLed by hand much later
+    assert monitor.recent_oom_kill() is False
 
 
 def test_counters_and_last_violation(monitor: Monitor, kernel: FakeKernel) -> None:
@@ -527,7 +537,7 @@ def test_run_reports_an_oom_kill_from_real_inotify(tmp_path: Path) -> None:
 
     records = records_of_run(monitor, kill)
     assert [(r["event"], r["delta"]) for r in records] == [("oom_kill", 1)]
-    assert monitor.oom_kills_total() == 1
+    assert monitor.counters()["oom_kill"] == 1
 
 
 def test_run_reports_a_refused_fork_in_a_child_group_from_real_inotify(tmp_path: Path) -> None:

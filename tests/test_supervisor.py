@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from ccgroupd.config import RestartMode
 from ccgroupd.engine.process import Completed, ProcessHandle
 from ccgroupd.engine.readiness import PROBE_INTERVAL_S, ReadinessProbe
 from ccgroupd.engine.supervisor import (
     TRANSITIONS,
     EngineSpec,
     EngineState,
-    RestartMode,
+    Launch,
     RestartPolicy,
     Supervisor,
     TransitionError,
-    engine_argv,
 )
 from ccgroupd.errors import EngineLaunchError
 
@@ -96,6 +96,7 @@ class FakeSpawner:
         self._behaviours = itertools.chain(behaviours, itertools.repeat(behaviours[-1]))
         self._pids = itertools.count(100)
         self.processes: list[FakeProcess] = []
+        self.argvs: list[tuple[str, ...]] = []
         self.fail_with: OSError | None = None
         self.probe_ready = False  # what a readiness probe command gets: exit 0, or exit 1
         self.probes = 0
@@ -105,6 +106,7 @@ class FakeSpawner:
         if self.fail_with is not None:
             raise self.fail_with
         exit_code, on_sigterm = next(self._behaviours)
+        self.argvs.append(tuple(argv))
         process = FakeProcess(next(self._pids), self._journal, exit_code=exit_code,
                               on_sigterm=on_sigterm)
         self.processes.append(process)
@@ -123,8 +125,6 @@ class FakeGroup:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
         self.members: set[FakeProcess] = set()
-        self.oom_kill_count = 0
-        self.oom_on_kill = False
         self.prepared = 0
 
     @property
@@ -135,15 +135,10 @@ class FakeGroup:
         self._journal.add("cgroup.kill")
         for process in self.members:
             process.finish(-signal.SIGKILL)
-            if self.oom_on_kill:
-                self.oom_kill_count += 1
 
     def populated(self) -> bool:
         self.members = {p for p in self.members if p.returncode is None}
         return bool(self.members)
-
-    def oom_kills(self) -> int:
-        return self.oom_kill_count
 
     def prepare(self) -> None:
         self.prepared += 1
@@ -184,12 +179,14 @@ class Harness:
         self.spawner = FakeSpawner(self.journal, self.group, behaviours)
         self.time = FakeTime(self.journal, block_from_s)
         self.states: list[EngineState] = []
+        # What the monitor would say when asked about an OOM kill just now.
+        self.oom_kill_just_now = False
         self.supervisor = Supervisor(
-            SPEC,
+            Launch(SPEC, before_start, readiness=readiness),
             RestartPolicy(mode=mode, initial_delay_s=initial_delay_s, max_delay_s=max_delay_s,
                           burst=burst, window_s=window_s, stop_grace_s=grace_s),
             self.spawner, self.group, clock=self.time.clock, sleep=self.time.sleep,
-            on_change=self.states.append, readiness=readiness, before_start=before_start)
+            on_change=self.states.append, oom_witness=lambda: self.oom_kill_just_now)
 
     def start(self) -> asyncio.Task[EngineState]:
         return asyncio.create_task(self.supervisor.run())
@@ -411,7 +408,7 @@ async def test_oom_killed_engine_is_reported_as_such() -> None:
     task = harness.start()
     await harness.until(EngineState.RUNNING)
     with capture_logs() as logs:
-        harness.group.oom_kill_count += 1  # the kernel's OOM killer took the engine
+        harness.oom_kill_just_now = True  # the kernel's OOM killer took the engine
         harness.spawner.processes[0].finish(-signal.SIGKILL)
         await harness.until(EngineState.RUNNING, spawns=2)
     exited = next(entry for entry in logs if entry["event"] == "engine_exited")
@@ -422,17 +419,35 @@ async def test_oom_killed_engine_is_reported_as_such() -> None:
 
 
 @run_async
-async def test_an_old_oom_kill_in_a_build_does_not_make_a_later_death_an_oom_kill() -> None:
+async def test_a_sigkill_without_an_oom_kill_just_now_is_not_an_oom_kill() -> None:
+    # The monitor says whether the group OOM-killed just now (an old kill of a build
+    # does not count: tests/test_monitor.py).
     harness = Harness([RUNS, GRACEFUL])
     task = harness.start()
     await harness.until(EngineState.RUNNING)
-    harness.group.oom_kill_count += 1  # a build container was OOM-killed
-    harness.supervisor.note_oom_kills()  # the daemon's next tick
     with capture_logs() as logs:
-        harness.spawner.processes[0].finish(-signal.SIGKILL)  # killed by hand much later
+        harness.spawner.processes[0].finish(-signal.SIGKILL)  # killed by hand
         await harness.until(EngineState.RUNNING, spawns=2)
     exited = next(entry for entry in logs if entry["event"] == "engine_exited")
     assert exited["oom_killed"] is False
+    harness.supervisor.request_stop()
+    await task
+
+
+@run_async
+async def test_reconfigure_restarts_only_when_what_runs_changed() -> None:
+    harness = Harness([GRACEFUL, GRACEFUL])
+    task = harness.start()
+    await harness.until(EngineState.RUNNING)
+    policy = RestartPolicy(mode="always", burst=9)
+    assert harness.supervisor.reconfigure(Launch(SPEC, readiness=NEVER_TIMES_OUT), policy) is False
+    await asyncio.sleep(0)
+    assert harness.journal.entries == ["spawn 100"]
+    other = EngineSpec(("engine", "--serve", "--debug"), SPEC.env, SPEC.cwd)
+    assert harness.supervisor.reconfigure(Launch(other), policy) is True
+    await harness.until(EngineState.RUNNING, spawns=2)
+    assert harness.journal.entries == ["spawn 100", "signal SIGTERM 100", "spawn 101"]
+    assert harness.spawner.argvs[-1] == other.argv
     harness.supervisor.request_stop()
     await task
 
@@ -475,14 +490,6 @@ async def test_restart_brings_an_exited_engine_back() -> None:
     await harness.until(EngineState.RUNNING, spawns=2)
     harness.supervisor.request_stop()
     assert await task is EngineState.EXITED
-
-
-def test_engine_argv_runs_the_command_through_the_shim() -> None:
-    argv = engine_argv("/venv/bin/python3", Path("/sys/fs/cgroup"), "a.service/engine",
-                       ["dagger-engine", "--debug"], private_cgroupns=True)
-    assert argv == ("/venv/bin/python3", "-P", "-m", "ccgroupd.engine.shim",
-                    "--cgroup-root", "/sys/fs/cgroup", "--group", "a.service/engine",
-                    "--private-cgroupns", "--", "dagger-engine", "--debug")
 
 
 def test_backoff_delay_doubles_up_to_the_maximum() -> None:

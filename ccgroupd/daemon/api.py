@@ -67,7 +67,7 @@ class Peer:
 
 
 class Controller(Protocol):
-    """What the daemon offers the API; implemented by ccgroupd.daemon.daemon.
+    """What the daemon offers the API; implemented by ccgroupd.daemon.commands.
 
     Results are JSON-able dicts sent back verbatim; errors are CcgroupdError
     subclasses whose ``exit_code`` and message become the error reply.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ccgroupd.daemon.layout import OPTIONAL_CONTROLLERS, REQUIRED_CONTROLLERS
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from ccgroupd.config import EngineSection
     from ccgroupd.engine.process import Spawner
 
-REQUIRED_CONTROLLERS = ("cpu", "memory", "pids")
-OPTIONAL_CONTROLLERS = ("io",)
 SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 _WIDTH = 100
 

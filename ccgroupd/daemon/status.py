@@ -1,79 +1,25 @@
-"""Daemon-side building blocks of the control plane, used by ccgroupd.daemon.daemon.
-
-- :func:`refuse_memory_below_usage`: the guard that keeps ``set --memory`` from
-  turning into an OOM kill;
-- :func:`log_limits_changed`: the audit record of every change;
-- :func:`read_usage`, :class:`CpuMeter`, :func:`status_document`: the
-  ``status`` reply, whose schema ccgroupctl documents and renders.
-"""
+"""What the daemon reports about the engine group: the ``status`` reply (whose schema
+``ccgroupctl status --help`` and ccgroupctl(1) document), its usage figures and CPU
+meter, and the one-line ``STATUS=`` systemd shows."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import structlog
-
-from ccgroupd.errors import CgroupReadError, LimitsError
+from ccgroupd.engine.supervisor import Supervisor
+from ccgroupd.errors import CgroupReadError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CPU_STAT, MEMORY_CURRENT, MEMORY_SWAP_CURRENT, PIDS_CURRENT
 from ccgroupd.kernel.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
 from ccgroupd.limits.layers import LimitLayers
-from ccgroupd.limits.model import LIMIT_NAMES, Limits, format_bytes
-
-if TYPE_CHECKING:
-    from ccgroupd.daemon.api import Peer
-
-log = structlog.get_logger("ccgroupd")
+from ccgroupd.limits.model import Limits
+from ccgroupd.notify import Notifier
+from ccgroupd.values import describe_limit_value
 
 T = TypeVar("T")
-
-
-def refuse_memory_below_usage(old: Limits, new: Limits, *,
-                              read_usage_bytes: Callable[[], int | None], cgroup: str,
-                              force: bool) -> None:
-    """Refuse a new memory.max at or below what the group uses now, unless forced.
-
-    On cgroup v2 such a write does not fail: the writer blocks in reclaim and
-    then the kernel OOM-kills inside the group, the engine first in line.
-    ``read_usage_bytes`` is called only when the memory limit changes.
-    """
-    limit = new.memory_max_bytes
-    if force or limit is None or limit == old.memory_max_bytes:
-        return
-    usage_bytes = read_usage_bytes()
-    if usage_bytes is not None and limit <= usage_bytes:
-        raise LimitsError(
-            "memory", format_bytes(limit),
-            f"at or below current usage {format_bytes(usage_bytes)} of {cgroup}; "
-            "the kernel would OOM-kill the engine instead of failing; use --force")
-
-
-def log_limits_changed(old: Limits, new: Limits, *, cgroup: str, peer: Peer | None,
-                       scope: Literal["persistent", "runtime", "reset", "reload"]) -> None:
-    """One ``limits_changed`` record naming who asked and each value before and after."""
-    before, after = old.to_mapping(), new.to_mapping()
-    changed = [name for name in LIMIT_NAMES if before[name] != after[name]]
-    if not changed:
-        return
-    log.info("limits_changed", cgroup=cgroup, scope=scope,
-             uid=None if peer is None else peer.uid, pid=None if peer is None else peer.pid,
-             old=_describe_values(before, changed), new=_describe_values(after, changed))
-
-
-def _describe_values(values: Mapping[str, object], names: list[str]) -> str:
-    """"cpus=2, memory=512 MiB": one readable journal field, sizes in binary units."""
-    return ", ".join(f"{name}={_describe_value(name, values[name])}" for name in names)
-
-
-def _describe_value(name: str, value: object) -> str:
-    if value is None:
-        return "default" if name == "cpu_weight" else "max"
-    if name.startswith("memory") and isinstance(value, int):
-        return format_bytes(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class CpuMeter:
@@ -152,7 +98,7 @@ def read_or_none(read: Callable[[], T]) -> T | None:
 
 def status_document(*, cgroup_path: str, layers: LimitLayers, usage: Mapping[str, Any],
                     events: Mapping[str, int], engine: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``status`` reply (schema: ccgroupd.client.ctl STATUS_SCHEMA).
+    """The ``status`` reply (its schema: ``ccgroupctl status --help``).
 
     ``engine`` carries ``state``, ``pid``, ``uptime_s`` and ``restarts``;
     ``events`` the monitor's counters since the daemon started.
@@ -164,3 +110,51 @@ def status_document(*, cgroup_path: str, layers: LimitLayers, usage: Mapping[str
         "events": dict(events),
         "engine": dict(engine),
     }
+
+
+def engine_status(supervisor: Supervisor | None) -> dict[str, Any]:
+    """``status`` ``engine``: state, pid, uptime, restarts and the last unasked exit."""
+    if supervisor is None:
+        return {"state": None, "pid": None, "uptime_s": None, "restarts": 0}
+    uptime_s = supervisor.uptime_s()
+    engine: dict[str, Any] = {"state": supervisor.state.value, "pid": supervisor.pid,
+                              "uptime_s": None if uptime_s is None else round(uptime_s, 1),
+                              "restarts": supervisor.restarts}
+    if supervisor.last_exit is not None:
+        engine["last_exit"] = supervisor.last_exit.log_fields()
+    return engine
+
+
+def status_line(limits: Limits | None, supervisor: Supervisor | None,
+                violation: str | None) -> str:
+    """systemd's STATUS=: "cpus=2 memory=1 GiB pids=max; engine running (pid 42), ..."."""
+    values = (limits or Limits()).to_mapping()
+    line = " ".join(f"{name}={describe_limit_value(name, values[name])}"
+                    for name in ("cpus", "memory", "pids"))
+    line += "; engine "
+    if supervisor is None:
+        line += "not started"
+    else:
+        line += supervisor.state.value
+        if supervisor.pid is not None:
+            line += f" (pid {supervisor.pid})"
+        if supervisor.restarts:
+            line += f", {supervisor.restarts} restart{'s' if supervisor.restarts > 1 else ''}"
+    if violation:
+        line += f"; last violation: {violation}"
+    return line
+
+
+class SystemdStatus:
+    """STATUS= for systemd, sent only when the line changed."""
+
+    def __init__(self, notifier: Notifier, line: Callable[[], str]) -> None:
+        self._notifier = notifier
+        self.line = line
+        self._last = ""
+
+    def update(self) -> None:
+        line = self.line()
+        if line != self._last:
+            self._last = line
+            self._notifier.status(line)

@@ -30,15 +30,15 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ccgroupd.config import Config, EngineSection
 from ccgroupd.engine.oci import runtime_spec, write_bundle
 from ccgroupd.engine.process import Completed, Spawner
-from ccgroupd.engine.readiness import ReadinessProbe, probe_from
-from ccgroupd.engine.supervisor import EngineSpec, engine_argv
+from ccgroupd.engine.readiness import probe_from
+from ccgroupd.engine.supervisor import EngineSpec, Launch, RestartPolicy
 from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
 from ccgroupd.notify import child_environment
 
@@ -54,24 +54,31 @@ DOCKER_CGROUPFS_FIX = (
     "or set [engine] mode = \"runc\"")
 
 
-@dataclass(frozen=True)
-class Launch:
-    """What the supervisor runs, what must happen before each start, and when it is ready."""
-
-    spec: EngineSpec
-    before_start: Callable[[], Awaitable[None]] | None = None
-    # What before_start builds the engine from beyond the argv (runc: the bundle's
-    # config.json), so that a reload that changes it restarts the engine too.
-    prepared_from: tuple[object, ...] = ()
-    readiness: ReadinessProbe | None = None
-
-
 def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
                   spawner: Spawner, python: str = sys.executable) -> Launch:
     engine = config.engine
     return replace(_mode_launch(config, engine_group, environ, spawner, python),
                    readiness=probe_from(engine.ready_socket, engine.ready_command,
                                         engine.ready_timeout_s))
+
+
+def restart_policy(engine: EngineSection) -> RestartPolicy:
+    return RestartPolicy(mode=engine.restart, initial_delay_s=engine.restart_initial_delay_s,
+                         max_delay_s=engine.restart_max_delay_s, burst=engine.restart_burst,
+                         window_s=engine.restart_window_s, stop_grace_s=engine.stop_grace_s)
+
+
+def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[str],
+                *, private_cgroupns: bool, leaf: str | None = None) -> tuple[str, ...]:
+    """The argv that runs ``command`` through the exec shim inside ``group`` (or its ``leaf``)."""
+    # -P: the engine's working directory must not shadow the ccgroupd package.
+    shim = [python, "-P", "-m", "ccgroupd.engine.shim",
+            "--cgroup-root", str(cgroup_root), "--group", group]
+    if private_cgroupns:
+        shim.append("--private-cgroupns")
+    if leaf is not None:
+        shim += ["--leaf", leaf]
+    return (*shim, "--", *command)
 
 
 def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],

@@ -36,22 +36,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import errno
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import structlog
 
+from ccgroupd.config import RestartMode
 from ccgroupd.engine.process import ProcessHandle, Spawner
 from ccgroupd.engine.readiness import NotReadyError, ReadinessProbe
-from ccgroupd.errors import CcgroupdError, CgroupReadError
+from ccgroupd.errors import CcgroupdError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
-from ccgroupd.kernel.files import CGROUP_SUBTREE_CONTROL, MEMORY_EVENTS
+from ccgroupd.kernel.files import CGROUP_SUBTREE_CONTROL
 
 log = structlog.get_logger("ccgroupd")
 
@@ -83,9 +83,6 @@ class TransitionError(Exception):
     """A state change the machine does not allow: a bug in ccgroupd, never an operator error."""
 
 
-RestartMode = Literal["always", "on-failure", "never"]
-
-
 @dataclass(frozen=True)
 class EngineSpec:
     """What to run: the full argv (shim included), its environment and working directory."""
@@ -93,6 +90,19 @@ class EngineSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     cwd: Path
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the supervisor runs, what must happen before each start, and when it is ready
+    (ccgroupd.engine.launch makes one per ``[engine] mode``)."""
+
+    spec: EngineSpec
+    before_start: Callable[[], Awaitable[None]] | None = None
+    # What before_start builds the engine from beyond the argv (runc: the bundle's
+    # config.json), so that a reload that changes it restarts the engine too.
+    prepared_from: tuple[object, ...] = ()
+    readiness: ReadinessProbe | None = None
 
 
 @dataclass(frozen=True)
@@ -142,9 +152,6 @@ class EngineGroup(Protocol):
 
     def populated(self) -> bool: ...
 
-    def oom_kills(self) -> int:
-        """memory.events oom_kill (hierarchical: counts kills anywhere in the subtree)."""
-
     def prepare(self) -> None:
         """Make the (empty) group ready for a new engine to join."""
 
@@ -163,14 +170,6 @@ class CgroupEngineGroup:
 
     def populated(self) -> bool:
         return self._cgroupfs.populated(self._group)
-
-    def oom_kills(self) -> int:
-        try:
-            return self._cgroupfs.read_flat_keyed(self._group, MEMORY_EVENTS).get("oom_kill", 0)
-        except CgroupReadError as exc:
-            if exc.errno == errno.ENOENT:  # memory controller not enabled: nothing to count
-                return 0
-            raise
 
     def prepare(self) -> None:
         """Remove the child groups an earlier engine made and the controllers it enabled.
@@ -194,17 +193,16 @@ class _Request(enum.Enum):
 
 
 class Supervisor:
-    def __init__(self, spec: EngineSpec, policy: RestartPolicy, spawner: Spawner,
+    def __init__(self, launch: Launch, policy: RestartPolicy, spawner: Spawner,
                  group: EngineGroup, *,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_change: Callable[[EngineState], None] | None = None,
-                 before_start: Callable[[], Awaitable[None]] | None = None,
-                 readiness: ReadinessProbe | None = None) -> None:
-        self.spec = spec
-        self.policy = policy
-        self.before_start = before_start
-        self.readiness = readiness
+                 oom_witness: Callable[[], bool] | None = None) -> None:
+        self._launch = launch
+        self._policy = policy
+        # Whether the group OOM-killed just now: asked when the engine dies of SIGKILL.
+        self._oom_witness = oom_witness
         self._spawner = spawner
         self._group = group
         self._clock = clock
@@ -219,7 +217,6 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._force = asyncio.Event()
         self.last_exit: EngineExit | None = None
-        self._oom_kills_seen = 0
 
     # -- what others may look at ---------------------------------------------
 
@@ -250,18 +247,16 @@ class Supervisor:
 
     # -- what others may ask -------------------------------------------------
 
-    def note_oom_kills(self) -> None:
-        """Take the group's OOM-kill count as the new baseline (the daemon calls this
-        every few seconds).
-
-        memory.events counts kills anywhere in the subtree, build containers
-        included, so "the engine died of SIGKILL and the count rose since it
-        started" would call an engine OOM-killed when a build was killed hours
-        earlier. Against a recent baseline, only a kill within the last few
-        seconds before the engine's death counts.
-        """
-        if self._state is EngineState.RUNNING:
-            self._oom_kills_seen = self._group.oom_kills()
+    def reconfigure(self, launch: Launch, policy: RestartPolicy) -> bool:
+        """Take a reloaded configuration's launch and policy; restart the engine (and return
+        True) only if what it runs changed. The probe and the policy apply from now on."""
+        changed = ((launch.spec, launch.prepared_from)
+                   != (self._launch.spec, self._launch.prepared_from))
+        self._launch = launch
+        self._policy = policy
+        if changed:
+            self.request_restart()
+        return changed
 
     def request_stop(self) -> None:
         """Stop the engine (gracefully) and make run() return."""
@@ -307,21 +302,21 @@ class Supervisor:
     def _after_exit(self, outcome: EngineExit) -> EngineState:
         if self._request is not None:
             return EngineState.EXITED  # a request came in while we cleaned up: let run() see it
-        mode = self.policy.mode
+        mode = self._policy.mode
         if mode == "never" or (mode == "on-failure" and outcome.succeeded):
             return EngineState.EXITED
         self._forget_old_starts()
-        if len(self._starts) >= self.policy.burst:
+        if len(self._starts) >= self._policy.burst:
             log.error("engine_failed", cgroup=self._group.path, starts=len(self._starts),
-                      window_s=self.policy.window_s,
-                      reason=(f"{len(self._starts)} starts within {self.policy.window_s:g} s "
-                              f"(restart_burst = {self.policy.burst})"),
+                      window_s=self._policy.window_s,
+                      reason=(f"{len(self._starts)} starts within {self._policy.window_s:g} s "
+                              f"(restart_burst = {self._policy.burst})"),
                       **outcome.log_fields())
             return EngineState.FAILED
         return EngineState.BACKOFF
 
     async def _backoff(self) -> None:
-        delay_s = self.policy.delay_s(len(self._starts))
+        delay_s = self._policy.delay_s(len(self._starts))
         log.warning("engine_restarting", cgroup=self._group.path, delay_s=delay_s,
                     restarts=len(self._starts))
         await self._race(self._sleep(delay_s), self._wake.wait())
@@ -329,7 +324,7 @@ class Supervisor:
             self._transition(EngineState.EXITED)
 
     def _forget_old_starts(self) -> None:
-        horizon = self._clock() - self.policy.window_s
+        horizon = self._clock() - self._policy.window_s
         while self._starts and self._starts[0] < horizon:
             self._starts.popleft()
 
@@ -339,11 +334,11 @@ class Supervisor:
         self._starts.append(self._clock())
         self._start_count += 1
         try:
-            if self.before_start is not None:
-                await self.before_start()
+            if self._launch.before_start is not None:
+                await self._launch.before_start()
             self._group.prepare()
-            self._oom_kills_seen = self._group.oom_kills()
-            process = await self._spawner.spawn(self.spec.argv, self.spec.env, self.spec.cwd)
+            process = await self._spawner.spawn(self._launch.spec.argv, self._launch.spec.env,
+                                               self._launch.spec.cwd)
         except (OSError, CcgroupdError) as exc:
             outcome = EngineExit(None, error=str(exc))
             # The error text is the record's field; a traceback would add nothing.
@@ -355,15 +350,15 @@ class Supervisor:
         log.info("engine_started", pid=process.pid, cgroup=self._group.path,
                  restarts=self.restarts)
         exited = asyncio.ensure_future(process.wait())
-        if self.readiness is not None and not await self._became_ready(process, exited):
+        if self._launch.readiness is not None and not await self._became_ready(process, exited):
             if self._request is not None and not exited.done():
                 await self._stop(process, exited)
                 return None
             if not exited.done():  # not ready in time
                 await self._terminate(process, exited)
                 return self._exited(process, EngineExit(await exited, error=(
-                    f"not ready within {self.readiness.timeout_s:g} s "
-                    f"({self.readiness.description})")))
+                    f"not ready within {self._launch.readiness.timeout_s:g} s "
+                    f"({self._launch.readiness.description})")))
         else:
             self._transition(EngineState.RUNNING)
             await self._race(exited, self._wake.wait())
@@ -372,8 +367,8 @@ class Supervisor:
                 return None
         await empty_group(self._group, self._sleep)
         returncode = exited.result()
-        oom_killed = (returncode == -signal.SIGKILL
-                      and self._group.oom_kills() > self._oom_kills_seen)
+        oom_killed = (returncode == -signal.SIGKILL and self._oom_witness is not None
+                      and self._oom_witness())
         return self._exited(process, EngineExit(returncode, oom_killed=oom_killed))
 
     def _exited(self, process: ProcessHandle, outcome: EngineExit) -> EngineExit:
@@ -386,9 +381,10 @@ class Supervisor:
     async def _became_ready(self, process: ProcessHandle, exited: asyncio.Future[int]) -> bool:
         """Probe until ready (True), or until the engine exits, a request comes in or the
         probe times out (False; the caller tells which)."""
-        assert self.readiness is not None
+        readiness = self._launch.readiness
+        assert readiness is not None
         probe = asyncio.ensure_future(
-            self.readiness.wait(self._spawner, clock=self._clock, sleep=self._sleep))
+            readiness.wait(self._spawner, clock=self._clock, sleep=self._sleep))
         try:
             await self._race(probe, exited, self._wake.wait())
         finally:
@@ -401,23 +397,23 @@ class Supervisor:
             # The probe's last error is the record's field; a traceback would add nothing.
             log.error("engine_not_ready",  # noqa: TRY400
                       pid=process.pid, cgroup=self._group.path,
-                      timeout_s=self.readiness.timeout_s, probe=self.readiness.description,
+                      timeout_s=readiness.timeout_s, probe=readiness.description,
                       last_error=str(error))
             return False
         log.info("engine_ready", pid=process.pid, cgroup=self._group.path,
-                 ready_after_s=round(ready_after_s, 3), probe=self.readiness.description)
+                 ready_after_s=round(ready_after_s, 3), probe=readiness.description)
         return True
 
     async def _terminate(self, process: ProcessHandle, exited: asyncio.Future[int]) -> None:
         """SIGTERM, the grace period (cut short by force_stop()), then cgroup.kill."""
         process.send_signal(signal.SIGTERM)
-        await self._race(exited, self._sleep(self.policy.stop_grace_s), self._force.wait())
+        await self._race(exited, self._sleep(self._policy.stop_grace_s), self._force.wait())
         await empty_group(self._group, self._sleep)
 
     async def _stop(self, process: ProcessHandle, exited: asyncio.Future[int]) -> None:
         self._transition(EngineState.STOPPING)
         log.info("engine_stopping", pid=process.pid, cgroup=self._group.path,
-                 grace_s=self.policy.stop_grace_s)
+                 grace_s=self._policy.stop_grace_s)
         await self._terminate(process, exited)
         outcome = EngineExit(await exited)
         log.info("engine_exited", pid=process.pid, cgroup=self._group.path, stopped=True,
@@ -451,16 +447,3 @@ async def empty_group(group: EngineGroup, sleep: Callable[[float], Awaitable[Non
     group.kill()
     while group.populated():
         await sleep(EMPTY_POLL_INTERVAL_S)
-
-
-def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[str],
-                *, private_cgroupns: bool, leaf: str | None = None) -> tuple[str, ...]:
-    """The argv that runs ``command`` through the exec shim inside ``group`` (or its ``leaf``)."""
-    # -P: the engine's working directory must not shadow the ccgroupd package.
-    shim = [python, "-P", "-m", "ccgroupd.engine.shim",
-            "--cgroup-root", str(cgroup_root), "--group", group]
-    if private_cgroupns:
-        shim.append("--private-cgroupns")
-    if leaf is not None:
-        shim += ["--leaf", leaf]
-    return (*shim, "--", *command)

@@ -22,12 +22,14 @@ MEMORY_PEAK = "memory.peak"
 MEMORY_SWAP_CURRENT = "memory.swap.current"
 MEMORY_STAT = "memory.stat"
 MEMORY_EVENTS = "memory.events"
+MEMORY_EVENTS_LOCAL = "memory.events.local"  # this group's own, not its descendants'
 MEMORY_SWAP_EVENTS = "memory.swap.events"
 MEMORY_PRESSURE = "memory.pressure"
 IO_PRESSURE = "io.pressure"
 PIDS_MAX = "pids.max"
 PIDS_CURRENT = "pids.current"
 PIDS_EVENTS = "pids.events"
+PIDS_EVENTS_LOCAL = "pids.events.local"  # Linux 6.11 and later
 
 # Files whose numbers the kernel rounds down to a page on write.
 PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_LOW, MEMORY_SWAP_MAX})

@@ -47,6 +47,7 @@ from ccgroupd.kernel.files import (
     CPU_STAT,
     MEMORY_CURRENT,
     MEMORY_EVENTS,
+    MEMORY_EVENTS_LOCAL,
     MEMORY_HIGH,
     MEMORY_MAX,
     MEMORY_PEAK,
@@ -54,6 +55,7 @@ from ccgroupd.kernel.files import (
     MEMORY_SWAP_EVENTS,
     MEMORY_SWAP_MAX,
     PIDS_EVENTS,
+    PIDS_EVENTS_LOCAL,
     PIDS_MAX,
 )
 from ccgroupd.kernel.inotify import Inotify
@@ -63,8 +65,8 @@ from ccgroupd.kernel.procfs import Procfs
 if TYPE_CHECKING:
     from ccgroupd.config import MonitorSection
 
-MEMORY_EVENTS_LOCAL = "memory.events.local"
-PIDS_EVENTS_LOCAL = "pids.events.local"
+# An engine that dies of SIGKILL this soon after an OOM kill in its group was OOM-killed.
+OOM_ATTRIBUTION_WINDOW_S = 10.0
 WATCHED_FILES = (MEMORY_EVENTS, MEMORY_SWAP_EVENTS, PIDS_EVENTS, CGROUP_EVENTS)
 
 # Which counter of which file is which event, in the order they are reported
@@ -137,6 +139,7 @@ class Monitor:
         self._last_pids_refused: dict[str, int] = {}
         self._last_cpu: _CpuSample | None = None
         self._last_violation: str | None = None
+        self._last_oom_kill_s: float | None = None
         self._watcher: Inotify | None = None
         # The counter files read on every inotify event, their paths checked once.
         self._files: dict[str, AttributeFile] = {}
@@ -176,15 +179,19 @@ class Monitor:
         """One line for systemd's STATUS=, e.g. "oom_kill +1 at 02:13:05 UTC"."""
         return self._last_violation
 
-    def oom_kills_total(self) -> int:
-        """OOM kills since the Monitor started, after reading memory.events now.
+    def recent_oom_kill(self) -> bool:
+        """Whether the group OOM-killed within the last OOM_ATTRIBUTION_WINDOW_S, after
+        reading memory.events now.
 
-        The supervisor asks when the engine exits; reading here (and reporting
-        what is new) puts the oom_kill record before the engine_exited one.
+        The supervisor asks when the engine dies of SIGKILL. memory.events counts kills
+        anywhere in the subtree, build containers included: only a kill just before the
+        engine's death makes it an OOM kill, not one of a build hours earlier. Reading here
+        (and reporting what is new) puts the oom_kill record before the engine_exited one.
         """
         if self.state is MonitorState.WATCHING:
             self.on_changed({MEMORY_EVENTS})
-        return self._aggregates["oom_kill"].total
+        return (self._last_oom_kill_s is not None
+                and self._clock() - self._last_oom_kill_s <= OOM_ATTRIBUTION_WINDOW_S)
 
     # -- driving (run() calls these; tests call them with a fake clock) --------
 
@@ -217,6 +224,8 @@ class Monitor:
                 if delta:
                     self._aggregates[event].total += delta
                     self._occurred(event, now, {"delta": delta})
+                    if event == "oom_kill":
+                        self._last_oom_kill_s = now
         if CGROUP_EVENTS in files:
             values = self._read_counters(CGROUP_EVENTS)
             if values is not None:

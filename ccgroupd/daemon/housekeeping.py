@@ -1,0 +1,58 @@
+"""The daemon's only timer, so that an idle daemon wakes once per tick.
+
+Each tick pings systemd's watchdog, polls the monitor (cpu.stat has no change
+notification) and refreshes STATUS=, all on the loop without a thread hop. Every Nth
+tick the drift check starts as a task of its own: re-applying drifted limits can block
+in reclaim (in a thread), and the pings must go on meanwhile. A change of limits under
+way (the controller's lock is held) verifies them anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from ccgroupd.config import MonitorSection
+from ccgroupd.daemon.controller import LimitController
+from ccgroupd.notify import Notifier
+
+
+class Polled(Protocol):
+    def poll(self) -> None: ...
+
+
+def housekeeping_schedule(settings: MonitorSection,
+                          watchdog_interval_s: float | None) -> tuple[float, int]:
+    """Seconds between ticks, and every how many ticks drift is checked.
+
+    The tick is the monitoring interval (monitor.cpu_poll_interval_s), or systemd's
+    watchdog interval (WatchdogSec/2) if that is shorter. Drift is checked every
+    drift_check_interval_s rounded to whole ticks, at least once per tick.
+    """
+    interval_s = min(settings.cpu_poll_interval_s,
+                     watchdog_interval_s or settings.cpu_poll_interval_s)
+    return interval_s, max(1, round(settings.drift_check_interval_s / interval_s))
+
+
+async def housekeep(settings: MonitorSection, *, notifier: Notifier,
+                    controller: LimitController, monitor: Callable[[], Polled | None],
+                    update_status: Callable[[], None],
+                    spawn: Callable[[Coroutine[Any, Any, None]], None],
+                    sleep: Callable[[float], Awaitable[None]]) -> None:
+    """Tick until cancelled (see the module docstring)."""
+    interval_s, drift_every = housekeeping_schedule(settings, notifier.watchdog_interval_s)
+    ticks = 0
+    while True:
+        notifier.watchdog()
+        polled = monitor()
+        if polled is not None:
+            polled.poll()
+        update_status()
+        if ticks and ticks % drift_every == 0 and not controller.lock.locked():
+            spawn(_check_drift(controller))
+        ticks += 1
+        await sleep(interval_s)
+
+
+async def _check_drift(controller: LimitController) -> None:
+    await controller.check_drift()

@@ -1,0 +1,63 @@
+"""LimitLayers: config <- persisted <- runtime, validated as one overlay."""
+
+from __future__ import annotations
+
+import pytest
+
+from ccgroupd.errors import LimitsError
+from ccgroupd.limits.layers import LimitLayers
+from ccgroupd.limits.model import Limits
+
+MiB = 1024**2
+CONFIG = Limits.from_mapping({"cpus": 4, "memory": "8G", "pids": 1000})
+
+
+def test_effective_limits_layer_runtime_over_persisted_over_config() -> None:
+    layers = LimitLayers(CONFIG, persisted={"cpus": 2, "memory": "1G"},
+                         runtime={"memory": "512M"})
+
+    effective = layers.effective()
+    assert (effective.cpus, effective.memory_max_bytes, effective.pids_max) == (2, 512 * MiB, 1000)
+    assert {name: layers.source(name) for name in ("cpus", "memory", "pids")} == {
+        "cpus": "persisted", "memory": "runtime", "pids": "config"}
+
+
+def test_layers_are_validated_as_one_overlay() -> None:
+    # memory_high 2G is above the persisted memory 1G, but the runtime memory fixes it
+    layers = LimitLayers(CONFIG, persisted={"memory": "1G", "memory_high": "2G"},
+                         runtime={"memory": "4G"})
+    assert layers.effective().memory_high_bytes == 2048 * MiB
+    with pytest.raises(LimitsError, match="memory_high"):
+        LimitLayers(CONFIG, persisted={"memory": "1G", "memory_high": "2G"}).effective()
+
+
+def test_persistent_set_overrides_a_runtime_change_of_the_same_limit() -> None:
+    layers = LimitLayers(CONFIG, runtime={"memory": "512M", "cpus": 1})
+
+    after = layers.with_set({"memory": "2G"}, runtime=False)
+
+    assert after.persisted == {"memory": "2G"}
+    assert after.runtime == {"cpus": 1}
+    assert after.effective().memory_max_bytes == 2048 * MiB
+
+
+def test_runtime_set_reset_and_reload() -> None:
+    layers = LimitLayers(CONFIG, persisted={"cpus": 2}).with_set({"cpus": 1}, runtime=True)
+    assert layers.effective().cpus == 1
+    assert layers.reset() == LimitLayers(CONFIG)
+
+    reloaded = layers.with_config(Limits.from_mapping({"pids": 50}))
+    assert (reloaded.effective().pids_max, reloaded.effective().cpus) == (50, 1)
+    assert reloaded.persisted == {"cpus": 2}
+
+
+def test_describe_lists_every_limit_with_value_and_source() -> None:
+    described = LimitLayers(CONFIG, persisted={"memory": "512M"}).describe()
+    assert described == {
+        "cpus": {"value": 4.0, "source": "config"},
+        "memory": {"value": 512 * MiB, "source": "persisted"},
+        "memory_high": {"value": None, "source": "config"},
+        "memory_swap": {"value": None, "source": "config"},
+        "pids": {"value": 1000, "source": "config"},
+        "cpu_weight": {"value": None, "source": "config"},
+    }
