@@ -357,7 +357,8 @@ _EVENTS = (
         "A ccgroupctl request failed with an internal error",
         "An operation on the control socket raised an unexpected error (a bug in\n"
         "ccgroupd). The caller got an error reply; the daemon and the engine keep running.\n"
-        "The message carries the traceback: please report it.",
+        "The message carries the traceback: please report it. At most one such record is\n"
+        "written per 10 seconds; CCGROUPD_DELTA counts the failures held back before it.",
     ),
 )
 

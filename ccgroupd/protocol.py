@@ -116,9 +116,17 @@ def decode_object(line: bytes, what: str) -> dict[str, Any]:
         message = loads(line.decode())
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError among them
         raise ProtocolError(f"malformed {what}: not JSON ({exc})") from None
+    except RecursionError:
+        raise ProtocolError(f"malformed {what}: nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"malformed {what}: expected a JSON object")
     if message.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {message.get('v')!r} in {what}; "
+        raise ProtocolError(f"unsupported protocol version {shown(message.get('v'))} in {what}; "
                             f"this side speaks version {PROTOCOL_VERSION}")
     return message
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """repr(value), cut short: an error reply must not echo a whole request back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -18,7 +18,15 @@ from structlog.testing import capture_logs
 
 from ccgroupd import protocol
 from ccgroupd.client import ctl
-from ccgroupd.daemon.api import Access, ApiServer, Peer, PermissionDeniedError, peer_credentials
+from ccgroupd.daemon.api import (
+    RESERVED_FOR_OPERATORS,
+    Access,
+    ApiServer,
+    Peer,
+    PermissionDeniedError,
+    RateLimit,
+    peer_credentials,
+)
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -304,6 +312,9 @@ def test_bug_in_an_operation_costs_one_request_not_the_server(tmp_path: Path) ->
     (b'{"op": "status"}\n', "unsupported protocol version None"),
     (b'{"v": 2, "op": "status"}\n', "unsupported protocol version 2"),
     (b'{"v": 1, "op": "format-disk"}\n', "unknown operation 'format-disk'"),
+    (b'{"v": 1, "op": []}\n', "unknown operation []"),
+    (b'{"v": 1, "op": {"a": 1}}\n', "unknown operation {'a': 1}"),
+    (b'{"v": "' + b"x" * 200 + b'", "op": "status"}\n', "unsupported protocol version 'xxx"),
     (b'{"v": 1, "op": "status", "args": []}\n', "'args' must be a JSON object"),
     (b'{"v": 1, "op": "status", "args": {"x": 1}}\n', "'status' takes no arguments"),
     (b'{"v": 1, "op": "set", "args": {}}\n', "needs a non-empty 'limits' object"),
@@ -320,10 +331,13 @@ def test_protocol_errors_get_a_usage_error_reply(tmp_path: Path, line: bytes,
         async with serving(tmp_path, controller) as server:
             return await exchange(server.socket_path, line)
 
-    code, text = error_of(run(scenario()))
+    with capture_logs() as logs:
+        code, text = error_of(run(scenario()))
     assert code == EXIT_USAGE
     assert message in text
+    assert len(text) < 300  # no request echoed back whole
     assert controller.calls == []
+    assert logs == []  # a client's mistake is not the daemon's news
 
 
 def test_oversized_request_is_refused(tmp_path: Path) -> None:
@@ -409,6 +423,90 @@ def test_slow_operation_does_not_block_status(tmp_path: Path) -> None:
     status, changed = run(scenario())
     assert status["ok"] is True
     assert changed["ok"] is True
+
+
+def test_deeply_nested_args_get_a_usage_error_and_no_log(tmp_path: Path) -> None:
+    depth = 20_000
+    line = b'{"v": 1, "op": "status", "args": ' + b"[" * depth + b"]" * depth + b"}\n"
+
+    async def scenario() -> dict[str, Any] | None:
+        async with serving(tmp_path, FakeController(), max_request_bytes=65536) as server:
+            return await exchange(server.socket_path, line)
+
+    with capture_logs() as logs:
+        code, text = error_of(run(scenario()))
+    assert (code, text) == (EXIT_USAGE, "malformed request: nested too deeply")
+    assert logs == []
+
+
+def test_a_repeated_bug_is_logged_once_per_interval(tmp_path: Path) -> None:
+    controller = FakeController()
+    controller.error = KeyError("oops")
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with serving(tmp_path, controller) as server:
+            return [await ask(server.socket_path, "status") for _ in range(20)]
+
+    with capture_logs() as logs:
+        replies = run(scenario())
+    assert all(reply["ok"] is False for reply in replies)
+    assert [entry["event"] for entry in logs] == ["api_request_failed"]
+
+
+def test_rate_limit_counts_what_it_held_back() -> None:
+    limit = RateLimit(10.0)
+    assert limit.allow(100.0) is True
+    assert [limit.allow(t) for t in (101.0, 105.0, 109.9)] == [False, False, False]
+    assert limit.allow(110.0) is True
+    assert limit.take_suppressed() == 3
+    assert limit.take_suppressed() == 0
+
+
+class Peers:
+    """Stands in for SO_PEERCRED: each connection is the next peer of a list."""
+
+    def __init__(self, peers: list[Peer]) -> None:
+        self._peers = iter(peers)
+
+    def __call__(self, sock: socket.socket) -> Peer:
+        return next(self._peers)
+
+
+def test_many_uids_cannot_take_the_connections_kept_for_operators(tmp_path: Path) -> None:
+    controller = FakeController()
+    write_proc_status(tmp_path / "proc", ALICE.pid, ALICE.uid, [STATUS_GID])
+    subuids = [Peer(pid=6000 + n, uid=100000 + n, gid=100000 + n) for n in range(4)]
+    max_connections = RESERVED_FOR_OPERATORS + 2
+
+    async def scenario() -> tuple[list[dict[str, Any] | None], dict[str, Any] | None]:
+        server = ApiServer(controller, make_access(tmp_path),
+                           socket_path=tmp_path / "run" / "ccgroupd.sock",
+                           max_request_bytes=MAX_REQUEST_BYTES, request_timeout_s=TIMEOUT_S,
+                           credentials=Peers([*subuids, ALICE]),
+                           max_connections=max_connections)
+        await server.start()
+        try:
+            held = []
+            for _ in subuids:
+                held.append(await asyncio.open_unix_connection(os.fspath(server.socket_path)))
+                await asyncio.sleep(0.05)
+            refused = [await _reply_or_none(reader) for reader, _ in held[2:]]
+            operator = await exchange(server.socket_path, protocol.request("status"))
+            for _reader, writer in held:
+                writer.close()
+            return refused, operator
+        finally:
+            await server.close()
+
+    refused, operator = run(scenario())
+    assert [error_of(reply)[1] for reply in refused] == [
+        "busy: the remaining connections are kept for operators"] * 2
+    assert operator is not None and operator["ok"] is True  # a member of the status group
+
+
+async def _reply_or_none(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
+    return json.loads(line) if line else None
 
 
 def test_connection_cap_per_uid_spares_root(tmp_path: Path) -> None:

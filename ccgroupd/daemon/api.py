@@ -32,6 +32,7 @@ import pwd
 import socket
 import stat
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,11 @@ log = structlog.get_logger("ccgroupd")
 
 MAX_CONNECTIONS = 64
 MAX_CONNECTIONS_PER_UID = 8
+# Of MAX_CONNECTIONS, this many only for root and members of the admin and status groups:
+# users with many uids (a subuid range) must not lock the operators out.
+RESERVED_FOR_OPERATORS = 16
+# A request that raises where it should not: one traceback per this many seconds.
+BUG_LOG_INTERVAL_S = 10.0
 SHUTDOWN_GRACE_S = 5.0
 SOCKET_MODE = 0o666
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -131,6 +137,12 @@ class Access:
         raise PermissionDeniedError(f"permission denied: {op!r} needs {needs} "
                                     f"(you are uid {peer.uid})")
 
+    def is_operator(self, peer: Peer) -> bool:
+        """Root, or a member of the admin or the status group."""
+        return peer.uid == 0 or any(self._is_member(peer, group)
+                                    for group in (self.admin_group, self.status_group)
+                                    if group is not None)
+
     def _is_member(self, peer: Peer, group_name: str) -> bool:
         try:
             group = self._getgrnam(group_name)
@@ -169,6 +181,7 @@ class ApiServer:
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._per_uid: Counter[int] = Counter()
+        self._bug_log = RateLimit(BUG_LOG_INTERVAL_S)
 
     @classmethod
     def from_config(cls, controller: Controller, settings: ApiSection,
@@ -223,7 +236,7 @@ class ApiServer:
     async def _serve(self, peer: Peer, reader: asyncio.StreamReader) -> bytes | None:
         """The reply for this connection, or None to hang up without one."""
         try:
-            self._check_capacity(peer)
+            await self._check_capacity(peer)
             line = await self._read_request(reader)
             if not line.strip():
                 return None  # connected and left without asking anything
@@ -233,19 +246,25 @@ class ApiServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             return None
         except Exception as exc:
-            # A bug in an operation must cost one request, not the daemon.
-            log.exception("api_request_failed", pid=peer.pid, uid=peer.uid)
+            # A bug in an operation must cost one request, not the daemon, nor flood the
+            # journal when a client repeats it: one traceback per interval, the rest counted.
+            if self._bug_log.allow(time.monotonic()):
+                log.exception("api_request_failed", pid=peer.pid, uid=peer.uid,
+                              delta=self._bug_log.take_suppressed())
             return protocol.error_reply(
                 EXIT_FAILURE, f"internal error ({type(exc).__name__}: {exc}); "
                 "see journalctl -u ccgroupd")
 
-    def _check_capacity(self, peer: Peer) -> None:
+    async def _check_capacity(self, peer: Peer) -> None:
         if peer.uid == 0:
             return
         if len(self._clients) > self._max_connections:
             raise ServerBusyError("busy: too many open connections; try again")
         if self._per_uid[peer.uid] > self._max_connections_per_uid:
             raise ServerBusyError(f"busy: too many open connections from uid {peer.uid}")
+        if (len(self._clients) > self._max_connections - RESERVED_FOR_OPERATORS
+                and not await asyncio.to_thread(self._access.is_operator, peer)):
+            raise ServerBusyError("busy: the remaining connections are kept for operators")
 
     async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
         try:
@@ -265,8 +284,8 @@ class ApiServer:
         message = protocol.decode_object(line, "request")
         op = message.get("op")
         args = message.get("args", {})
-        if op not in protocol.OPS:
-            raise ProtocolError(f"unknown operation {op!r}; expected one of "
+        if not isinstance(op, str) or op not in protocol.OPS:
+            raise ProtocolError(f"unknown operation {protocol.shown(op)}; expected one of "
                                 f"{', '.join(sorted(protocol.OPS))}")
         if not isinstance(args, dict):
             raise ProtocolError("'args' must be a JSON object")
@@ -347,3 +366,23 @@ def _remove_stale_socket(path: Path) -> None:
         probe.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+class RateLimit:
+    """At most one go per interval; what was held back is counted for the next one."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next_s = float("-inf")
+        self._suppressed = 0
+
+    def allow(self, now_s: float) -> bool:
+        if now_s < self._next_s:
+            self._suppressed += 1
+            return False
+        self._next_s = now_s + self._interval_s
+        return True
+
+    def take_suppressed(self) -> int:
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
