@@ -23,6 +23,7 @@ from ccgroupd.errors import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CcgroupdError,
+    CtlError,
 )
 from ccgroupd.values import check_values, format_bytes
 
@@ -55,11 +56,6 @@ SET_OPTIONS = {
     "pids": ("--pids", "maximum number of processes (pids.max)"),
     "cpu_weight": ("--cpu-weight", "relative CPU weight 1-10000, default 100 (cpu.weight)"),
 }
-class CtlError(CcgroupdError):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 # The on/off options of each command that talks to the daemon, besides --json.
 COMMAND_FLAGS = {
