@@ -15,6 +15,7 @@ import pytest
 
 from ccgroupd import protocol
 from ccgroupd.client import argparser, ctl, options
+from ccgroupd.config import load_config
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -164,6 +165,16 @@ def test_socket_defaults_to_the_environment_override(monkeypatch: pytest.MonkeyP
     assert ctl.parse_args(argv).socket == "/tmp/other.sock"
     monkeypatch.delenv(options.SOCKET_ENV)
     assert ctl.parse_args(argv).socket == protocol.DEFAULT_SOCKET_PATH
+
+
+def test_socket_default_and_variable_are_the_daemons(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    monkeypatch.delenv(options.SOCKET_ENV, raising=False)
+    assert load_config(empty).api.socket == Path(protocol.DEFAULT_SOCKET_PATH)
+    monkeypatch.setenv(options.SOCKET_ENV, "/tmp/other.sock")
+    assert load_config(empty).api.socket == Path("/tmp/other.sock")
 
 
 # -- the quick parser and argparse ---------------------------------------------------
