@@ -52,7 +52,7 @@ def launcher_text() -> str:
     return (text.replace(LAUNCHER_PATHS, repr([str(CHECKOUT)]))
             .replace("@SERVED_VERSIONS@", repr((version,)))
             .replace("@SERVED_TEXT@", f"{version[0]}.{version[1]}")
-            .replace("@COMMAND@", "ccgroupctl").replace("@MODULE@", "ctl"))
+            .replace("@COMMAND@", "ccgroupctl").replace("@MODULE@", "client.ctl"))
 
 
 def wall_ms(command: list[str], env: dict[str, str]) -> float:
