@@ -1,22 +1,18 @@
-"""The pydantic-free limit rules: ccgroupctl refuses exactly what the daemon's model refuses,
-and its client path stays light. The rules themselves are tested in test_limits.py."""
+"""The pydantic-free limit rules: ccgroupctl refuses exactly what the daemon's model refuses.
+The rules themselves are tested in test_limits.py; tests/bench/host-cli.py keeps the client
+light to import."""
 
 from __future__ import annotations
 
 import itertools
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import pytest
 
 from ccgroupd.errors import LimitsError
 from ccgroupd.limits.model import Limits
 from ccgroupd.values import _is_decimal, _is_digits, _split_size, check_values
-
-REPO = Path(__file__).resolve().parent.parent
 
 CASES: list[dict[str, object]] = [
     {},
@@ -102,34 +98,3 @@ def test_str_helpers_accept_what_the_old_regexes_accepted() -> None:
         if _is_digits(text) != bool(OLD_COUNT_RE.fullmatch(text)):
             counts.append(text)
     assert (sizes, decimals, counts) == ([], [], [])
-
-
-# What the client paths must not load, and why: pydantic and the modules built on it
-# (the model, the event registry) multiply start-up time; re (with enum and functools),
-# argparse and json cost more under emulation than the whole of ccgroupctl's own code;
-# the rest cost milliseconds each.
-HEAVY_MODULES = ["pydantic", "ccgroupd.limits.model", "ccgroupd.events", "typing", "dataclasses",
-                 "decimal", "shutil", "socket", "selectors", "re", "enum", "argparse",
-                 "gettext", "json", "math"]
-CLIENT_PATHS = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from ccgroupd import protocol
-from ccgroupd.client import ctl
-for argv in (["--socket", "/nonexistent", "set", "--cpus", "2", "--memory", "8G"],
-             ["--socket", "/nonexistent", "status"]):
-    assert ctl.main(argv) == 5
-protocol.decode_object(protocol.ok_reply({"limits": {}}), "reply")
-ctl.render_status({"limits": {"memory": {"value": 2**33, "source": "config"}},
-                   "usage": {"memory_bytes": 2**30, "memory_percent": 12.5}})
-print(" ".join(sys.modules))
-"""
-
-
-def test_client_paths_load_no_heavy_module() -> None:
-    # -S: only the standard library and this tree, as the packaged launcher sees it.
-    run = subprocess.run([sys.executable, "-S", "-c", CLIENT_PATHS, str(REPO)],
-                         capture_output=True, text=True, check=True)
-    loaded = set(run.stdout.split())
-    assert {"ccgroupd.values", "ccgroupd.protocol"} <= loaded
-    assert sorted(loaded & set(HEAVY_MODULES)) == []
