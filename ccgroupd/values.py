@@ -201,6 +201,16 @@ def format_bytes(value: int | None) -> str:
     return f"{value} B"
 
 
+def describe_limit_value(name: str, value: object) -> str:
+    """A limit's value as the model keeps it (``name`` one of LIMIT_NAMES), for people:
+    "512 MiB", "2", "max"; an unset cpu_weight is the kernel's "default", not unlimited."""
+    if value is None:
+        return "default" if name == "cpu_weight" else UNLIMITED
+    if name.startswith("memory") and isinstance(value, int):
+        return format_bytes(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _describe_size(value: int) -> str:
     """format_bytes, plus the exact count when the rounded form would hide a difference."""
     shown = format_bytes(value)

@@ -1,6 +1,6 @@
 """The pydantic-free limit rules (ccgroupd.values): ccgroupctl refuses exactly what the
 daemon's model refuses, and values are read as ASCII. The rules themselves are tested through
-the model in test_limits.py; tests/bench/host-cli.py keeps the client light to import."""
+the model in test_limits.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from ccgroupd.errors import LimitsError
 from ccgroupd.limits.model import Limits
-from ccgroupd.values import check_values, parse_value
+from ccgroupd.values import check_values, describe_limit_value, parse_value
 
 CASES: list[dict[str, object]] = [
     {},
@@ -89,3 +89,18 @@ def test_values_of_the_documented_shapes_are_read(name: str, value: str,
                                                   parsed: float | int) -> None:
     assert parse_value(name, value) == parsed
 
+
+@pytest.mark.parametrize(("name", "value", "text"), [
+    ("cpus", 2.0, "2"),
+    ("cpus", 0.5, "0.5"),
+    ("cpus", None, "max"),
+    ("memory", 512 * 1024**2, "512 MiB"),
+    ("memory_high", None, "max"),
+    ("memory_swap", 0, "0 B"),
+    ("pids", 4096, "4096"),
+    ("pids", None, "max"),
+    ("cpu_weight", 200, "200"),
+    ("cpu_weight", None, "default"),  # cpu.weight has no "no limit": the kernel's default
+])
+def test_describe_limit_value(name: str, value: object, text: str) -> None:
+    assert describe_limit_value(name, value) == text

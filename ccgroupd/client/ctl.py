@@ -33,7 +33,7 @@ from ccgroupd.errors import (
     CcgroupdError,
     CtlError,
 )
-from ccgroupd.values import check_values, format_bytes
+from ccgroupd.values import check_values, describe_limit_value, format_bytes
 
 # `typing` is not free at start-up (about 20% of this module's import time in the
 # guest): the names below are for annotations only, which are never evaluated here.
@@ -257,19 +257,9 @@ def render_status(status: Mapping[str, Any]) -> str:
 
 
 def _limit_lines(limits: Mapping[str, Any]) -> list[str]:
-    return [f"  {name:<12} {_limit_value(name, entry.get('value')):<12} "
+    return [f"  {name:<12} {describe_limit_value(name, entry.get('value')):<12} "
             f"({entry.get('source', '?')})"
             for name, entry in limits.items()]
-
-
-def _limit_value(name: str, value: object) -> str:
-    if value is None:
-        return "default" if name == "cpu_weight" else "max"
-    if name.startswith("memory") and isinstance(value, int):
-        return format_bytes(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def _usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ from ccgroupd.kernel.cgroupfs import (
 from ccgroupd.kernel.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
 from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import LIMIT_NAMES, Limits, format_bytes
+from ccgroupd.values import describe_limit_value
 
 if TYPE_CHECKING:
     from ccgroupd.daemon.api import Peer
@@ -74,11 +75,7 @@ def _describe_values(values: Mapping[str, object], names: list[str]) -> str:
 
 
 def _describe_value(name: str, value: object) -> str:
-    if value is None:
-        return "default" if name == "cpu_weight" else "max"
-    if name.startswith("memory") and isinstance(value, int):
-        return format_bytes(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return describe_limit_value(name, value)
 
 
 class CpuMeter:
