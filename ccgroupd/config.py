@@ -49,6 +49,7 @@ from pydantic_settings import (
 
 from ccgroupd.errors import ConfigError, LimitsError
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
+from ccgroupd.protocol import DEFAULT_SOCKET_PATH
 
 DEFAULT_CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
 # Beside the file: the place for what Ansible, cloud-init or an operator adds, so that
@@ -195,7 +196,7 @@ class MonitorSection(_Section):
 
 
 class ApiSection(_Section):
-    socket: AbsolutePath = Path("/run/ccgroupd/ccgroupd.sock")
+    socket: AbsolutePath = Path(DEFAULT_SOCKET_PATH)
     # Group whose members may change limits (root always may); None: root only.
     admin_group: str | None = None
     # Group whose members may read status.

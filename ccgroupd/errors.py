@@ -127,6 +127,14 @@ class LimitsError(CcgroupdError, ValueError):
         super().__init__(f"{field} = {value!r}: {reason}")
 
 
+class CtlError(CcgroupdError):
+    """What ccgroupctl reports: a refusal with the daemon's exit code, or its own failure."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class ConfigError(CcgroupdError):
     """The configuration file or environment is unusable. Names the file and the key."""
 

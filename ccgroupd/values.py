@@ -202,7 +202,8 @@ def format_bytes(value: int | None) -> str:
 
 
 def describe_limit_value(name: str, value: object) -> str:
-    """A limit as ``status`` and the journal show it: "512 MiB", "2", "max", "default"."""
+    """A limit's value as the model keeps it (``name`` one of LIMIT_NAMES), for people:
+    "512 MiB", "2", "max"; an unset cpu_weight is the kernel's "default", not unlimited."""
     if value is None:
         return "default" if name == "cpu_weight" else UNLIMITED
     if name.startswith("memory") and isinstance(value, int):

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from ccgroupd import protocol
-from ccgroupd.client import argparser as ctlparser
-from ccgroupd.client import ctl
+from ccgroupd.client import argparser, ctl, options
+from ccgroupd.config import load_config
 from ccgroupd.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -151,7 +151,7 @@ def exit_code_of(argv: list[str]) -> int:
 
 
 def test_help_documents_exit_codes_and_the_status_schema() -> None:
-    text = ctlparser.build_parser().format_help()
+    text = argparser.build_parser().format_help()
     for line in ("0  success", "2  usage error", "3  value or combination refused",
                  "4  permission denied", "5  daemon unreachable",
                  "limits.<name>.source", "engine                 state, pid, uptime_s"):
@@ -161,10 +161,20 @@ def test_help_documents_exit_codes_and_the_status_schema() -> None:
 @pytest.mark.parametrize("argv", [["status"], ["events"]])  # the quick parser and argparse
 def test_socket_defaults_to_the_environment_override(monkeypatch: pytest.MonkeyPatch,
                                                      argv: list[str]) -> None:
-    monkeypatch.setenv(ctl.SOCKET_ENV, "/tmp/other.sock")
+    monkeypatch.setenv(options.SOCKET_ENV, "/tmp/other.sock")
     assert ctl.parse_args(argv).socket == "/tmp/other.sock"
-    monkeypatch.delenv(ctl.SOCKET_ENV)
+    monkeypatch.delenv(options.SOCKET_ENV)
     assert ctl.parse_args(argv).socket == protocol.DEFAULT_SOCKET_PATH
+
+
+def test_socket_default_and_variable_are_the_daemons(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    monkeypatch.delenv(options.SOCKET_ENV, raising=False)
+    assert load_config(empty).api.socket == Path(protocol.DEFAULT_SOCKET_PATH)
+    monkeypatch.setenv(options.SOCKET_ENV, "/tmp/other.sock")
+    assert load_config(empty).api.socket == Path("/tmp/other.sock")
 
 
 # -- the quick parser and argparse ---------------------------------------------------
@@ -213,7 +223,7 @@ def same_values(left: dict[str, Any], right: dict[str, Any]) -> bool:
 
 
 def test_quick_parser_agrees_with_argparse(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = ctlparser.build_parser()
+    parser = argparser.build_parser()
     accepted = 0
     for argv in command_lines():
         quick = ctl.quick_parse(argv)

@@ -1,7 +1,8 @@
 """ccgroupctl's full command line parser (argparse): help, errors, --version, `events`.
 
 ccgroupd.client.ctl.quick_parse reads the common command lines without it; everything it
-does not accept comes here, so that help and error messages are argparse's.
+does not accept comes here, so that help and error messages are argparse's. Both read the
+tables in ccgroupd.client.options; this module does not import ctl.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import os
 import sys
 
 from ccgroupd import __version__, protocol
-from ccgroupd.client.ctl import COMMAND_FLAGS, SET_OPTIONS, SOCKET_ENV, START_HINT
+from ccgroupd.client.options import (
+    COMMAND_FLAGS,
+    SET_OPTIONS,
+    SOCKET_ENV,
+    START_HINT,
+    default_socket_path,
+)
 from ccgroupd.errors import EXIT_USAGE
 
 TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
@@ -85,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ccgroupctl {__version__}")
     parser.add_argument("--socket", metavar="PATH",
-                        default=os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH),
+                        default=default_socket_path(),
                         help="the daemon's control socket (default: %(default)s)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="how long to wait for the daemon's answer")

@@ -2,8 +2,15 @@
 """Client-side cost of ccgroupctl on this machine, natively (no VM, no daemon).
 
 ``ccgroupctl --socket /nonexistent set --cpus 1`` (parses, validates, fails to connect:
-exit 5) against ``python3 -c pass`` with the same interpreter, interleaved; medians with
-min-max. Prints one line per command and the ratio; writes nothing in the work tree.
+exit 5) against ``python3 -c pass`` and ``python3 -I -S -c pass`` with the same interpreter,
+interleaved; medians with min-max. Prints one line per command and a PASS/MISS line per
+target; writes nothing in the work tree. Two targets, both on the launcher:
+
+- at most 1.3x ``python3 -c pass``, issue 7's target for what operators run;
+- at most OWN_START_MAX x ``python3 -I -S -c pass``, the launcher's own interpreter mode:
+  the client's own start, its imports and its work, without site's (which differs between
+  machines). This is what keeps ccgroupctl light to import: the ratio grows with anything
+  heavy that its quick path comes to load.
 
 It measures the checkout this script lives in, not whatever ``ccgroupd`` this interpreter
 has installed, started two ways: through the Debian package's launcher
@@ -41,6 +48,11 @@ if __name__ == '__main__':
 LAUNCHER = "ccgroupctl set (launcher, no daemon)"
 PIP_SCRIPT = "ccgroupctl set (pip script, no daemon)"
 SET_ARGS = ["--socket", "/nonexistent", "set", "--cpus", "1"]
+FLOOR_MAX = 1.3
+# Natively 1.5x on the development machine (10.4 vs 7.0 ms); importing enum alone, the
+# lightest of the modules ccgroupctl's quick path avoids, makes it 2.0x, argparse 2.6x,
+# typing 2.9x. The bound sits between, clear of the run-to-run noise (+-0.02x).
+OWN_START_MAX = 1.75
 
 
 def launcher_text() -> str:
@@ -52,7 +64,7 @@ def launcher_text() -> str:
     return (text.replace(LAUNCHER_PATHS, repr([str(CHECKOUT)]))
             .replace("@SERVED_VERSIONS@", repr((version,)))
             .replace("@SERVED_TEXT@", f"{version[0]}.{version[1]}")
-            .replace("@COMMAND@", "ccgroupctl").replace("@MODULE@", "ctl"))
+            .replace("@COMMAND@", "ccgroupctl").replace("@MODULE@", "client.ctl"))
 
 
 def wall_ms(command: list[str], env: dict[str, str]) -> float:
@@ -60,6 +72,12 @@ def wall_ms(command: list[str], env: dict[str, str]) -> float:
     subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
                    env=env)
     return (time.perf_counter() - started) * 1000
+
+
+def target(name: str, ok: bool, figure: str) -> dict[str, str]:
+    verdict = "PASS" if ok else "MISS"
+    print(f"host  target: {name}: {verdict} ({figure})")
+    return {"target": name, "verdict": verdict, "figure": figure}
 
 
 def main() -> int:
@@ -108,14 +126,22 @@ def main() -> int:
                         "ratio_to_bare_floor": round(median / bare_floor, 3)}
         print(f"host  {name:38} {median:7.1f} ms ({min(values):.1f}-{max(values):.1f}, "
               f"n={len(values)})  x{median / floor:.2f} floor  x{median / bare_floor:.2f} -I -S")
-    ratio = report[LAUNCHER]["ratio_to_floor"]
-    print(f"host  ccgroupctl ({CHECKOUT}) exit code 5 (daemon unreachable, as expected); "
-          f"target <= 1.3x, the launcher: {'PASS' if ratio <= 1.3 else 'MISS'} (x{ratio}; "
-          f"x{report[LAUNCHER]['ratio_to_bare_floor']} of python3 -I -S -c pass); "
-          f"pip script x{report[PIP_SCRIPT]['ratio_to_floor']}")
+    print(f"host  ccgroupctl ({CHECKOUT}) exit code 5 (daemon unreachable, as expected)")
+    launcher = report[LAUNCHER]
+    launcher_ms = statistics.median(samples[LAUNCHER])  # unrounded, as in the rows above
+    targets = [
+        target(f"ccgroupctl set (the launcher) <= {FLOOR_MAX}x python3 -c pass",
+               launcher["ratio_to_floor"] <= FLOOR_MAX,
+               f"x{launcher['ratio_to_floor']}, {launcher_ms:.1f} vs {floor:.1f} ms; "
+               f"pip script x{report[PIP_SCRIPT]['ratio_to_floor']}"),
+        target(f"ccgroupctl's own start (the launcher) <= {OWN_START_MAX}x python3 -I -S -c pass",
+               launcher["ratio_to_bare_floor"] <= OWN_START_MAX,
+               f"x{launcher['ratio_to_bare_floor']}, {launcher_ms:.1f} vs {bare_floor:.1f} ms: "
+               f"{launcher_ms - bare_floor:.1f} ms of its own"),
+    ]
     print("host-json " + json.dumps({"python": sys.executable, "version": sys.version.split()[0],
                                       "reps": REPS, "checkout": str(CHECKOUT),
-                                      "results": report}))
+                                      "results": report, "targets": targets}))
     return 0
 
 

@@ -1,0 +1,55 @@
+"""ccgroupctl's command-line tables and defaults, shared by its two parsers.
+
+ctl reads the common command lines from these tables (quick_parse) and builds the
+requests; argparser builds argparse's parser, help and errors from the same tables.
+They are factored out to keep the imports one way: argparser and ctl import this
+leaf (which imports only the standard library and ccgroupd's leaves), ctl imports
+argparser lazily for what quick_parse leaves, and argparser never imports ctl.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ccgroupd import protocol
+
+SOCKET_ENV = "CCGROUPD_API__SOCKET"  # the same variable that overrides api.socket for the daemon
+START_HINT = "is it running? systemctl start ccgroupd"
+
+# Seconds to wait for the reply. A memory.max write can sit in kernel reclaim,
+# and restarting the engine waits for its graceful stop (minutes by default).
+DEFAULT_TIMEOUT_S = {
+    protocol.OP_STATUS: 10.0,
+    protocol.OP_SET: 120.0,
+    protocol.OP_RESET: 120.0,
+    protocol.OP_RELOAD: 120.0,
+    protocol.OP_RESTART_ENGINE: 900.0,
+}
+
+# --option -> limit name, as in the config file's [limits] table.
+SET_OPTIONS = {
+    "cpus": ("--cpus", "CPUs the engine may use, e.g. 4 or 0.5 (cpu.max)"),
+    "memory": ("--memory", "hard memory limit, e.g. 8G or 512M (memory.max)"),
+    "memory_high": ("--memory-high", "memory throttling threshold (memory.high)"),
+    "memory_swap": ("--swap", "swap on top of memory, e.g. 2G or 0 (memory.swap.max)"),
+    "pids": ("--pids", "maximum number of processes (pids.max)"),
+    "cpu_weight": ("--cpu-weight", "relative CPU weight 1-10000, default 100 (cpu.weight)"),
+}
+
+# The on/off options of each command that talks to the daemon, besides --json.
+COMMAND_FLAGS = {
+    protocol.OP_SET: {
+        "--runtime": "only until the daemon restarts",
+        "--force": "allow a memory limit at or below current usage (the kernel will "
+                   "OOM-kill inside the group)",
+    },
+    protocol.OP_STATUS: {},
+    protocol.OP_RESET: {},
+    protocol.OP_RELOAD: {},
+    protocol.OP_RESTART_ENGINE: {},
+}
+
+
+def default_socket_path() -> str:
+    """--socket when the command line does not say: $CCGROUPD_API__SOCKET, or the daemon's."""
+    return os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH)
