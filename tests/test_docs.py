@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ccgroupd import main
+from ccgroupd.client import argparser as ctlparser
 from ccgroupd.errors import EXIT_CODES_BY_COMMAND, EXIT_CODES_NOT_RESTARTED, EXIT_MEANINGS
 from ccgroupd.events import EVENTS
 
@@ -79,6 +80,11 @@ def test_ccgroupd_help_lists_its_exit_codes(capsys: pytest.CaptureFixture[str]) 
         main.main(["--help"])
     listed = re.findall(r"^  (\d+)  ", capsys.readouterr().out, re.MULTILINE)
     assert [int(code) for code in listed] == list(EXIT_CODES_BY_COMMAND["ccgroupd"])
+
+
+def test_ccgroupctl_help_lists_its_exit_codes() -> None:
+    listed = re.findall(r"^  (\d+)  ", ctlparser.EPILOG, re.MULTILINE)
+    assert [int(code) for code in listed] == list(EXIT_CODES_BY_COMMAND["ccgroupctl"])
 
 
 def test_man_page_names_every_event() -> None:

@@ -16,10 +16,9 @@ from ccgroupd.client.options import (
     COMMAND_FLAGS,
     SET_OPTIONS,
     SOCKET_ENV,
-    START_HINT,
     default_socket_path,
 )
-from ccgroupd.errors import EXIT_USAGE
+from ccgroupd.errors import EXIT_USAGE, exit_codes_help
 
 TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
 if TYPE_CHECKING:
@@ -44,14 +43,7 @@ status --json schema (version 1; fields are only ever added):
 
 the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
 
-exit codes:
-  0  success
-  1  the operation failed (the kernel refused a write, ...)
-  2  usage error
-  3  value or combination refused; nothing was changed
-  4  permission denied
-  5  daemon unreachable ({START_HINT})
-"""
+{exit_codes_help("ccgroupctl")}"""
 
 
 class _Parser(argparse.ArgumentParser):
