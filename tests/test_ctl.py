@@ -152,8 +152,8 @@ def exit_code_of(argv: list[str]) -> int:
 
 def test_help_documents_exit_codes_and_the_status_schema() -> None:
     text = argparser.build_parser().format_help()
-    for line in ("0  success", "2  usage error", "3  value or combination refused",
-                 "4  permission denied", "5  daemon unreachable",
+    for line in ("0  success", "2  usage error", "3  invalid value, configuration",
+                 "4  permission denied", "5  the daemon is unreachable",
                  "limits.<name>.source", "engine                 state, pid, uptime_s"):
         assert line in text
 
