@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from ccgroupd.config import MonitorSection
 
 # An engine that dies of SIGKILL this soon after an OOM kill in its group was OOM-killed.
-OOM_ATTRIBUTION_WINDOW_S = 10.0
+OOM_ATTRIBUTION_WINDOW_S = 5.0
 WATCHED_FILES = (MEMORY_EVENTS, MEMORY_SWAP_EVENTS, PIDS_EVENTS, CGROUP_EVENTS)
 
 # Which counter of which file is which event, in the order they are reported
