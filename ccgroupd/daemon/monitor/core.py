@@ -30,13 +30,16 @@ import contextlib
 import enum
 import errno
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import structlog
 
+from ccgroupd.daemon.monitor.oom import OomSnapshot, read_limit
+from ccgroupd.daemon.monitor.reports import ReportWindows
+from ccgroupd.daemon.monitor.subtree import Subtree, increases
+from ccgroupd.daemon.monitor.throttle import ThrottleMeter, throttle_fields
+from ccgroupd.daemon.monitor.watch import Watch
 from ccgroupd.errors import CgroupError, CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
@@ -45,21 +48,16 @@ from ccgroupd.kernel.files import (
     CGROUP_EVENTS,
     CPU_MAX,
     CPU_STAT,
-    MEMORY_CURRENT,
     MEMORY_EVENTS,
-    MEMORY_EVENTS_LOCAL,
     MEMORY_HIGH,
     MEMORY_MAX,
-    MEMORY_PEAK,
-    MEMORY_STAT,
     MEMORY_SWAP_EVENTS,
     MEMORY_SWAP_MAX,
     PIDS_EVENTS,
     PIDS_EVENTS_LOCAL,
     PIDS_MAX,
 )
-from ccgroupd.kernel.inotify import Inotify
-from ccgroupd.kernel.parsers import ParseError, parse_cpu_max, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.kernel.parsers import ParseError, parse_cpu_max, parse_cpu_stat
 from ccgroupd.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
@@ -84,14 +82,6 @@ EVENT_TYPES = {name: EVENTS[name] for name in VIOLATION_EVENTS}
 _LIMIT_FILES = {"oom": MEMORY_MAX, "memory_max": MEMORY_MAX, "memory_high": MEMORY_HIGH,
                 "swap_max": MEMORY_SWAP_MAX}
 
-# memory.stat entries that are byte counts (the rest count events or pages scanned),
-# without the active_/inactive_ and slab_ splits that only repeat anon, file and slab.
-MEMORY_STAT_BYTE_KEYS = frozenset({
-    "anon", "file", "kernel", "kernel_stack", "pagetables", "sec_pagetables", "percpu",
-    "sock", "vmalloc", "shmem", "zswap", "file_mapped", "file_dirty", "file_writeback",
-    "swapcached", "anon_thp", "file_thp", "shmem_thp", "unevictable", "slab",
-})
-SNAPSHOT_TOP_N = 5
 # A file of a removed group: ENOENT by path, ENODEV if it went between open and read.
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV})
 
@@ -102,21 +92,6 @@ class MonitorState(enum.Enum):
     VANISHED = "vanished"  # the group does not exist; waiting for it to come back
 
 
-@dataclass
-class _Aggregate:
-    """Rate limiting for one event type."""
-
-    total: int = 0  # since the Monitor started
-    window_end: float | None = None  # while set, occurrences are summed until then
-    pending: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class _CpuSample:
-    at: float
-    nr_periods: int
-    nr_throttled: int
-    throttled_usec: int
 
 
 class Monitor:
@@ -124,7 +99,6 @@ class Monitor:
                  settings: MonitorSection, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._cgroupfs = cgroupfs
-        self._procfs = procfs
         self._group = group.strip("/")
         self._cgroup_path = str(cgroupfs.path(self._group))
         self._settings = settings
@@ -132,15 +106,17 @@ class Monitor:
         self._log = structlog.get_logger("ccgroupd")
         self.state = MonitorState.STOPPED
         self.populated: bool | None = None
-        self._aggregates = {name: _Aggregate() for name in EVENT_TYPES}
+        self._reports = ReportWindows(EVENT_TYPES, settings.report_interval_s, self._report)
+        self._subtree = Subtree(cgroupfs, self._group)
+        self._oom = OomSnapshot(cgroupfs, procfs, self._subtree)
         self._last_counters: dict[tuple[str, str], int] = {}
-        self._last_local_oom_kills: dict[str, int] = {}
         self._pids_hierarchical = True
         self._last_pids_refused: dict[str, int] = {}
-        self._last_cpu: _CpuSample | None = None
+        self._throttle = ThrottleMeter(settings.throttle_threshold)
         self._last_violation: str | None = None
         self._last_oom_kill_s: float | None = None
-        self._watcher: Inotify | None = None
+        self._watch = Watch(cgroupfs, self._group, WATCHED_FILES, on_changed=self.on_changed,
+                            on_failure=self._fail)
         # The counter files read on every inotify event, their paths checked once.
         self._files: dict[str, AttributeFile] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,12 +144,12 @@ class Monitor:
                     await asyncio.wait_for(self._wakeup.wait(),
                                            max(0.0, deadline - self._clock()))
         finally:
-            self._disarm()
+            self._watch.disarm()
             self._loop = self._wakeup = None
 
     def counters(self) -> dict[str, int]:
         """Event totals since the Monitor started (cpu_throttled: throttled periods)."""
-        return {name: aggregate.total for name, aggregate in self._aggregates.items()}
+        return self._reports.totals()
 
     def last_violation(self) -> str | None:
         """One line for systemd's STATUS=, e.g. "oom_kill +1 at 02:13:05 UTC"."""
@@ -202,8 +178,8 @@ class Monitor:
             return
         current = self._read_current_counters()
         if current is not None:
-            self._last_local_oom_kills = self._subtree_counter(MEMORY_EVENTS_LOCAL, "oom_kill")
-            self._last_pids_refused = self._subtree_counter(PIDS_EVENTS, "max")
+            self._oom.baseline()
+            self._last_pids_refused = self._subtree.counter(PIDS_EVENTS, "max")
             self._prime(current)
 
     def on_changed(self, files: Iterable[str]) -> None:
@@ -222,7 +198,7 @@ class Monitor:
             for key, event in COUNTER_KEYS[name]:
                 delta = self._delta((name, key), values.get(key, 0))
                 if delta:
-                    self._aggregates[event].total += delta
+                    self._reports.count(event, delta)
                     self._occurred(event, now, {"delta": delta})
                     if event == "oom_kill":
                         self._last_oom_kill_s = now
@@ -236,7 +212,7 @@ class Monitor:
         report windows that ended, then read cpu.stat, and the subtree's pids.events
         before Linux 6.11, or look for a vanished group's return."""
         now = self._clock()
-        self._flush_due(now)
+        self._reports.flush_due(now)
         if self.state is MonitorState.VANISHED:
             if self._cgroupfs.exists(self._group):
                 self._resume()
@@ -247,12 +223,11 @@ class Monitor:
 
     def tick(self) -> None:
         """Flush the report windows that ended (run() calls this at their ends)."""
-        self._flush_due(self._clock())
+        self._reports.flush_due(self._clock())
 
     def next_deadline(self) -> float | None:
         """When the next report window ends; None while no window is open."""
-        ends = [a.window_end for a in self._aggregates.values() if a.window_end is not None]
-        return min(ends, default=None)
+        return self._reports.next_deadline()
 
     # -- counters ---------------------------------------------------------------
 
@@ -275,9 +250,10 @@ class Monitor:
         # the forking task's own group, not in the group whose pids.max refused it: the
         # engine's children and build containers never show up in this group's file.
         self._pids_hierarchical = self._cgroupfs.path(self._group, PIDS_EVENTS_LOCAL).exists()
-        self._last_cpu = None
+        self._throttle.reset()
         self.state = MonitorState.WATCHING
-        self._arm()
+        if self._loop is not None:  # only inside run(), which owns the event loop
+            self._watch.arm(self._loop)
 
     def _resume(self) -> None:
         # A recreated group starts from zero: everything it counted so far is new.
@@ -311,10 +287,10 @@ class Monitor:
         self.state = MonitorState.VANISHED
         self.populated = False
         self._last_counters.clear()
-        self._last_local_oom_kills.clear()
+        self._oom.forget()
         self._last_pids_refused.clear()
-        self._last_cpu = None
-        self._disarm()
+        self._throttle.reset()
+        self._watch.disarm()
 
     # -- cpu.stat -------------------------------------------------------------
 
@@ -329,22 +305,10 @@ class Monitor:
         except ParseError as exc:
             raise CgroupReadError(self._cgroupfs.path(self._group, CPU_STAT),
                                   detail=str(exc)) from exc
-        if stat.nr_periods is None or stat.nr_throttled is None or stat.throttled_usec is None:
-            return  # the cpu controller is not enabled for the group: nothing is throttled
-        sample = _CpuSample(now, stat.nr_periods, stat.nr_throttled, stat.throttled_usec)
-        last, self._last_cpu = self._last_cpu, sample
-        if last is None or sample.nr_periods < last.nr_periods:
-            return  # first sample, or the group was recreated: a new baseline
-        periods = sample.nr_periods - last.nr_periods
-        throttled = sample.nr_throttled - last.nr_throttled
-        self._aggregates["cpu_throttled"].total += throttled
-        if periods and throttled / periods > self._settings.throttle_threshold:
-            self._occurred("cpu_throttled", now, {
-                "delta": throttled,
-                "periods": periods,
-                "throttled_usec": sample.throttled_usec - last.throttled_usec,
-                "interval_usec": round((now - last.at) * 1_000_000),
-            })
+        throttled, amounts = self._throttle.sample(stat, now)
+        self._reports.count("cpu_throttled", throttled)
+        if amounts is not None:
+            self._occurred("cpu_throttled", now, amounts)
 
     def _poll_pids_subtree(self, now: float) -> None:
         """pids.events of every group in the subtree, for kernels that count refusals locally.
@@ -353,161 +317,39 @@ class Monitor:
         (build containers), never the number of processes. Each group's file is watched
         from the first poll that finds it, so later refusals there are reported at once.
         """
-        current = self._subtree_counter(PIDS_EVENTS, "max", watch=True)
-        delta = sum(_increases(self._last_pids_refused, current).values())
+        current = self._subtree.counter(PIDS_EVENTS, "max", watcher=self._watch.inotify)
+        delta = sum(increases(self._last_pids_refused, current).values())
         self._last_pids_refused = current
         if delta:
-            self._aggregates["pids_max"].total += delta
+            self._reports.count("pids_max", delta)
             self._occurred("pids_max", now, {"delta": delta})
 
-    # -- aggregation and rate limit -------------------------------------------------
+    # -- reports --------------------------------------------------------------------
 
     def _occurred(self, event: str, now: float, amounts: Mapping[str, int]) -> None:
-        aggregate = self._aggregates[event]
-        if aggregate.window_end is not None and now < aggregate.window_end:
-            aggregate.pending.update(amounts)
-            return
-        aggregate.window_end = now + self._settings.report_interval_s
-        self._report(event, amounts)
-        if self._wakeup is not None:
+        if self._reports.occurred(event, now, amounts) and self._wakeup is not None:
             self._wakeup.set()  # a new window end: run() may have to wake earlier
 
-    def _flush_due(self, now: float) -> None:
-        for event, aggregate in self._aggregates.items():
-            if aggregate.window_end is None or now < aggregate.window_end:
-                continue
-            if not aggregate.pending:
-                aggregate.window_end = None  # quiet: the next occurrence is reported at once
-                continue
-            pending, aggregate.pending = aggregate.pending, Counter()
-            aggregate.window_end = now + self._settings.report_interval_s
-            self._report(event, pending)
-
-    def _report(self, event: str, amounts: Mapping[str, int]) -> None:
+    def _report(self, event: str, amounts: Mapping[str, int], total: int) -> None:
         delta = amounts["delta"]
         fields: dict[str, object] = {"cgroup": self._cgroup_path, "delta": delta,
-                                     "total": self._aggregates[event].total}
+                                     "total": total}
         if event == "oom_kill":
-            fields.update(self._oom_snapshot())
+            fields.update(self._oom.take())
         elif event in _LIMIT_FILES:
-            fields["limit_bytes"] = self._read_limit(_LIMIT_FILES[event])
+            fields["limit_bytes"] = read_limit(self._cgroupfs, self._group,
+                                               _LIMIT_FILES[event])
         elif event == "pids_max":
-            fields["limit_pids"] = self._read_limit(PIDS_MAX)
+            fields["limit_pids"] = read_limit(self._cgroupfs, self._group, PIDS_MAX)
         elif event == "cpu_throttled":
-            fields.update(self._throttle_fields(amounts))
+            cpu_max = None
+            with contextlib.suppress(CgroupError, ParseError):
+                cpu_max = parse_cpu_max(self._cgroupfs.read(self._group, CPU_MAX))
+            fields.update(throttle_fields(amounts, cpu_max))
         self._log.warning(event, **fields)
         self._last_violation = f"{event} +{delta} at {time.strftime('%H:%M:%S %Z')}"
 
-    def _throttle_fields(self, amounts: Mapping[str, int]) -> dict[str, object]:
-        interval_usec = amounts["interval_usec"]
-        fields: dict[str, object] = {
-            "periods": amounts["periods"],
-            "throttled_usec": amounts["throttled_usec"],
-            "interval_s": round(interval_usec / 1_000_000, 3),
-            "throttled_periods_fraction": round(amounts["delta"] / amounts["periods"], 3),
-            "throttled_time_fraction": round(amounts["throttled_usec"] / interval_usec, 3),
-        }
-        with contextlib.suppress(CgroupError, ParseError):
-            cpu_max = parse_cpu_max(self._cgroupfs.read(self._group, CPU_MAX))
-            if cpu_max.quota_usec is not None:
-                fields["limit_cpus"] = round(cpu_max.quota_usec / cpu_max.period_usec, 3)
-        return fields
-
-    def _read_limit(self, attribute: str) -> int | None:
-        """The limit in force (None: "max" or unreadable); a report goes out regardless."""
-        with contextlib.suppress(CgroupError, ParseError):
-            return parse_uint_or_max(self._cgroupfs.read(self._group, attribute))
-        return None
-
-    # -- the OOM snapshot ---------------------------------------------------------
-
-    def _oom_snapshot(self) -> dict[str, object]:
-        """What the group looks like right after a kill; every part is best effort."""
-        snapshot: dict[str, object] = {"limit_bytes": self._read_limit(MEMORY_MAX)}
-        with contextlib.suppress(CgroupError, ParseError):
-            snapshot["usage_bytes"] = parse_uint_or_max(
-                self._cgroupfs.read(self._group, MEMORY_CURRENT))
-        if self._cgroupfs.path(self._group, MEMORY_PEAK).exists():  # Linux 5.19 and later
-            with contextlib.suppress(CgroupError, ParseError):
-                snapshot["peak_bytes"] = parse_uint_or_max(
-                    self._cgroupfs.read(self._group, MEMORY_PEAK))
-        with contextlib.suppress(CgroupError):
-            stat = self._cgroupfs.read_flat_keyed(self._group, MEMORY_STAT)
-            largest = sorted(((value, key) for key, value in stat.items()
-                              if key in MEMORY_STAT_BYTE_KEYS), reverse=True)[:SNAPSHOT_TOP_N]
-            snapshot["memory_stat_bytes"] = {key: value for value, key in largest}
-        pids = []
-        for group in self._subtree():
-            with contextlib.suppress(CgroupError):
-                pids.extend(self._cgroupfs.procs(group))
-        processes = sorted(self._procfs.process_memory(pids),
-                           key=lambda process: process.rss_bytes, reverse=True)
-        snapshot["top_processes"] = [{"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss_bytes}
-                                     for p in processes[:SNAPSHOT_TOP_N]]
-        oom_groups = self._oom_groups()
-        if oom_groups:
-            snapshot["oom_groups"] = oom_groups
-        return snapshot
-
-    def _oom_groups(self) -> dict[str, int]:
-        """Groups in the subtree whose own processes were OOM-killed since the last look."""
-        current = self._subtree_counter(MEMORY_EVENTS_LOCAL, "oom_kill")
-        increases = _increases(self._last_local_oom_kills, current)
-        self._last_local_oom_kills = current
-        return increases
-
-    def _subtree_counter(self, attribute: str, key: str, *,
-                         watch: bool = False) -> dict[str, int]:
-        """One counter of the group and each descendant, by name relative to the group;
-        with ``watch``, inotify watches each file too (while run() has a watcher; watching
-        a watched file again changes nothing)."""
-        found: dict[str, int] = {}
-        for group in self._subtree():
-            with contextlib.suppress(CgroupError):
-                file = self._cgroupfs.attribute_file(group, attribute)  # one path walk
-                found[group[len(self._group):].strip("/") or "."] = (
-                    file.read_flat_keyed().get(key, 0))
-                if watch and self._watcher is not None:
-                    self._watcher.add(file.path, attribute)
-        return found
-
-    def _subtree(self) -> Iterator[str]:
-        """The group and its descendants; build containers come and go while we walk."""
-        pending = [self._group]
-        while pending:
-            group = pending.pop()
-            yield group
-            with contextlib.suppress(CgroupError):
-                pending.extend(self._cgroupfs.children(group))
-
-    # -- inotify ------------------------------------------------------------------
-
-    def _arm(self) -> None:
-        """Start inotify on the watched files; only inside run(), which owns the event loop."""
-        if self._loop is None or self._watcher is not None:
-            return
-        self._watcher = self._cgroupfs.watch(self._group, WATCHED_FILES)
-        self._loop.add_reader(self._watcher.fileno(), self._on_readable)
-
-    def _disarm(self) -> None:
-        if self._watcher is None:
-            return
-        if self._loop is not None:
-            self._loop.remove_reader(self._watcher.fileno())
-        self._watcher.close()
-        self._watcher = None
-
-    def _on_readable(self) -> None:
-        assert self._watcher is not None
-        try:
-            self.on_changed(self._watcher.read_changed())
-        except Exception as exc:  # a reader callback cannot raise into run(): hand it over
-            self._failure = exc
-            if self._wakeup is not None:
-                self._wakeup.set()
-
-
-def _increases(previous: Mapping[str, int], current: Mapping[str, int]) -> dict[str, int]:
-    """Per-group counter increases; a group first seen now was created since: all of it is new."""
-    return {group: count - previous.get(group, 0) for group, count in current.items()
-            if count > previous.get(group, 0)}
+    def _fail(self, error: BaseException) -> None:
+        self._failure = error
+        if self._wakeup is not None:
+            self._wakeup.set()
