@@ -149,10 +149,8 @@ command = ["$engine"]
 stop_grace_s = 10.0
 EOF
 # An administrator who edited the packaged file as well: the upgrade below must keep it.
-cat >>/etc/ccgroupd/config.toml <<EOF
-[monitor]
-report_interval_s = 5.0
-EOF
+sed -i 's/^# report_interval_s = 10.0$/report_interval_s = 5.0/' /etc/ccgroupd/config.toml
+check "the edit took" grep -q -x 'report_interval_s = 5.0' /etc/ccgroupd/config.toml
 config_sha=$(sha /etc/ccgroupd/config.toml)
 drop_in_sha=$(sha /etc/ccgroupd/config.d/50-local.toml)
 check "ccgroupd check accepts the host and the config" ccgroupd check
