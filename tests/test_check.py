@@ -16,6 +16,7 @@ from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.main import main
+from doubles import ScriptedCommands
 from fakekernel import FakeKernel, FakeMount
 
 SERVICE = "system.slice/ccgroupd.service"
@@ -229,25 +230,13 @@ def test_ccgroupd_check_command(fs: FakeFilesystem, capsys: pytest.CaptureFixtur
     assert captured.err == ""
 
 
-class DockerInfo:
-    """Answers `docker info --format ...` like a docker daemon with the given driver."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.argvs: list[list[str]] = []
-
-    async def spawn(self, argv: object, env: object, cwd: object) -> object:
-        raise AssertionError("check must not start anything long-lived")
-
-    async def run(self, argv: list[str], timeout_s: float) -> Completed:
-        self.argvs.append(list(argv))
-        return Completed(0, self.reply)
+DOCKER_INFO = ("docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}")
 
 
 def test_check_refuses_dockers_systemd_cgroup_driver_with_the_fix() -> None:
-    docker = DockerInfo("systemd 2")
-    finding = engine_launch_finding(EngineSection(mode="docker"), docker)  # type: ignore[arg-type]
-    assert docker.argvs == [["docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}"]]
+    docker = ScriptedCommands({DOCKER_INFO: Completed(0, "systemd 2")})
+    finding = engine_launch_finding(EngineSection(mode="docker"), docker)
+    assert docker.ran == [DOCKER_INFO]
     assert finding.status is Status.FAIL
     assert "'systemd' cgroup driver" in finding.text
     assert "native.cgroupdriver=cgroupfs" in finding.text
@@ -255,8 +244,8 @@ def test_check_refuses_dockers_systemd_cgroup_driver_with_the_fix() -> None:
 
 
 def test_check_accepts_docker_with_the_cgroupfs_driver() -> None:
-    finding = engine_launch_finding(EngineSection(mode="docker"),
-                                    DockerInfo("cgroupfs 2"))  # type: ignore[arg-type]
+    finding = engine_launch_finding(
+        EngineSection(mode="docker"), ScriptedCommands({DOCKER_INFO: Completed(0, "cgroupfs 2")}))
     assert (finding.status, finding.text) == (
         Status.OK, "mode docker: docker uses the cgroupfs driver; image "
         "registry.dagger.io/engine:v0.19.4")

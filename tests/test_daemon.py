@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import json
 import os
 import signal
 import socket
 import urllib.request
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,6 +46,7 @@ from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.store import StateError, StateStore
 from ccgroupd.notify import Notifier
+from doubles import run_async
 from fakekernel import FakeKernel
 
 UNIT = "system.slice/ccgroupd.service"
@@ -54,14 +54,6 @@ ENGINE = f"{UNIT}/dagger-engine"
 CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
 PEER = Peer(pid=4242, uid=0, gid=0)
 MIB = 1024**2
-
-
-def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop, bounded so a hang fails instead of blocking."""
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 20))
-    return wrapper
 
 
 def systemd_host(fs: FakeFilesystem, *, delegated: bool = True) -> FakeKernel:
@@ -122,9 +114,10 @@ class KernelProcess:
 
 
 class ShimSpawner:
-    """Does what the exec shim does: the new process starts inside the --group it is given
-    (in its --leaf, if one is given). Helper commands (docker, probes) get the reply that
-    ``answers`` holds for their argv."""
+    """Both process seams of the daemon at once, so that one history shows helper commands
+    and spawns in order. A spawn does what the exec shim does: the new process starts
+    inside the --group it is given (in its --leaf, if one is given). Helper commands
+    (docker, probes) get the reply that ``answers`` holds for their argv."""
 
     def __init__(self, kernel: FakeKernel, *, crash_with: int | None = None) -> None:
         self._kernel = kernel
@@ -183,7 +176,7 @@ def make_daemon(kernel: FakeKernel, spawner: ShimSpawner, config: Config | None 
     notifier = RecordingNotifier()
     daemon = Daemon(config or load_config(CONFIG_PATH), CONFIG_PATH,
                     cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
-                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner,
+                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner, runner=spawner,
                     notifier=notifier, state_store=state_store, monitor_factory=None,
                     serve_api=False)
     return daemon, notifier
@@ -598,9 +591,10 @@ async def test_one_housekeeping_timer_pings_polls_and_checks_drift(fs: FakeFiles
 
     notifier = RecordingNotifier()
     notifier.watchdog_interval_s = 30.0  # WatchdogSec=60s
+    spawner = ShimSpawner(kernel)
     daemon = Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
                     cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
-                    procfs=Procfs(**kernel.procfs_args()), spawner=ShimSpawner(kernel),
+                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner, runner=spawner,
                     notifier=notifier, monitor_factory=lambda *_: monitor, serve_api=False,
                     sleep=sleep)
     assert schedule(daemon) == (5, 3)
@@ -641,7 +635,7 @@ async def test_a_dead_background_task_stops_the_engine_and_the_daemon(fs: FakeFi
     notifier = RecordingNotifier()
     daemon = Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
                     cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
-                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner,
+                    procfs=Procfs(**kernel.procfs_args()), spawner=spawner, runner=spawner,
                     notifier=notifier, monitor_factory=lambda *_: BrokenMonitor(),
                     serve_api=False)
     with pytest.raises(CgroupReadError, match=r"memory\.events"):

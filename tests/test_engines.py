@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ from ccgroupd.engine.launch import (
     prepare_docker,
     prepare_runc,
 )
-from ccgroupd.engine.process import Completed, ProcessHandle
+from ccgroupd.engine.process import Completed
 from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
+from doubles import ScriptedCommands
 
 GROUP = "system.slice/ccgroupd.service/dagger-engine"
 PYTHON = "/usr/bin/python3"
@@ -37,28 +37,6 @@ IMAGE = "registry.dagger.io/engine:v0.19.4"
 INFO = ("docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}")
 RM = ("docker", "rm", "--force", "ccgroupd-engine")
 ENTRYPOINT = "/usr/local/bin/dagger-entrypoint.sh"
-
-
-class HelperCommands:
-    """A Spawner for helper commands: run() answers each argv from a script (a Completed, or
-    an exception to raise) and remembers what ran; an argv not in the script is a bug."""
-
-    def __init__(self, script: Mapping[tuple[str, ...], Completed | Exception] | None = None,
-                 ) -> None:
-        self.script = dict(script or {})
-        self.ran: list[tuple[str, ...]] = []
-
-    async def spawn(self, argv: Sequence[str], env: Mapping[str, str],
-                    cwd: Path) -> ProcessHandle:
-        raise AssertionError(f"engines.py never spawns: {argv}")
-
-    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
-        assert timeout_s == HELPER_TIMEOUT_S
-        self.ran.append(tuple(argv))
-        answer = self.script[tuple(argv)]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
 
 
 def load_engine(tmp_path: Path, **keys: Any) -> EngineSection:
@@ -75,7 +53,7 @@ def config(engine: EngineSection, runtime_dir: Path = Path("/run/ccgroupd")) -> 
 
 def launch_argv(engine: EngineSection, runtime_dir: Path = Path("/run/ccgroupd"),
                 ) -> tuple[str, ...]:
-    return engine_launch(config(engine, runtime_dir), GROUP, {}, HelperCommands(),
+    return engine_launch(config(engine, runtime_dir), GROUP, {}, ScriptedCommands(),
                          python=PYTHON).spec.argv
 
 
@@ -177,16 +155,16 @@ def test_docker_run_argv_with_a_command_puts_it_after_the_image() -> None:
 ])
 def test_check_docker_refuses_what_would_let_containers_escape_or_fail(
         answer: Completed | Exception, error: type[Exception], words: list[str]) -> None:
-    helpers = HelperCommands({INFO: answer})
+    helpers = ScriptedCommands({INFO: answer})
     with pytest.raises(error) as raised:
         asyncio.run(check_docker(EngineSection(mode="docker"), helpers))
     for word in words:
         assert word in str(raised.value)
-    assert helpers.ran == [INFO]
+    assert helpers.calls == [(INFO, HELPER_TIMEOUT_S)]
 
 
 def test_check_docker_accepts_the_cgroupfs_driver_on_cgroup_v2() -> None:
-    helpers = HelperCommands({INFO: Completed(0, "cgroupfs 2")})
+    helpers = ScriptedCommands({INFO: Completed(0, "cgroupfs 2")})
     asyncio.run(check_launch(EngineSection(mode="docker"), helpers))
     assert helpers.ran == [INFO]
 
@@ -194,7 +172,7 @@ def test_check_docker_accepts_the_cgroupfs_driver_on_cgroup_v2() -> None:
 def test_check_docker_reads_the_answer_past_a_warning_of_the_client() -> None:
     # Completed.output is stdout and stderr together: the client warns on stderr, e.g.
     # about a broken ~/.docker/config.json, and the answer is still on the last line.
-    helpers = HelperCommands({INFO: Completed(
+    helpers = ScriptedCommands({INFO: Completed(
         0, "WARNING: Error loading config file: /root/.docker/config.json: EOF\ncgroupfs 2")})
     asyncio.run(check_docker(EngineSection(mode="docker"), helpers))
 
@@ -204,14 +182,14 @@ def test_check_docker_reads_the_answer_past_a_warning_of_the_client() -> None:
 def test_prepare_docker_removes_a_leftover_and_makes_the_bind_mounts(
         tmp_path: Path, answer: Completed) -> None:
     mounts = [tmp_path / "var/lib/dagger", tmp_path / "run/dagger"]
-    helpers = HelperCommands({RM: answer})
+    helpers = ScriptedCommands({RM: answer})
     asyncio.run(prepare_docker(EngineSection(mode="docker", bind_mounts=mounts), helpers))
     assert helpers.ran == [RM]
     assert all(mount.is_dir() for mount in mounts)
 
 
 def test_prepare_docker_fails_when_the_leftover_cannot_be_removed(tmp_path: Path) -> None:
-    helpers = HelperCommands({RM: Completed(
+    helpers = ScriptedCommands({RM: Completed(
         1, "Error response from daemon: removal of container ccgroupd-engine is already in "
            "progress")})
     engine = EngineSection(mode="docker", bind_mounts=[tmp_path / "dagger"])
@@ -223,7 +201,7 @@ def test_prepare_docker_fails_when_the_leftover_cannot_be_removed(tmp_path: Path
 def test_prepare_docker_fails_when_a_bind_mount_cannot_be_made(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     engine = EngineSection(mode="docker", bind_mounts=[tmp_path / "file" / "dagger"])
-    helpers = HelperCommands()
+    helpers = ScriptedCommands()
     with pytest.raises(EngineLaunchError, match=f"cannot create {tmp_path}/file/dagger"):
         asyncio.run(prepare_docker(engine, helpers))
     assert helpers.ran == []
@@ -258,7 +236,7 @@ def test_prepare_runc_writes_the_bundle_and_forgets_a_dead_container(
 
 
 def test_check_runc_accepts_a_rootfs_with_its_entrypoint(rootfs: Path) -> None:
-    asyncio.run(check_launch(runc_engine(rootfs), HelperCommands()))
+    asyncio.run(check_launch(runc_engine(rootfs), ScriptedCommands()))
 
 
 @pytest.mark.parametrize(("change", "error", "key"), [
@@ -273,7 +251,7 @@ def test_check_runc_names_what_is_missing(rootfs: Path, change: dict[str, Any],
 
 
 def test_an_exec_engine_needs_no_host_check() -> None:
-    asyncio.run(check_launch(EngineSection(), HelperCommands()))  # runs nothing
+    asyncio.run(check_launch(EngineSection(), ScriptedCommands()))  # runs nothing
 
 
 # -- engine_launch -----------------------------------------------------------------------
@@ -283,7 +261,7 @@ def test_exec_mode_runs_the_command_through_the_shim_as_before() -> None:
     engine = EngineSection(command=["/bin/engine", "--debug"], environment={"A": "1"},
                            working_directory=Path("/srv"))
     launch = engine_launch(config(engine), GROUP, {"PATH": "/usr/bin", "NOTIFY_SOCKET": "@x"},
-                           HelperCommands(), python=PYTHON)
+                           ScriptedCommands(), python=PYTHON)
     assert launch.spec.argv == (*SHIM, "--", "/bin/engine", "--debug")
     assert launch.spec.env == {"PATH": "/usr/bin", "A": "1"}
     assert launch.spec.cwd == Path("/srv")
@@ -295,7 +273,7 @@ def test_exec_mode_runs_the_command_through_the_shim_as_before() -> None:
 def test_docker_mode_runs_docker_run_in_the_launcher_leaf(tmp_path: Path) -> None:
     engine = EngineSection(mode="docker", environment={"OTEL_TOKEN": "s3cret"},
                            bind_mounts=[tmp_path / "dagger"])
-    helpers = HelperCommands({RM: Completed(0, "")})
+    helpers = ScriptedCommands({RM: Completed(0, "")})
     launch = engine_launch(config(engine), GROUP, {"PATH": "/usr/bin"}, helpers,
                            python=PYTHON)
     assert launch.spec.argv == (*SHIM, "--leaf", "launcher", "--",
@@ -314,7 +292,7 @@ def test_runc_mode_runs_runc_in_a_private_namespace_and_the_launcher_leaf(
     runtime_dir = tmp_path / "run"
     engine = runc_engine(rootfs, runc_command="runc", bind_mounts=[])
     launch = engine_launch(config(engine, runtime_dir), GROUP, {"PATH": "/usr/bin"},
-                           HelperCommands(), python=PYTHON)
+                           ScriptedCommands(), python=PYTHON)
     assert launch.spec.argv == (
         *SHIM, "--private-cgroupns", "--leaf", "launcher", "--",
         "runc", "--root", f"{runtime_dir}/runc", "run",

@@ -32,6 +32,7 @@ from ccgroupd.kernel.files import (
     PIDS_EVENTS_LOCAL,
 )
 from ccgroupd.kernel.procfs import Procfs
+from doubles import FakeTime
 from fakekernel import FakeKernel
 
 GROUP = "dagger-engine"
@@ -40,17 +41,6 @@ MIB = 1024**2
 Logs = list[MutableMapping[str, Any]]
 SETTINGS = MonitorSection(cpu_poll_interval_s=5.0, throttle_threshold=0.1,
                           report_interval_s=10.0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 def make_group(kernel: FakeKernel, cgroupfs: Cgroupfs, *controllers: str) -> None:
@@ -77,13 +67,13 @@ def kernel(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> FakeKernel:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeTime:
+    return FakeTime()
 
 
 @pytest.fixture
-def monitor(kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock) -> Monitor:
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+def monitor(kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime) -> Monitor:
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     return monitor
 
@@ -99,10 +89,10 @@ def test_every_counter_event_is_registered() -> None:
 
 
 def test_reports_deltas_not_the_kernels_raw_counters(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime,
         logs: Logs) -> None:
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=7)  # before the daemon started: not news
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     monitor.on_changed({MEMORY_EVENTS})
     assert logs == []
@@ -143,7 +133,7 @@ def test_events_in_build_containers_count_in_the_engine_group(
 
 
 def test_first_event_is_reported_at_once_and_a_window_is_summed(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock,
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime,
         logs: Logs) -> None:
     for _ in range(200):  # 200 notifications within one window
         kernel.bump(GROUP, MEMORY_EVENTS, max=1)
@@ -166,7 +156,7 @@ def test_many_bumps_between_two_reads_make_one_record(
 
 
 def test_at_most_one_record_per_window_and_immediate_again_after_quiet(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock,
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime,
         logs: Logs) -> None:
     def bump() -> None:
         kernel.bump(GROUP, MEMORY_EVENTS, high=1)
@@ -199,7 +189,7 @@ def test_event_types_are_rate_limited_separately(
 
 
 def test_cpu_throttle_fractions_over_the_poll_interval(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock,
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime,
         logs: Logs) -> None:
     monitor.poll()  # baseline
     kernel.bump(GROUP, CPU_STAT, nr_periods=50, nr_throttled=25, throttled_usec=1_250_000)
@@ -220,7 +210,7 @@ def test_cpu_throttle_fractions_over_the_poll_interval(
 
 
 def test_cpu_throttling_at_or_below_the_threshold_is_counted_not_reported(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock,
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime,
         logs: Logs) -> None:
     monitor.poll()
     kernel.bump(GROUP, CPU_STAT, nr_periods=50, nr_throttled=5, throttled_usec=100_000)  # 10%
@@ -231,13 +221,13 @@ def test_cpu_throttling_at_or_below_the_threshold_is_counted_not_reported(
 
 
 def test_only_an_open_report_window_gives_run_a_deadline(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock, logs: Logs) -> None:
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime, logs: Logs) -> None:
     # Idle, run() sleeps until inotify: the polls come from the daemon's one timer.
     monitor.poll()
     assert monitor.next_deadline() is None
     kernel.bump(GROUP, MEMORY_EVENTS, high=1)
     monitor.on_changed({MEMORY_EVENTS})
-    assert monitor.next_deadline() == pytest.approx(clock() + SETTINGS.report_interval_s)
+    assert monitor.next_deadline() == pytest.approx(clock.now + SETTINGS.report_interval_s)
     clock.advance(SETTINGS.report_interval_s)
     monitor.tick()  # the window ends with nothing pending: it closes
     assert monitor.next_deadline() is None
@@ -245,11 +235,11 @@ def test_only_an_open_report_window_gives_run_a_deadline(
 
 
 def test_throttle_windows_sum_periods_and_time(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime,
         logs: Logs) -> None:
     settings = MonitorSection(cpu_poll_interval_s=2.0, throttle_threshold=0.1,
                               report_interval_s=10.0)
-    monitor = Monitor(cgroupfs, procfs, GROUP, settings, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, settings, clock=clock.clock)
     monitor.start()
     monitor.poll()  # baseline at 0 s
     for _ in range(6):  # throttled polls at 2 s (reported at once), 4..10 s, 12 s
@@ -264,10 +254,10 @@ def test_throttle_windows_sum_periods_and_time(
 
 
 def test_cpu_controller_not_enabled_means_no_throttle_data(
-        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime,
         logs: Logs) -> None:
     make_group(fake_kernel, cgroupfs, "memory", "pids")
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     fake_kernel.bump(GROUP, CPU_STAT, usage_usec=5)
     monitor.poll()
@@ -277,13 +267,13 @@ def test_cpu_controller_not_enabled_means_no_throttle_data(
 
 
 def test_without_swap_accounting_the_swap_file_is_simply_absent(
-        fs: FakeFilesystem, clock: Clock, logs: Logs) -> None:
+        fs: FakeFilesystem, clock: FakeTime, logs: Logs) -> None:
     kernel = FakeKernel(fs, swap_accounting=False)
     cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
     procfs = Procfs(**kernel.procfs_args())
     make_group(kernel, cgroupfs, "memory", "pids")
     assert not cgroupfs.path(GROUP, MEMORY_SWAP_EVENTS).exists()
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     kernel.bump(GROUP, MEMORY_EVENTS, max=1)
     monitor.on_changed({MEMORY_EVENTS, MEMORY_SWAP_EVENTS})
@@ -292,7 +282,7 @@ def test_without_swap_accounting_the_swap_file_is_simply_absent(
 
 
 def test_a_vanished_group_is_a_state_and_monitoring_resumes_when_it_returns(
-        monitor: Monitor, kernel: FakeKernel, cgroupfs: Cgroupfs, clock: Clock,
+        monitor: Monitor, kernel: FakeKernel, cgroupfs: Cgroupfs, clock: FakeTime,
         logs: Logs) -> None:
     cgroupfs.remove(GROUP)
     monitor.on_changed({MEMORY_EVENTS})
@@ -312,10 +302,10 @@ def test_a_vanished_group_is_a_state_and_monitoring_resumes_when_it_returns(
 
 
 def test_a_file_gone_between_open_and_read_keeps_the_baseline(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, *, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, *, clock: FakeTime,
         monkeypatch: pytest.MonkeyPatch, logs: Logs) -> None:
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=5)
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     with monkeypatch.context() as patch:
         def enodev(group: str, attribute: str) -> dict[str, int]:
@@ -341,7 +331,7 @@ def test_other_read_errors_are_raised(
 
 
 def test_vanishing_is_noticed_by_the_cpu_poll(
-        monitor: Monitor, cgroupfs: Cgroupfs, clock: Clock,
+        monitor: Monitor, cgroupfs: Cgroupfs, clock: FakeTime,
         logs: Logs) -> None:
     monitor.poll()
     cgroupfs.remove(GROUP)
@@ -352,8 +342,8 @@ def test_vanishing_is_noticed_by_the_cpu_poll(
 
 
 def test_a_group_missing_at_start_is_watched_once_it_exists(
-        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock) -> None:
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime) -> None:
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     assert state(monitor) is MonitorState.VANISHED
     make_group(fake_kernel, cgroupfs, "memory", "pids")
@@ -372,7 +362,7 @@ def test_cgroup_events_track_populated(monitor: Monitor, kernel: FakeKernel) -> 
 
 
 def test_before_linux_6_11_refused_forks_are_found_in_the_subtree(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock,
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime,
         logs: Logs) -> None:
     # The fake kernel counts like 6.1: in the forking task's own group, not in GROUP.
     kernel.mkdir(f"{GROUP}/init")
@@ -406,11 +396,11 @@ def test_before_linux_6_11_a_changed_pids_events_sums_the_subtree_at_once(
 
 
 def test_refused_forks_from_before_the_start_are_not_news(
-        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: Clock,
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime,
         logs: Logs) -> None:
     kernel.mkdir(f"{GROUP}/init")
     kernel.bump(f"{GROUP}/init", PIDS_EVENTS, max=4)
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     monitor.poll()
     assert logs == []
@@ -418,11 +408,11 @@ def test_refused_forks_from_before_the_start_are_not_news(
 
 def test_on_linux_6_11_and_later_the_groups_own_pids_events_count(
         fs: FakeFilesystem, kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs, *,
-        clock: Clock, logs: Logs) -> None:
+        clock: FakeTime, logs: Logs) -> None:
     # The fake kernel models 6.1; a newer kernel shows pids.events.local (and a
     # hierarchical pids.events), which the Monitor looks for when it starts.
     fs.create_file(cgroupfs.path(GROUP, PIDS_EVENTS_LOCAL), contents="max 0\n")
-    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock)
+    monitor = Monitor(cgroupfs, procfs, GROUP, SETTINGS, clock=clock.clock)
     monitor.start()
     kernel.bump(GROUP, PIDS_EVENTS, max=3)
     monitor.on_changed({PIDS_EVENTS})
@@ -487,7 +477,7 @@ def test_oom_snapshot_without_memory_peak(
 
 
 def test_recent_oom_kill_reads_memory_events_now(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock, logs: Logs) -> None:
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime, logs: Logs) -> None:
     assert monitor.recent_oom_kill() is False
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=2)
     assert monitor.recent_oom_kill() is True  # no inotify needed: it reads the file itself
@@ -496,7 +486,7 @@ def test_recent_oom_kill_reads_memory_events_now(
 
 
 def test_an_old_oom_kill_of_a_build_is_not_recent(
-        monitor: Monitor, kernel: FakeKernel, clock: Clock) -> None:
+        monitor: Monitor, kernel: FakeKernel, clock: FakeTime) -> None:
     kernel.bump(GROUP, MEMORY_EVENTS, oom_kill=1)  # a build container, OOM-killed
     monitor.on_changed({MEMORY_EVENTS})
     clock.advance(OOM_ATTRIBUTION_WINDOW_S + 1)  # the engine is SIGKILLed by hand much later

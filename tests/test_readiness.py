@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ccgroupd.engine.process import Completed, ProcessHandle
+from ccgroupd.engine.process import Completed
 from ccgroupd.engine.readiness import (
     PROBE_COMMAND_TIMEOUT_S,
     PROBE_INTERVAL_S,
@@ -18,49 +18,15 @@ from ccgroupd.engine.readiness import (
     ReadinessProbe,
     probe_from,
 )
+from doubles import FakeTime, ScriptedCommands
 
 PROBE = ("probe-engine", "--quiet")
 
 
-class FakeTime:
-    """A clock that moves only when the probe sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay_s: float) -> None:
-        self.sleeps.append(delay_s)
-        self.now += delay_s
-
-
-class ScriptedRunner:
-    """A Spawner for probe commands: each run() takes the next reply (a Completed, or an
-    exception to raise); the last reply repeats."""
-
-    def __init__(self, *replies: Completed | Exception) -> None:
-        self._replies = replies
-        self.calls: list[tuple[tuple[str, ...], float]] = []
-
-    async def spawn(self, argv: Sequence[str], env: Mapping[str, str],
-                    cwd: Path) -> ProcessHandle:
-        raise AssertionError("a readiness probe never spawns an engine")
-
-    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
-        self.calls.append((tuple(argv), timeout_s))
-        reply = self._replies[min(len(self.calls), len(self._replies)) - 1]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-
-def wait(probe: ReadinessProbe, runner: ScriptedRunner | None = None,
+def wait(probe: ReadinessProbe, runner: ScriptedCommands | None = None,
          time: FakeTime | None = None) -> float:
-    time = time or FakeTime()
-    return asyncio.run(probe.wait(runner or ScriptedRunner(), clock=time.clock,
+    time = time or FakeTime(500.0)
+    return asyncio.run(probe.wait(runner or ScriptedCommands(), clock=time.clock,
                                   sleep=time.sleep))
 
 
@@ -90,7 +56,7 @@ def listening(socket_path: Path) -> Iterator[socket.socket]:
 
 def test_a_listening_unix_socket_is_ready_at_the_first_try(
         socket_path: Path, listening: socket.socket) -> None:
-    time = FakeTime()
+    time = FakeTime(500.0)
     assert wait(socket_probe(socket_path), time=time) == 0
     assert time.sleeps == []
     listening.settimeout(5)
@@ -99,7 +65,7 @@ def test_a_listening_unix_socket_is_ready_at_the_first_try(
 
 
 def test_a_path_with_no_socket_is_not_ready_after_the_timeout(socket_path: Path) -> None:
-    time = FakeTime()
+    time = FakeTime(500.0)
     with pytest.raises(NotReadyError) as raised:
         wait(socket_probe(socket_path, timeout_s=1.0), time=time)
     assert str(socket_path) in str(raised.value)
@@ -121,14 +87,14 @@ def test_a_socket_file_nobody_listens_on_is_not_ready(socket_path: Path) -> None
 
 
 def test_a_command_that_exits_0_is_ready() -> None:
-    runner = ScriptedRunner(Completed(0, "ok"))
+    runner = ScriptedCommands(otherwise=[Completed(0, "ok")])
     assert wait(command_probe(), runner) == 0
     assert runner.calls == [(PROBE, PROBE_COMMAND_TIMEOUT_S)]
 
 
 def test_a_command_that_fails_once_is_ready_at_the_second_try() -> None:
-    runner = ScriptedRunner(Completed(1, "not yet"), Completed(0, ""))
-    time = FakeTime()
+    runner = ScriptedCommands(otherwise=[Completed(1, "not yet"), Completed(0, "")])
+    time = FakeTime(500.0)
     assert wait(command_probe(), runner, time) == PROBE_INTERVAL_S
     assert len(runner.calls) == 2
     assert time.sleeps == [PROBE_INTERVAL_S]
@@ -143,7 +109,7 @@ def test_a_command_that_fails_once_is_ready_at_the_second_try() -> None:
 ])
 def test_a_command_that_never_succeeds_says_why_in_the_error(
         reply: Completed | Exception, expected: str) -> None:
-    runner = ScriptedRunner(reply)
+    runner = ScriptedCommands(otherwise=[reply])
     with pytest.raises(NotReadyError) as raised:
         wait(command_probe(timeout_s=0.5), runner)
     assert expected in str(raised.value)
@@ -151,7 +117,8 @@ def test_a_command_that_never_succeeds_says_why_in_the_error(
 
 
 def test_an_error_before_a_success_is_forgotten() -> None:
-    runner = ScriptedRunner(TimeoutError(), OSError(8, "Exec format error"), Completed(0, ""))
+    runner = ScriptedCommands(otherwise=[TimeoutError(), OSError(8, "Exec format error"),
+                                         Completed(0, "")])
     assert wait(command_probe(), runner) == 2 * PROBE_INTERVAL_S
 
 

@@ -7,10 +7,9 @@ engine exits, how it reacts to SIGTERM and how long a sleep "takes".
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,7 @@ from ccgroupd.engine.supervisor import (
     TransitionError,
 )
 from ccgroupd.errors import EngineLaunchError
-
-
-def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop, bounded so a hang fails instead of blocking."""
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 10))
-    return wrapper
-
+from doubles import FakeTime, ScriptedCommands, run_async
 
 SPEC = EngineSpec(("engine", "--serve"), {"PATH": "/usr/bin"}, Path("/"))
 
@@ -98,8 +89,6 @@ class FakeSpawner:
         self.processes: list[FakeProcess] = []
         self.argvs: list[tuple[str, ...]] = []
         self.fail_with: OSError | None = None
-        self.probe_ready = False  # what a readiness probe command gets: exit 0, or exit 1
-        self.probes = 0
 
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str],
                     cwd: Path) -> ProcessHandle:
@@ -114,11 +103,6 @@ class FakeSpawner:
         if exit_code is None:
             self._group.members.add(process)
         return process
-
-    async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
-        """The readiness probe command (the only helper command a supervisor runs)."""
-        self.probes += 1
-        return Completed(0 if self.probe_ready else 1, "connection refused")
 
 
 class FakeGroup:
@@ -144,29 +128,6 @@ class FakeGroup:
         self.prepared += 1
 
 
-class FakeTime:
-    """A clock that only moves when the supervisor sleeps; sleeps longer than
-    ``block_from_s`` never end (so a test can show force_stop cutting them short)."""
-
-    def __init__(self, journal: Journal, block_from_s: float = float("inf")) -> None:
-        self._journal = journal
-        self.now = 1000.0
-        self.block_from_s = block_from_s
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay_s: float) -> None:
-        if delay_s >= self.block_from_s:
-            await asyncio.Event().wait()
-        for _ in range(5):  # "takes" a few loop turns, so whatever finished already wins a race
-            await asyncio.sleep(0)
-        self.sleeps.append(delay_s)
-        self._journal.add(f"slept {delay_s:g}")
-        self.now += delay_s
-
-
 class Harness:
     def __init__(self, behaviours: Sequence[tuple[int | None, int | None]], *,
                  mode: RestartMode = "on-failure", burst: int = 5, window_s: float = 300,
@@ -177,7 +138,10 @@ class Harness:
         self.journal = Journal()
         self.group = FakeGroup(self.journal)
         self.spawner = FakeSpawner(self.journal, self.group, behaviours)
-        self.time = FakeTime(self.journal, block_from_s)
+        self.time = FakeTime(block_from_s=block_from_s,
+                             on_sleep=lambda delay_s: self.journal.add(f"slept {delay_s:g}"))
+        # What a readiness probe command gets: exit 1 until a test makes it exit 0.
+        self.probe = ScriptedCommands(otherwise=[NOT_READY])
         self.states: list[EngineState] = []
         # What the monitor would say when asked about an OOM kill just now.
         self.oom_kill_just_now = False
@@ -185,7 +149,8 @@ class Harness:
             Launch(SPEC, before_start, readiness=readiness),
             RestartPolicy(mode=mode, initial_delay_s=initial_delay_s, max_delay_s=max_delay_s,
                           burst=burst, window_s=window_s, stop_grace_s=grace_s),
-            self.spawner, self.group, clock=self.time.clock, sleep=self.time.sleep,
+            self.spawner, self.group, probe_runner=self.probe, clock=self.time.clock,
+            sleep=self.time.sleep,
             on_change=self.states.append, oom_witness=lambda: self.oom_kill_just_now)
 
     def start(self) -> asyncio.Task[EngineState]:
@@ -201,12 +166,15 @@ class Harness:
 
     async def until_probed(self, probes: int) -> None:
         for _ in range(1000):
-            if self.spawner.probes >= probes:
+            if len(self.probe.calls) >= probes:
                 return
             await asyncio.sleep(0)
-        raise AssertionError(f"probed {self.spawner.probes} times, not {probes}: {self.states}")
+        raise AssertionError(f"probed {len(self.probe.calls)} times, not {probes}: "
+                             f"{self.states}")
 
 
+NOT_READY = Completed(1, "connection refused")
+READY = Completed(0, "")
 RUNS = (None, None)  # runs until signalled, ignores SIGTERM
 GRACEFUL = (None, 0)  # runs until SIGTERM, then exits 0
 CRASHES = (1, None)  # exits 1 at once
@@ -520,13 +488,13 @@ async def test_with_a_probe_the_engine_is_running_only_once_it_is_ready() -> Non
         assert harness.states == [EngineState.STARTING]  # spawned, not ready yet
         assert harness.supervisor.pid == 100
         assert records(logs, "engine_ready") == []
-        harness.spawner.probe_ready = True
+        harness.probe.otherwise = [READY]
         await harness.until(EngineState.RUNNING)
     assert harness.states == [EngineState.STARTING, EngineState.RUNNING]
     ready = records(logs, "engine_ready")
     assert ready == [{"event": "engine_ready", "log_level": "info", "pid": 100,
                       "cgroup": "/sys/fs/cgroup/engine",
-                      "ready_after_s": (harness.spawner.probes - 1) * PROBE_INTERVAL_S,
+                      "ready_after_s": (len(harness.probe.calls) - 1) * PROBE_INTERVAL_S,
                       "probe": "command probe-engine"}]
     events = [entry["event"] for entry in logs]
     assert events.index("engine_started") < events.index("engine_ready")
@@ -589,10 +557,10 @@ async def test_stop_while_waiting_for_readiness_is_a_graceful_stop() -> None:
     assert [entry["event"] for entry in logs] == ["engine_stopping", "engine_exited"]
     assert logs[1]["stopped"] is True
     assert logs[1]["exit_code"] == 0
-    probes = harness.spawner.probes
+    probes = len(harness.probe.calls)
     for _ in range(20):
         await asyncio.sleep(0)
-    assert harness.spawner.probes == probes  # the probe was cancelled with the engine
+    assert len(harness.probe.calls) == probes  # the probe was cancelled with the engine
 
 
 @run_async

@@ -25,7 +25,7 @@ from ccgroupd.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
     from ccgroupd.config import EngineSection
-    from ccgroupd.engine.process import Spawner
+    from ccgroupd.engine.process import CommandRunner
 
 SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 _WIDTH = 100
@@ -115,14 +115,14 @@ def _format(finding: Finding) -> str:
 
 
 def engine_launch_finding(engine: EngineSection,
-                          spawner: Spawner | None = None) -> Finding:
+                          runner: CommandRunner | None = None) -> Finding:
     """What the daemon would refuse at start-up for this [engine] mode (docker's cgroup
     driver, a missing rootfs or runc)."""
     from ccgroupd.engine.launch import check_launch
     from ccgroupd.engine.process import AsyncioSpawner
 
     try:
-        asyncio.run(check_launch(engine, spawner or AsyncioSpawner()))
+        asyncio.run(check_launch(engine, runner or AsyncioSpawner()))
     except CcgroupdError as error:
         return Finding(Status.FAIL, "engine", f"mode {engine.mode}: {error}")
     detail = {"exec": f"runs {engine.command[0]} on this host",

@@ -49,7 +49,7 @@ from ccgroupd.daemon.status import (
     status_line,
 )
 from ccgroupd.engine.launch import check_launch, engine_launch, restart_policy
-from ccgroupd.engine.process import AsyncioSpawner, Spawner
+from ccgroupd.engine.process import AsyncioSpawner, CommandRunner, ProcessSpawner
 from ccgroupd.engine.supervisor import CgroupEngineGroup, EngineState, Launch, Supervisor
 from ccgroupd.errors import EXIT_ENGINE_FAILED, EXIT_OK, CcgroupdError, CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -93,7 +93,8 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path | None, *,
                  cgroupfs: Cgroupfs | None = None,
                  procfs: Procfs | None = None,
-                 spawner: Spawner | None = None,
+                 spawner: ProcessSpawner | None = None,
+                 runner: CommandRunner | None = None,
                  notifier: Notifier | None = None,
                  state_store: StateStore | None = None,
                  monitor_factory: MonitorFactory | None = _default_monitor,
@@ -107,6 +108,7 @@ class Daemon:
         self.cgroupfs = cgroupfs or Cgroupfs(config.daemon.cgroup_root)
         self.procfs = procfs or Procfs(config.daemon.proc_root)
         self._spawner = spawner or AsyncioSpawner()
+        self._runner = runner or AsyncioSpawner()
         self.notifier = notifier or Notifier.from_environ(environ)
         self._state_store = state_store or StateStore(config.daemon.state_dir)
         self._monitor_factory = monitor_factory
@@ -194,22 +196,23 @@ class Daemon:
         layers = LimitLayers(self.config.limits, self._state_store.load(self.config.limits))
         layers.effective().check_host(host_cpu_count())
         # Before anything is created: a refused host keeps no group with limits.
-        await check_launch(self.config.engine, self._spawner)
+        await check_launch(self.config.engine, self._runner)
         self.layout = await take_engine_group(
             self.cgroupfs, self.procfs.cgroup_of("self"), self.config.cgroup.name,
             self.config.cgroup.leftover, self._sleep)
-        self.controller = LimitController(self.cgroupfs, self.engine_group, self._state_store,
-                                      layers)
+        self.controller = LimitController(self.cgroupfs, self.engine_group,
+                                          self._state_store, layers)
         self.controller.start()
         self.supervisor = Supervisor(
             self._launch(self.config), restart_policy(self.config.engine), self._spawner,
             CgroupEngineGroup(self.cgroupfs, self.engine_group),
-            clock=self._clock, sleep=self._sleep, on_change=self._on_engine_state,
+            probe_runner=self._runner, clock=self._clock, sleep=self._sleep,
+            on_change=self._on_engine_state,
             oom_witness=lambda: self.monitor is not None and self.monitor.recent_oom_kill())
         return self.supervisor
 
     def _launch(self, config: Config) -> Launch:
-        return engine_launch(config, self.engine_group, self._environ, self._spawner)
+        return engine_launch(config, self.engine_group, self._environ, self._runner)
 
     async def _start_services(self) -> None:
         """The monitor, the control socket and the metrics endpoint, serving once this

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ccgroupd.config import Config, EngineSection
 from ccgroupd.engine.oci import runtime_spec, write_bundle
-from ccgroupd.engine.process import Completed, Spawner
+from ccgroupd.engine.process import CommandRunner, Completed
 from ccgroupd.engine.readiness import probe_from
 from ccgroupd.engine.supervisor import EngineSpec, Launch, RestartPolicy
 from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
@@ -55,9 +55,9 @@ DOCKER_CGROUPFS_FIX = (
 
 
 def engine_launch(config: Config, engine_group: str, environ: Mapping[str, str],
-                  spawner: Spawner, python: str = sys.executable) -> Launch:
+                  runner: CommandRunner, python: str = sys.executable) -> Launch:
     engine = config.engine
-    return replace(_mode_launch(config, engine_group, environ, spawner, python),
+    return replace(_mode_launch(config, engine_group, environ, runner, python),
                    readiness=probe_from(engine.ready_socket, engine.ready_command,
                                         engine.ready_timeout_s))
 
@@ -82,7 +82,7 @@ def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[st
 
 
 def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
-                 spawner: Spawner, python: str) -> Launch:
+                 runner: CommandRunner, python: str) -> Launch:
     engine = config.engine
     cgroup_root = config.daemon.cgroup_root
     if engine.mode == "exec":
@@ -98,7 +98,7 @@ def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
         # secrets on a command line that `ps` shows.
         env = child_environment(environ, engine.environment)
         return Launch(EngineSpec(argv, env, Path("/")),
-                      lambda: prepare_docker(engine, spawner))
+                      lambda: prepare_docker(engine, runner))
     argv = engine_argv(python, cgroup_root, engine_group, runc_run_argv(engine, runtime_dir),
                        private_cgroupns=True, leaf=LAUNCHER_LEAF)
     return Launch(EngineSpec(argv, child_environment(environ, {}), Path("/")),
@@ -122,9 +122,9 @@ def docker_run_argv(engine: EngineSection, engine_group: str) -> list[str]:
     return [*argv, *engine.docker_run_args, engine.image, *engine.container_command()]
 
 
-async def check_docker(engine: EngineSection, spawner: Spawner) -> None:
+async def check_docker(engine: EngineSection, runner: CommandRunner) -> None:
     """Refuse docker's systemd cgroup driver (or cgroup v1) before anything starts."""
-    completed = await _helper(spawner, [engine.docker_command, "info", "--format",
+    completed = await _helper(runner, [engine.docker_command, "info", "--format",
                                         "{{.CgroupDriver}} {{.CgroupVersion}}"])
     if completed.returncode != 0:
         raise EngineLaunchError(f"`{engine.docker_command} info` failed (exit "
@@ -142,11 +142,11 @@ async def check_docker(engine: EngineSection, spawner: Spawner) -> None:
                                    "needs the unified (v2) hierarchy")
 
 
-async def prepare_docker(engine: EngineSection, spawner: Spawner) -> None:
+async def prepare_docker(engine: EngineSection, runner: CommandRunner) -> None:
     """Make the bind-mount sources and remove a container of the same name (a crash's
     leftover would make `docker run --name` fail)."""
     _make_directories(engine.bind_mounts)
-    completed = await _helper(spawner, [engine.docker_command, "rm", "--force",
+    completed = await _helper(runner, [engine.docker_command, "rm", "--force",
                                         engine.container_name])
     if completed.returncode != 0 and "no such container" not in completed.output.lower():
         raise EngineLaunchError(f"cannot remove the leftover container {engine.container_name!r}"
@@ -201,10 +201,10 @@ async def prepare_runc(engine: EngineSection, runtime_dir: Path) -> None:
 # -- shared ----------------------------------------------------------------------------
 
 
-async def check_launch(engine: EngineSection, spawner: Spawner) -> None:
+async def check_launch(engine: EngineSection, runner: CommandRunner) -> None:
     """Once at start-up: what would make every start of this mode fail."""
     if engine.mode == "docker":
-        await check_docker(engine, spawner)
+        await check_docker(engine, runner)
     elif engine.mode == "runc":
         check_runc(engine)
 
@@ -218,9 +218,9 @@ def _make_directories(directories: list[Path]) -> None:
                                     f"{error.strerror} (errno {error.errno})") from error
 
 
-async def _helper(spawner: Spawner, argv: list[str]) -> Completed:
+async def _helper(runner: CommandRunner, argv: list[str]) -> Completed:
     try:
-        return await spawner.run(argv, HELPER_TIMEOUT_S)
+        return await runner.run(argv, HELPER_TIMEOUT_S)
     except TimeoutError:
         raise EngineLaunchError(f"`{' '.join(argv)}` did not finish within "
                                 f"{HELPER_TIMEOUT_S:g} s") from None

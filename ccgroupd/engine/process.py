@@ -1,8 +1,10 @@
 """The one seam through which ccgroupd starts processes and signals the engine.
 
-Nothing else in ccgroupd spawns a process or calls os.kill on the engine, so the
-supervisor's tests replace this module's Spawner with a fake and drive exits,
-signals and hangs by hand.
+Two kinds of process, two protocols: the engine (a long-lived child that the supervisor
+waits on and signals: :class:`ProcessSpawner`) and helper commands run to their end
+(``docker info``, ``docker rm``, a readiness probe: :class:`CommandRunner`). Nothing
+else in ccgroupd spawns a process or calls os.kill on the engine, so tests replace
+either with a double and drive exits, signals, hangs and replies by hand.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ class Completed:
         return " / ".join(self.output.splitlines()[-lines:])
 
 
-class Spawner(Protocol):
+class ProcessSpawner(Protocol):
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> ProcessHandle:
         """Start ``argv``; raises OSError when it cannot be started."""
 
+
+class CommandRunner(Protocol):
     async def run(self, argv: Sequence[str], timeout_s: float) -> Completed:
         """Run a short helper command to its end; raises OSError when it cannot be started
         and TimeoutError (after killing it) when it takes longer than ``timeout_s``."""
@@ -75,7 +79,8 @@ class _AsyncioProcess:
 
 
 class AsyncioSpawner:
-    """The real spawner: asyncio.create_subprocess_exec in a session of its own.
+    """The real ProcessSpawner and CommandRunner: asyncio.create_subprocess_exec in a
+    session of its own.
 
     A new session keeps a terminal's Ctrl-C (a signal to the whole foreground
     process group) from reaching the engine behind the daemon's back: the daemon

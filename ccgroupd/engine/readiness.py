@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccgroupd.engine.process import Spawner
+from ccgroupd.engine.process import CommandRunner
 
 PROBE_INTERVAL_S = 0.25
 # One probe command that hangs must not eat the whole timeout.
@@ -39,26 +39,26 @@ class ReadinessProbe:
             return f"socket {self.socket_path}"
         return f"command {' '.join(self.command)}"
 
-    async def wait(self, spawner: Spawner, *,
+    async def wait(self, runner: CommandRunner, *,
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> float:
         """Probe until it succeeds; returns the seconds it took, raises NotReadyError."""
         started = clock()
         last_error = "no probe finished"
         while True:
-            last_error = await self._probe_once(spawner)
+            last_error = await self._probe_once(runner)
             if not last_error:
                 return clock() - started
             if clock() - started >= self.timeout_s:
                 raise NotReadyError(last_error)
             await sleep(PROBE_INTERVAL_S)
 
-    async def _probe_once(self, spawner: Spawner) -> str:
+    async def _probe_once(self, runner: CommandRunner) -> str:
         """One attempt: an empty string if ready, else why not."""
         if self.socket_path is not None:
             return await connect_unix(self.socket_path)
         try:
-            completed = await spawner.run(self.command, PROBE_COMMAND_TIMEOUT_S)
+            completed = await runner.run(self.command, PROBE_COMMAND_TIMEOUT_S)
         except TimeoutError:
             return f"{self.command[0]} did not finish within {PROBE_COMMAND_TIMEOUT_S:g} s"
         except OSError as error:

@@ -47,7 +47,7 @@ from typing import Protocol
 import structlog
 
 from ccgroupd.config import RestartMode
-from ccgroupd.engine.process import ProcessHandle, Spawner
+from ccgroupd.engine.process import CommandRunner, ProcessHandle, ProcessSpawner
 from ccgroupd.engine.readiness import NotReadyError, ReadinessProbe
 from ccgroupd.errors import CcgroupdError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -193,8 +193,8 @@ class _Request(enum.Enum):
 
 
 class Supervisor:
-    def __init__(self, launch: Launch, policy: RestartPolicy, spawner: Spawner,
-                 group: EngineGroup, *,
+    def __init__(self, launch: Launch, policy: RestartPolicy, spawner: ProcessSpawner,
+                 group: EngineGroup, *, probe_runner: CommandRunner,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_change: Callable[[EngineState], None] | None = None,
@@ -204,6 +204,7 @@ class Supervisor:
         # Whether the group OOM-killed just now: asked when the engine dies of SIGKILL.
         self._oom_witness = oom_witness
         self._spawner = spawner
+        self._probe_runner = probe_runner
         self._group = group
         self._clock = clock
         self._sleep = sleep
@@ -384,7 +385,7 @@ class Supervisor:
         readiness = self._launch.readiness
         assert readiness is not None
         probe = asyncio.ensure_future(
-            readiness.wait(self._spawner, clock=self._clock, sleep=self._sleep))
+            readiness.wait(self._probe_runner, clock=self._clock, sleep=self._sleep))
         try:
             await self._race(probe, exited, self._wake.wait())
         finally:
