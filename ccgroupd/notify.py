@@ -39,10 +39,6 @@ class Notifier:
             watchdog_usec = int(raw) if raw.isdigit() and int(raw) > 0 else None
         return cls(address, watchdog_usec)
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def send(self, **fields: str) -> None:
         """Send one notification; never raises."""
         if self._address is None:

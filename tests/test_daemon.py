@@ -644,14 +644,20 @@ async def test_a_dead_background_task_stops_the_engine_and_the_daemon(fs: FakeFi
     assert not kernel.exists(ENGINE)
 
 
-def test_notifier_reads_systemd_environment() -> None:
-    notifier = Notifier.from_environ({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "60000000",
-                                      "WATCHDOG_PID": str(os.getpid())})
-    assert notifier.enabled
+def test_notifier_reads_systemd_environment(tmp_path: Path) -> None:
+    address = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(os.fspath(address))
+        systemd.settimeout(5)
+        notifier = Notifier.from_environ({"NOTIFY_SOCKET": os.fspath(address),
+                                          "WATCHDOG_USEC": "60000000",
+                                          "WATCHDOG_PID": str(os.getpid())})
+        notifier.ready("up")
+        assert systemd.recv(4096) == b"READY=1\nSTATUS=up"
     assert notifier.watchdog_interval_s == 30
     other = Notifier.from_environ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1"})
-    assert other.watchdog_interval_s is None
-    assert not other.enabled
+    assert other.watchdog_interval_s is None  # someone else's watchdog
+    other.ready("up")  # no NOTIFY_SOCKET: nothing to send to, and no error
 
 
 # -- engine modes and readiness ------------------------------------------------------------

@@ -30,21 +30,21 @@ from ccgroupd.kernel.files import (
     PIDS_MAX,
 )
 from ccgroupd.limits.model import Limits
+from ccgroupd.values import DEFAULT_CPU_WEIGHT, UNLIMITED
 
 WRITE_ORDER = (CPU_WEIGHT, CPU_MAX, PIDS_MAX, MEMORY_SWAP_MAX, MEMORY_HIGH, MEMORY_MAX)
-_CPU_WEIGHT_DEFAULT = "100"
 
 
 def _is_default(attribute: str, value: str) -> bool:
     """True for the kernel's value of a fresh group: no limit at all."""
-    unlimited = value.split(maxsplit=1)[0] == "max"
-    return unlimited or (attribute == CPU_WEIGHT and value == _CPU_WEIGHT_DEFAULT)
+    unlimited = value.split(maxsplit=1)[0] == UNLIMITED
+    return unlimited or (attribute == CPU_WEIGHT and value == str(DEFAULT_CPU_WEIGHT))
 
 
 def _allowance(attribute: str, value: str) -> float:
     """How much a value lets the group use; larger is looser. ``max`` is unbounded."""
     tokens = value.split()
-    if tokens[0] == "max":
+    if tokens[0] == UNLIMITED:
         return math.inf
     if attribute == CPU_MAX and len(tokens) == 2:
         return int(tokens[0]) / int(tokens[1])
