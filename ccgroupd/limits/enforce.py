@@ -21,24 +21,18 @@ from collections.abc import Mapping
 
 from ccgroupd.errors import CgroupError, CgroupReadError, CgroupVerifyError, LimitsError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
-from ccgroupd.kernel.files import (
-    CPU_MAX,
-    CPU_WEIGHT,
-    MEMORY_HIGH,
-    MEMORY_MAX,
-    MEMORY_SWAP_MAX,
-    PIDS_MAX,
-)
+from ccgroupd.kernel import files
 from ccgroupd.limits.model import Limits
 from ccgroupd.values import DEFAULT_CPU_WEIGHT, UNLIMITED
 
-WRITE_ORDER = (CPU_WEIGHT, CPU_MAX, PIDS_MAX, MEMORY_SWAP_MAX, MEMORY_HIGH, MEMORY_MAX)
+WRITE_ORDER = (files.CPU_WEIGHT, files.CPU_MAX, files.PIDS_MAX, files.MEMORY_SWAP_MAX,
+               files.MEMORY_HIGH, files.MEMORY_MAX)
 
 
 def _is_default(attribute: str, value: str) -> bool:
     """True for the kernel's value of a fresh group: no limit at all."""
     unlimited = value.split(maxsplit=1)[0] == UNLIMITED
-    return unlimited or (attribute == CPU_WEIGHT and value == str(DEFAULT_CPU_WEIGHT))
+    return unlimited or (attribute == files.CPU_WEIGHT and value == str(DEFAULT_CPU_WEIGHT))
 
 
 def _allowance(attribute: str, value: str) -> float:
@@ -46,7 +40,7 @@ def _allowance(attribute: str, value: str) -> float:
     tokens = value.split()
     if tokens[0] == UNLIMITED:
         return math.inf
-    if attribute == CPU_MAX and len(tokens) == 2:
+    if attribute == files.CPU_MAX and len(tokens) == 2:
         return int(tokens[0]) / int(tokens[1])
     return float(tokens[0])
 
