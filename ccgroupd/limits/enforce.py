@@ -20,8 +20,8 @@ import math
 from collections.abc import Mapping
 
 from ccgroupd.errors import CgroupError, CgroupReadError, CgroupVerifyError, LimitsError
-from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel import files
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.limits.model import Limits
 from ccgroupd.values import DEFAULT_CPU_WEIGHT, UNLIMITED
 
