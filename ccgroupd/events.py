@@ -316,6 +316,18 @@ _EVENTS = (
         "in the message (`ccgroupd check` validates it) and reload again.",
     ),
     EventType(
+        "limits_kept", "29e4d5ff7ab24938976a7314534a3cfb", frozenset({"warning"}),
+        lambda f: (f"Reload kept {f.text('file')} at {f.size('limit_bytes')} in "
+                   f"{f.text('cgroup')}: the configuration's {f.size('config_bytes')} is at "
+                   f"or below usage {f.size('usage_bytes')}"),
+        "ccgroupd kept a memory limit the reloaded configuration would lower below usage",
+        "A reload would have set memory.max at or below what the engine group uses now. On\n"
+        "cgroup v2 such a write does not fail: the kernel reclaims and then OOM-kills inside\n"
+        "the group, the engine first in line. ccgroupd applied every other value and kept the\n"
+        "memory limit in force as a runtime change (`ccgroupctl status` shows it). Lower the\n"
+        "usage first, or apply the limit on purpose with `ccgroupctl set --memory ... --force`.",
+    ),
+    EventType(
         "state_file_corrupt", "b38586951f4e4053aecb806f85085ec5", frozenset({"warning"}),
         lambda f: (f"State file {f.text('file')} is unreadable ({f.text('reason')}); moved to "
                    f"{f.text('moved_to')}; persisted limit changes are lost"),

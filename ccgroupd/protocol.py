@@ -13,8 +13,8 @@ in "\\n"), answered by one reply line, after which the server closes.
 
 `set` takes ``{"limits": {<LIMIT_NAMES key>: value, ...}, "runtime": bool,
 "force": bool}``; values are what the config file accepts ("8G", 4, 2.5, "max").
-The other operations take ``{}``. ``code`` is one of the exit codes in
-ccgroupd.errors, so ccgroupctl exits with it unchanged.
+`reset` takes ``{"force": bool}``, the other operations ``{}``. ``code`` is one of the
+exit codes in ccgroupd.errors, so ccgroupctl exits with it unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ CHANGING_OPS = frozenset({OP_SET, OP_RESET, OP_RELOAD, OP_RESTART_ENGINE})
 OPS = frozenset({OP_STATUS, *CHANGING_OPS})
 
 SET_ARGS = frozenset({"limits", "runtime", "force"})
+RESET_ARGS = frozenset({"force"})
 
 
 class ProtocolError(CcgroupdError):

@@ -102,8 +102,8 @@ class FakeController:
             raise self.error
         return {"in_force": {"cpu.max": "200000 100000"}}
 
-    async def reset(self, peer: Peer) -> dict[str, Any]:
-        self.calls.append(("reset", peer))
+    async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]:
+        self.calls.append(("reset --force" if force else "reset", peer))
         return {"reset": True}
 
     async def reload(self, peer: Peer) -> dict[str, Any]:

@@ -397,6 +397,45 @@ async def test_reload_changes_limits_without_restarting_the_engine(fs: FakeFiles
 
 
 @run_async
+async def test_reload_keeps_a_memory_limit_below_usage_and_applies_the_rest(
+        fs: FakeFilesystem) -> None:
+    kernel, spawner, daemon, _notifier, task = await running_daemon(fs)
+    kernel.update(ENGINE, "memory.current", str(200 * MIB))
+
+    write_config(fs, memory="128M")
+    CONFIG_PATH.write_text(CONFIG_PATH.read_text().replace("pids = 100", "pids = 50"))
+    with capture_logs() as logs:
+        await commands(daemon).reload(PEER)
+
+    values = kernel.group(ENGINE).values
+    assert values["memory.max"] == str(256 * MIB)  # kept: 128M is below the 200M in use
+    assert values["pids.max"] == "50"  # the rest of the reload applied
+    [kept] = [entry for entry in logs if entry["event"] == "limits_kept"]
+    assert (kept["limit_bytes"], kept["config_bytes"], kept["usage_bytes"]) == (
+        256 * MIB, 128 * MIB, 200 * MIB)
+    status = commands(daemon).status()
+    assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "runtime"}
+    assert len(spawner.processes) == 1
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
+async def test_reset_to_a_memory_limit_below_usage_needs_force(fs: FakeFilesystem) -> None:
+    kernel, _, daemon, _notifier, task = await running_daemon(fs)
+    await commands(daemon).set_limits({"memory": "1G"}, runtime=False, force=False, peer=PEER)
+    kernel.update(ENGINE, "memory.current", str(600 * MIB))  # the config's 256M is below
+
+    with pytest.raises(LimitsError, match="at or below current usage 600 MiB"):
+        await commands(daemon).reset(PEER)
+    assert kernel.group(ENGINE).values["memory.max"] == str(1024 * MIB)  # nothing changed
+    assert commands(daemon).status()["limits"]["memory"]["source"] == "persisted"
+
+    await commands(daemon).reset(PEER, force=True)
+    assert kernel.group(ENGINE).values["memory.max"] == str(256 * MIB)
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@run_async
 async def test_reload_with_a_broken_config_keeps_the_running_one(fs: FakeFilesystem) -> None:
     kernel, spawner, daemon, notifier, task = await running_daemon(fs)
 

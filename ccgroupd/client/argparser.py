@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         set_parser.add_argument(option, action="store_true", help=text)
     commands.add_parser("status", parents=[json_option],
                         help="limits and their sources, usage, events, engine state")
-    commands.add_parser("reset", parents=[json_option],
-                        help="drop all changes: back to the config file's limits")
+    reset_parser = commands.add_parser(
+        "reset", parents=[json_option], help="drop all changes: back to the config file's limits")
+    for option, text in COMMAND_FLAGS[protocol.OP_RESET].items():
+        reset_parser.add_argument(option, action="store_true", help=text)
     commands.add_parser("reload", parents=[json_option], help="re-read the config file")
     commands.add_parser("restart-engine", parents=[json_option],
                         help="stop the engine gracefully and start it again")

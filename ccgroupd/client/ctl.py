@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _request_for(args: Arguments) -> tuple[str, dict[str, Any]]:
+    if args.command == protocol.OP_RESET:
+        return args.command, {"force": True} if args.force else {}
     if args.command != protocol.OP_SET:
         return args.command, {}
     changes = {name: getattr(args, name) for name in SET_OPTIONS

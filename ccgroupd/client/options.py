@@ -44,7 +44,10 @@ COMMAND_FLAGS = {
                    "OOM-kill inside the group)",
     },
     protocol.OP_STATUS: {},
-    protocol.OP_RESET: {},
+    protocol.OP_RESET: {
+        "--force": "also when the config file's memory limit is at or below current usage "
+                   "(the kernel will OOM-kill inside the group)",
+    },
     protocol.OP_RELOAD: {},
     protocol.OP_RESTART_ENGINE: {},
 }

@@ -84,7 +84,7 @@ class Controller(Protocol):
     async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
                          peer: Peer) -> dict[str, Any]: ...
 
-    async def reset(self, peer: Peer) -> dict[str, Any]: ...
+    async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]: ...
 
     async def reload(self, peer: Peer) -> dict[str, Any]: ...
 
@@ -298,9 +298,9 @@ class ApiServer:
             changes, runtime, force = _set_args(args)
             return await self._controller.set_limits(changes, runtime=runtime, force=force,
                                                      peer=peer)
-        _no_args(op, args)
         if op == protocol.OP_RESET:
-            return await self._controller.reset(peer)
+            return await self._controller.reset(peer, force=_reset_force(args))
+        _no_args(op, args)
         if op == protocol.OP_RELOAD:
             return await self._controller.reload(peer)
         return await self._controller.restart_engine(peer)
@@ -331,6 +331,16 @@ def _set_args(args: dict[str, Any]) -> tuple[dict[str, object], bool, bool]:
     if not isinstance(runtime, bool) or not isinstance(force, bool):
         raise ProtocolError("'runtime' and 'force' must be true or false")
     return changes, runtime, force
+
+
+def _reset_force(args: dict[str, Any]) -> bool:
+    unknown = set(args) - protocol.RESET_ARGS
+    if unknown:
+        raise ProtocolError(f"unknown 'reset' arguments {sorted(unknown)}")
+    force = args.get("force", False)
+    if not isinstance(force, bool):
+        raise ProtocolError("'force' must be true or false")
+    return force
 
 
 def _bind_unix_socket(path: Path) -> socket.socket:

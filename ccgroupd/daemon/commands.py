@@ -51,8 +51,8 @@ class Commands:
         await self._controller.set(changes, runtime=runtime, force=force, peer=peer)
         return self._reply_in_force()
 
-    async def reset(self, peer: Peer) -> dict[str, Any]:
-        await self._controller.reset(peer)
+    async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]:
+        await self._controller.reset(peer, force=force)
         return self._reply_in_force()
 
     def _reply_in_force(self) -> dict[str, Any]:

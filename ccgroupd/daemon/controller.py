@@ -18,6 +18,7 @@ import structlog
 from ccgroupd.daemon.status import read_memory_bytes
 from ccgroupd.errors import CcgroupdError, LimitsError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import MEMORY_MAX
 from ccgroupd.limits.enforce import apply_limits, find_drift
 from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import LIMIT_NAMES, Limits, host_cpu_count
@@ -60,22 +61,31 @@ class LimitController:
                   peer: Peer) -> None:
         async with self.lock:
             layers = self.layers.with_set(changes, runtime=runtime)
-            new = self._checked(layers)
-            refuse_memory_below_usage(
-                self.limits, new, cgroup=self.cgroup_path, force=force,
-                read_usage_bytes=lambda: read_memory_bytes(self._cgroupfs, self._group))
+            self._refuse_memory_below_usage(self._checked(layers), force=force)
             await self._change(layers, peer, "runtime" if runtime else "persistent",
                                persist=not runtime)
 
-    async def reset(self, peer: Peer) -> None:
+    async def reset(self, peer: Peer, *, force: bool = False) -> None:
         async with self.lock:
-            await self._change(self.layers.reset(), peer, "reset", persist=True)
+            layers = self.layers.reset()
+            self._refuse_memory_below_usage(self._checked(layers), force=force)
+            await self._change(layers, peer, "reset", persist=True)
 
     async def reload(self, config: Limits, peer: Peer | None) -> None:
-        """The config file's new limits under the operator's changes, applied."""
+        """The config file's new limits under the operator's changes, applied; a memory limit
+        at or below usage is not: the one in force is kept as a runtime change, and said."""
         async with self.lock:
             layers = self.layers.with_config(config)
-            self._checked(layers)
+            new = self._checked(layers)
+            try:
+                self._refuse_memory_below_usage(new, force=False)
+            except MemoryBelowUsageError as refused:
+                kept = self.limits.memory_max_bytes
+                layers = layers.with_set({"memory": kept}, runtime=True)
+                self._checked(layers)
+                log.warning("limits_kept", cgroup=self.cgroup_path, file=MEMORY_MAX,
+                            limit_bytes=kept, config_bytes=new.memory_max_bytes,
+                            usage_bytes=refused.usage_bytes)
             await self._change(layers, peer, "reload", persist=False)
 
     async def check_drift(self) -> dict[str, tuple[str, str]]:
@@ -94,6 +104,11 @@ class LimitController:
                           cgroup=self.cgroup_path, error=str(error))
                 return {}
             return drift
+
+    def _refuse_memory_below_usage(self, new: Limits, *, force: bool) -> None:
+        refuse_memory_below_usage(
+            self.limits, new, cgroup=self.cgroup_path, force=force,
+            read_usage_bytes=lambda: read_memory_bytes(self._cgroupfs, self._group))
 
     def _checked(self, layers: LimitLayers) -> Limits:
         limits = layers.effective()
@@ -148,6 +163,15 @@ class LimitController:
             raise
 
 
+class MemoryBelowUsageError(LimitsError):
+    def __init__(self, limit_bytes: int, usage_bytes: int, cgroup: str) -> None:
+        self.usage_bytes = usage_bytes
+        super().__init__(
+            "memory", format_bytes(limit_bytes),
+            f"at or below current usage {format_bytes(usage_bytes)} of {cgroup}; "
+            "the kernel would OOM-kill the engine instead of failing; use --force")
+
+
 def refuse_memory_below_usage(old: Limits, new: Limits, *,
                               read_usage_bytes: Callable[[], int | None], cgroup: str,
                               force: bool) -> None:
@@ -162,10 +186,7 @@ def refuse_memory_below_usage(old: Limits, new: Limits, *,
         return
     usage_bytes = read_usage_bytes()
     if usage_bytes is not None and limit <= usage_bytes:
-        raise LimitsError(
-            "memory", format_bytes(limit),
-            f"at or below current usage {format_bytes(usage_bytes)} of {cgroup}; "
-            "the kernel would OOM-kill the engine instead of failing; use --force")
+        raise MemoryBelowUsageError(limit, usage_bytes, cgroup)
 
 
 def log_limits_changed(old: Limits, new: Limits, *, cgroup: str, peer: Peer | None,
