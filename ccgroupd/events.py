@@ -337,6 +337,17 @@ _EVENTS = (
         "limits from the configuration file. Re-apply persistent changes if needed.",
     ),
     EventType(
+        "state_value_set_aside", "5d860be805ac480bba0b11fafebef977", frozenset({"warning"}),
+        lambda f: (f"Persisted {f.text('limit')} = {f.text('value')} in {f.text('file')} "
+                   f"does not fit this host ({f.text('reason')}); starting without it"),
+        "ccgroupd set aside a persisted limit this host cannot give",
+        "A limit kept by `ccgroupctl set` no longer fits this host: more CPUs than it has\n"
+        "now (a VM resized, AllowedCPUs= changed), or a swap limit where swap accounting is\n"
+        "gone. ccgroupd started with the configuration file's value for that limit and the\n"
+        "other persisted changes. The state file is rewritten without it at the next\n"
+        "`ccgroupctl set`; set the limit again if the host gives it back.",
+    ),
+    EventType(
         "daemon_started", "92550bae0f064b78b8925da8aebb8375", frozenset({"info"}),
         lambda f: f"ccgroupd {f.text('version')} started; engine cgroup {f.text('cgroup')}",
         "ccgroupd started",

@@ -56,9 +56,10 @@ PEER = Peer(pid=4242, uid=0, gid=0)
 MIB = 1024**2
 
 
-def systemd_host(fs: FakeFilesystem, *, delegated: bool = True) -> FakeKernel:
+def systemd_host(fs: FakeFilesystem, *, delegated: bool = True,
+                 swap_accounting: bool = True) -> FakeKernel:
     """A host where systemd runs ccgroupd.service and enabled the controllers down to it."""
-    kernel = FakeKernel(fs, self_group=UNIT)
+    kernel = FakeKernel(fs, self_group=UNIT, swap_accounting=swap_accounting)
     kernel.enable("", "cpu", "io", "memory", "pids")
     kernel.enable("system.slice", "cpu", "io", "memory", "pids")
     if delegated:
@@ -416,6 +417,31 @@ async def test_reload_keeps_a_memory_limit_below_usage_and_applies_the_rest(
     status = commands(daemon).status()
     assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "runtime"}
     assert len(spawner.processes) == 1
+    assert await stop(daemon, task) == EXIT_OK
+
+
+@pytest.mark.parametrize(("swap_accounting", "persisted", "set_aside"), [
+    (True, {"cpus": 100_000, "pids": 70}, "cpus"),  # the host shrank under a persisted set
+    (False, {"memory_swap": "64M", "pids": 70}, "memory_swap"),  # swap accounting went away
+])
+@run_async
+async def test_a_persisted_value_this_host_cannot_give_does_not_keep_the_daemon_down(
+        fs: FakeFilesystem, swap_accounting: bool, persisted: dict[str, object],
+        set_aside: str) -> None:
+    kernel = systemd_host(fs, swap_accounting=swap_accounting)
+    write_config(fs)
+    StateStore(Path("/var/lib/ccgroupd")).save(persisted)
+    spawner = ShimSpawner(kernel)
+    daemon, notifier = make_daemon(kernel, spawner)
+    with capture_logs() as logs:
+        task = await started(daemon, notifier)
+    assert not task.done()  # READY=1: it started
+    [aside] = [entry for entry in logs if entry["event"] == "state_value_set_aside"]
+    assert (aside["limit"], aside["file"]) == (set_aside, "/var/lib/ccgroupd/limits.json")
+    status = commands(daemon).status()["limits"]
+    assert status[set_aside]["source"] == "config"
+    assert status["pids"] == {"value": 70, "source": "persisted"}
+    assert kernel.group(ENGINE).values["pids.max"] == "70"
     assert await stop(daemon, task) == EXIT_OK
 
 

@@ -177,3 +177,27 @@ def test_file_that_cannot_be_moved_aside_still_does_not_stop_loading(
     assert logs[0]["event"] == "state_file_corrupt"
     assert logs[0]["moved_to"] is None
     assert "Permission denied" in logs[0]["move_error"]
+
+
+def two_cpu_host(limits: Limits) -> None:
+    limits.check_host(2)
+
+
+def test_a_persisted_value_the_host_cannot_give_is_set_aside_alone(store: StateStore) -> None:
+    store.save({"cpus": 4, "pids": 70})  # set when the VM had more CPUs
+    with capture_logs() as logs:
+        changes = store.load(Limits.from_mapping({"cpus": 1}), usable=two_cpu_host)
+    assert changes == {"pids": 70}
+    [record] = logs
+    assert (record["event"], record["file"], record["limit"], record["value"]) == (
+        "state_value_set_aside", str(store.path), "cpus", "4")
+    assert "above the 2 CPUs" in record["reason"]
+    assert json.loads(store.path.read_text())["limits"] == {"cpus": 4, "pids": 70}  # kept
+
+
+def test_the_config_files_own_misfit_is_not_the_state_files_to_fix(store: StateStore) -> None:
+    store.save({"pids": 70})
+    with capture_logs() as logs:
+        changes = store.load(Limits.from_mapping({"cpus": 8}), usable=two_cpu_host)
+    assert changes == {"pids": 70}
+    assert logs == []

@@ -18,7 +18,7 @@ import structlog
 from ccgroupd.daemon.status import read_memory_bytes
 from ccgroupd.errors import CcgroupdError, LimitsError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
-from ccgroupd.kernel.files import MEMORY_MAX
+from ccgroupd.kernel.files import MEMORY_MAX, MEMORY_SWAP_MAX
 from ccgroupd.limits.enforce import apply_limits, find_drift
 from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import LIMIT_NAMES, Limits, host_cpu_count
@@ -36,21 +36,23 @@ ChangeScope = Literal["persistent", "runtime", "reset", "reload"]
 class LimitController:
     """The engine group's limits: what is asked (the layers), what the kernel holds."""
 
-    def __init__(self, cgroupfs: Cgroupfs, group: str, store: StateStore,
-                 layers: LimitLayers, *,
+    def __init__(self, cgroupfs: Cgroupfs, group: str, store: StateStore, config: Limits, *,
                  host_cpus: Callable[[], int] = host_cpu_count) -> None:
         self._cgroupfs = cgroupfs
         self._group = group
         self._store = store
         self._host_cpus = host_cpus
-        self.layers = layers
-        self.limits: Limits = layers.config  # in force once start() has applied them
+        self.layers = LimitLayers(config)
+        self.limits: Limits = config  # in force once start() has applied them
         self.in_force: dict[str, str] = {}  # attribute -> value the kernel read back
         self.lock = asyncio.Lock()
         self.cgroup_path = str(cgroupfs.path(group))
 
     def start(self) -> None:
-        """Apply the layers at start-up (the group is new or emptied)."""
+        """Apply the config file's limits and the persisted changes at start-up (the group
+        is new or emptied). A persisted value this host cannot give is set aside."""
+        config = self.layers.config
+        self.layers = LimitLayers(config, self._store.load(config, usable=self.check_host))
         limits = self._checked(self.layers)
         self._apply(limits, previous=None)
         if self.layers.persisted:
@@ -110,9 +112,19 @@ class LimitController:
             self.limits, new, cgroup=self.cgroup_path, force=force,
             read_usage_bytes=lambda: read_memory_bytes(self._cgroupfs, self._group))
 
+    def check_host(self, limits: Limits) -> None:
+        """Refuse what this host cannot give: more CPUs than it has, a swap limit without
+        swap accounting (the kernel would refuse the write with ENOENT)."""
+        limits.check_host(self._host_cpus())
+        if (limits.memory_swap_max_bytes is not None
+                and not self._cgroupfs.has_attribute(self._group, MEMORY_SWAP_MAX)):
+            raise LimitsError("memory_swap", limits.memory_swap_max_bytes,
+                              f"this host has no swap accounting (no {MEMORY_SWAP_MAX} in "
+                              f"{self.cgroup_path}); leave memory_swap unset")
+
     def _checked(self, layers: LimitLayers) -> Limits:
         limits = layers.effective()
-        limits.check_host(self._host_cpus())
+        self.check_host(limits)
         return limits
 
     async def _change(self, layers: LimitLayers, peer: Peer | None, scope: ChangeScope,

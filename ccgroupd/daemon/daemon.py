@@ -54,7 +54,6 @@ from ccgroupd.engine.supervisor import CgroupEngineGroup, EngineState, Launch, S
 from ccgroupd.errors import EXIT_ENGINE_FAILED, EXIT_OK, CcgroupdError, CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
-from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import host_cpu_count
 from ccgroupd.limits.store import StateStore
 from ccgroupd.notify import Notifier
@@ -191,17 +190,17 @@ class Daemon:
             await self._shut_down(run)
 
     async def _start_up(self) -> Supervisor:
-        # With the config's limits as the base, a persisted change that no longer
-        # combines with an edited config is set aside instead of stopping the daemon.
-        layers = LimitLayers(self.config.limits, self._state_store.load(self.config.limits))
-        layers.effective().check_host(host_cpu_count())
+        # The config file's own limits: a host that cannot give them keeps no group. A
+        # persisted change that no longer fits (an edited config, a smaller host) is set
+        # aside by the controller instead of stopping the daemon.
+        self.config.limits.check_host(host_cpu_count())
         # Before anything is created: a refused host keeps no group with limits.
         await check_launch(self.config.engine, self._runner)
         self.layout = await take_engine_group(
             self.cgroupfs, self.procfs.cgroup_of("self"), self.config.cgroup.name,
             self.config.cgroup.leftover, self._sleep)
         self.controller = LimitController(self.cgroupfs, self.engine_group,
-                                          self._state_store, layers)
+                                          self._state_store, self.config.limits)
         self.controller.start()
         self.supervisor = Supervisor(
             self._launch(self.config), restart_policy(self.config.engine), self._spawner,

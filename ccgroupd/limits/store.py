@@ -46,12 +46,16 @@ class StateStore:
         self.path = self.state_dir / STATE_FILE_NAME
         self._clock = clock
 
-    def load(self, base: Limits | None = None) -> dict[str, object]:
+    def load(self, base: Limits | None = None,
+             usable: Callable[[Limits], None] | None = None) -> dict[str, object]:
         """The persisted changes; {} when there are none or the file is unusable.
 
         With ``base`` (the config file's limits) changes that do not combine with
         it (memory_high above the config's memory, say) count as unusable too, so
-        that the daemon can always start from the result.
+        that the daemon can always start from the result. ``usable`` checks the
+        combined limits against this host (raising LimitsError naming the key): a
+        persisted value it refuses (cpus above a host that shrank, a swap limit
+        where swap accounting went away) is set aside, logged, and the rest kept.
         """
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -61,10 +65,26 @@ class StateStore:
             self._set_aside(f"unreadable: {exc}")
             return {}
         try:
-            return _parse(text, base)
+            changes = _parse(text, base)
         except _InvalidState as exc:
             self._set_aside(str(exc))
             return {}
+        if base is not None and usable is not None:
+            self._drop_unusable(changes, base, usable)
+        return changes
+
+    def _drop_unusable(self, changes: dict[str, object], base: Limits,
+                       usable: Callable[[Limits], None]) -> None:
+        while changes:
+            try:
+                usable(base.with_changes(changes))
+            except LimitsError as exc:
+                if exc.field not in changes:
+                    return  # the config file's own value: not the state file's to fix
+                log.warning("state_value_set_aside", file=str(self.path), limit=exc.field,
+                            value=str(changes.pop(exc.field)), reason=exc.reason)
+            else:
+                return
 
     def save(self, changes: Mapping[str, object]) -> None:
         """Replace the file atomically: a crash leaves either the old or the new file, whole."""
