@@ -348,6 +348,16 @@ _EVENTS = (
         "`ccgroupctl set`; set the limit again if the host gives it back.",
     ),
     EventType(
+        "cgroup_recreated", "8bc4cbf029d741cfa668b63da2f84335", frozenset({"warning"}),
+        lambda f: (f"The engine group {f.text('cgroup')} was gone before a start; created it "
+                   f"again with the limits in force"),
+        "ccgroupd recreated the engine's cgroup",
+        "Something removed the engine's group while the engine was down (between restarts).\n"
+        "ccgroupd created it again and wrote the limits before starting the engine, so the\n"
+        "engine and its builds stay limited. Find out what removes groups in ccgroupd's\n"
+        "delegated subtree: nothing but ccgroupd should.",
+    ),
+    EventType(
         "daemon_started", "92550bae0f064b78b8925da8aebb8375", frozenset({"info"}),
         lambda f: f"ccgroupd {f.text('version')} started; engine cgroup {f.text('cgroup')}",
         "ccgroupd started",

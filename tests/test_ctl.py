@@ -432,3 +432,19 @@ def test_events_without_journalctl(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("PATH", str(tmp_path))
     assert ctl.main(["events"]) == EXIT_FAILURE
     assert "journalctl not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "since"), [
+    (["events", "--since", "-1h"], "-1h"),  # the README's own example
+    (["events", "--since", "-30min", "-n", "5"], "-30min"),
+    (["events", "--since", "today"], "today"),
+    (["events", "--since=-2d"], "-2d"),
+])
+def test_since_takes_journalctls_relative_times(argv: list[str], since: str) -> None:
+    assert ctl.parse_args(argv).since == since
+
+
+def test_since_without_a_value_is_still_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as caught:
+        ctl.parse_args(["events", "--since", "--follow"])
+    assert caught.value.code == 2

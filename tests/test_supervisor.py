@@ -21,6 +21,7 @@ from ccgroupd.engine.process import Completed, ProcessHandle
 from ccgroupd.engine.readiness import PROBE_INTERVAL_S, ReadinessProbe
 from ccgroupd.engine.supervisor import (
     TRANSITIONS,
+    CgroupEngineGroup,
     EngineSpec,
     EngineState,
     Launch,
@@ -29,7 +30,9 @@ from ccgroupd.engine.supervisor import (
     TransitionError,
 )
 from ccgroupd.errors import EngineLaunchError
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 from doubles import FakeTime, ScriptedCommands, run_async
+from fakekernel import FakeKernel
 
 SPEC = EngineSpec(("engine", "--serve"), {"PATH": "/usr/bin"}, Path("/"))
 
@@ -627,3 +630,24 @@ async def test_a_failing_before_start_is_a_failed_start_without_a_spawn() -> Non
     assert exited[0]["log_level"] == "error"
     assert exited[0]["error"] == "cannot remove the leftover container 'ccgroupd-engine'"
     assert exited[0]["exit_code"] is None
+
+
+# -- the engine's group on the fake kernel ------------------------------------------------
+
+
+def test_a_group_removed_between_starts_is_recreated_and_its_limits_rewritten(
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
+    fake_kernel.enable("", "memory", "pids")
+    rewritten: list[str] = []
+    group = CgroupEngineGroup(cgroupfs, "engine",
+                              on_recreated=lambda: rewritten.append("limits"))
+    cgroupfs.create("engine")
+    group.prepare()
+    assert rewritten == []  # there all along
+    cgroupfs.remove("engine")  # someone else, during the restart back-off
+    assert group.populated() is False  # gone is empty, not an error
+    with capture_logs() as logs:
+        group.prepare()
+    assert cgroupfs.exists("engine")
+    assert rewritten == ["limits"]
+    assert [entry["event"] for entry in logs] == ["cgroup_recreated"]

@@ -22,6 +22,7 @@ from ccgroupd.errors import EXIT_USAGE, exit_codes_help
 
 TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, NoReturn
 
 EPILOG = f"""\
@@ -44,6 +45,20 @@ status --json schema (version 1; fields are only ever added):
 the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
 
 {exit_codes_help("ccgroupctl")}"""
+
+
+# Options whose value may start with "-": journalctl's relative times ("-1h").
+TIME_OPTIONS = ("--since",)
+
+
+def joined_time_values(argv: Sequence[str]) -> list[str]:
+    """``--since -1h`` as ``--since=-1h``: argparse would take "-1h" for an option."""
+    joined = list(argv)
+    for index in range(len(joined) - 1, 0, -1):
+        value = joined[index]
+        if joined[index - 1] in TIME_OPTIONS and value[:1] == "-" and value[1:2].isdigit():
+            joined[index - 1:index + 1] = [f"{joined[index - 1]}={value}"]
+    return joined
 
 
 class _Parser(argparse.ArgumentParser):

@@ -103,9 +103,9 @@ def parse_args(argv: Sequence[str]) -> Arguments:
     parsed = quick_parse(argv)
     if parsed is not None:
         return parsed
-    from ccgroupd.client.argparser import build_parser
+    from ccgroupd.client.argparser import build_parser, joined_time_values
 
-    return Arguments(**vars(build_parser().parse_args(argv)))
+    return Arguments(**vars(build_parser().parse_args(joined_time_values(argv))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

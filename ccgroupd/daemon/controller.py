@@ -59,6 +59,10 @@ class LimitController:
             log_limits_changed(self.layers.config, limits, cgroup=self.cgroup_path, peer=None,
                                scope="persistent")
 
+    def reapply(self) -> None:
+        """Write the limits in force again, into a group that was recreated empty."""
+        self._apply(self.limits, previous=None)
+
     async def set(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
                   peer: Peer) -> None:
         async with self.lock:

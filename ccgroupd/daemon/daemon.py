@@ -204,7 +204,8 @@ class Daemon:
         self.controller.start()
         self.supervisor = Supervisor(
             self._launch(self.config), restart_policy(self.config.engine), self._spawner,
-            CgroupEngineGroup(self.cgroupfs, self.engine_group),
+            CgroupEngineGroup(self.cgroupfs, self.engine_group,
+                              on_recreated=self.controller.reapply),
             probe_runner=self._runner, clock=self._clock, sleep=self._sleep,
             on_change=self._on_engine_state,
             oom_witness=lambda: self.monitor is not None and self.monitor.recent_oom_kill())

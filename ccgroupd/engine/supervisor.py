@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import signal
 import time
 from collections import deque
@@ -49,7 +50,7 @@ import structlog
 from ccgroupd.config import RestartMode
 from ccgroupd.engine.process import CommandRunner, ProcessHandle, ProcessSpawner
 from ccgroupd.engine.readiness import NotReadyError, ReadinessProbe
-from ccgroupd.errors import CcgroupdError
+from ccgroupd.errors import CcgroupdError, CgroupReadError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_SUBTREE_CONTROL
 
@@ -157,9 +158,12 @@ class EngineGroup(Protocol):
 
 
 class CgroupEngineGroup:
-    def __init__(self, cgroupfs: Cgroupfs, group: str) -> None:
+    def __init__(self, cgroupfs: Cgroupfs, group: str, *,
+                 on_recreated: Callable[[], None] | None = None) -> None:
         self._cgroupfs = cgroupfs
         self._group = group
+        # The group came back empty: its limits must be written again.
+        self._on_recreated = on_recreated
 
     @property
     def path(self) -> str:
@@ -169,16 +173,27 @@ class CgroupEngineGroup:
         self._cgroupfs.kill(self._group)
 
     def populated(self) -> bool:
-        return self._cgroupfs.populated(self._group)
+        try:
+            return self._cgroupfs.populated(self._group)
+        except CgroupReadError as exc:
+            if exc.errno == errno.ENOENT and not self._cgroupfs.exists(self._group):
+                return False  # removed by someone else: nothing left in it
+            raise
 
     def prepare(self) -> None:
-        """Remove the child groups an earlier engine made and the controllers it enabled.
+        """Recreate the group if someone removed it; else remove the child groups an
+        earlier engine made and the controllers it enabled.
 
         An engine in a private cgroup namespace moves itself into a child group
         and enables controllers for its children (as the Dagger engine does). The
         group it leaves behind refuses new members (no internal processes when
         subtree_control is set: EBUSY), so the next engine could not join it.
         """
+        if self._cgroupfs.create(self._group):
+            log.warning("cgroup_recreated", cgroup=self.path)
+            if self._on_recreated is not None:
+                self._on_recreated()
+            return
         for child in self._cgroupfs.children(self._group):
             self._cgroupfs.remove(child)
         enabled = self._cgroupfs.subtree_controllers(self._group)
