@@ -216,9 +216,12 @@ check "cpu.max holds it" \
 rm -rf "$rebuild"
 
 echo "--- a remove that dpkg aborts after prerm: postinst abort-remove starts the service again"
-must "prerm remove" /var/lib/dpkg/info/ccgroupd.prerm remove
+# As dpkg runs them: deb-systemd-helper does nothing unless called from a maintainer script.
+must "prerm remove" env DPKG_MAINTSCRIPT_PACKAGE=ccgroupd DPKG_MAINTSCRIPT_NAME=prerm \
+    /var/lib/dpkg/info/ccgroupd.prerm remove
 check "prerm stopped the service" test "$(property ActiveState)" = inactive
-must "postinst abort-remove" /var/lib/dpkg/info/ccgroupd.postinst abort-remove
+must "postinst abort-remove" env DPKG_MAINTSCRIPT_PACKAGE=ccgroupd DPKG_MAINTSCRIPT_NAME=postinst \
+    /var/lib/dpkg/info/ccgroupd.postinst abort-remove
 check "ccgroupd is active again after abort-remove" systemctl -q is-active ccgroupd
 /var/lib/dpkg/info/ccgroupd.postinst bogus 2>/dev/null && code=0 || code=$?
 check "postinst refuses an unknown action (exit $code)" test "$code" = 1

@@ -1,0 +1,47 @@
+"""Inotify on real files (pyfakefs files cannot be watched); the Monitor's tests run it on
+cgroup-like directories, tests/vm/scenarios/30-monitor.py on a real kernel."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from ccgroupd.errors import CgroupReadError
+from ccgroupd.kernel.inotify import Inotify
+
+
+def test_a_modified_file_is_reported_once_by_name(tmp_path: Path) -> None:
+    events, other = tmp_path / "memory.events", tmp_path / "pids.events"
+    events.write_text("oom_kill 0\n")
+    other.write_text("max 0\n")
+    watcher = Inotify()
+    try:
+        watcher.add(events, "memory.events")
+        watcher.add(other, "pids.events")
+        assert watcher.read_changed() == set()
+        events.write_text("oom_kill 1\n")
+        events.write_text("oom_kill 2\n")
+        assert watcher.read_changed() == {"memory.events"}
+        assert watcher.read_changed() == set()
+    finally:
+        watcher.close()
+
+
+def test_watching_a_missing_file_names_it(tmp_path: Path) -> None:
+    watcher = Inotify()
+    try:
+        with pytest.raises(CgroupReadError, match="inotify_add_watch failed") as caught:
+            watcher.add(tmp_path / "gone", "gone")
+        assert caught.value.errno == errno.ENOENT
+        assert caught.value.path == str(tmp_path / "gone")
+    finally:
+        watcher.close()
+
+
+def test_close_twice_is_harmless() -> None:
+    watcher = Inotify()
+    watcher.close()
+    watcher.close()
+    assert watcher.fileno() == -1
