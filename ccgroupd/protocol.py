@@ -19,8 +19,6 @@ exit codes in ccgroupd.errors, so ccgroupctl exits with it unchanged.
 
 from __future__ import annotations
 
-import _json  # the json package's C half: see _scan_json
-
 from ccgroupd.errors import EXIT_USAGE, CcgroupdError
 
 TYPE_CHECKING = False  # typing costs start-up time; see ccgroupd.client.ctl
@@ -48,7 +46,7 @@ class ProtocolError(CcgroupdError):
     exit_code = EXIT_USAGE
 
 
-# The json package is these C functions plus Python around them that imports re,
+# The json package is the C functions of _json plus Python around them that imports re,
 # which was ~120 ms of ccgroupctl's start in the emulated guest (-X importtime): more
 # than all the rest of the client. json.dumps(separators=(",", ":")) and json.loads run
 # the same C code with the same settings (tests/test_protocol.py compares them).
@@ -71,24 +69,46 @@ def _not_serializable(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# typeshed's stub asks for a make_scanner; the C code reads the attributes above.
-_scan_json = _json.make_scanner(_DecoderSettings())  # type: ignore[arg-type]
-# Arguments: circular-reference markers (none: messages are trees), default, string
-# encoder (ASCII, as ensure_ascii), indent, key and item separators, sort_keys, skipkeys,
-# allow_nan.
-_encode_json = _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii,
-                                  None, ":", ",", False, False, True)
+def _private_codec() -> tuple[Any, Any] | None:
+    """The C scanner and encoder, or None where this Python has no such private _json
+    (another implementation, or a CPython that changed it): then the public json."""
+    try:
+        import _json
+
+        # typeshed's stub asks for a make_scanner; the C code reads the attributes above.
+        scan = _json.make_scanner(_DecoderSettings())  # type: ignore[arg-type]
+        # Arguments: circular-reference markers (none: messages are trees), default,
+        # string encoder (ASCII, as ensure_ascii), indent, key and item separators,
+        # sort_keys, skipkeys, allow_nan.
+        encoder = _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii,
+                                     None, ":", ",", False, False, True)
+        if "".join(encoder({"v": [1]}, 0)) != '{"v":[1]}' or scan("[1]", 0) != ([1], 3):
+            return None
+    except (ImportError, AttributeError, TypeError, ValueError, StopIteration):
+        return None
+    return scan, encoder
+
+
+_CODEC = _private_codec()
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return "".join(_encode_json(message, 0)).encode() + b"\n"
+    if _CODEC is None:
+        import json
+
+        return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    return "".join(_CODEC[1](message, 0)).encode() + b"\n"
 
 
 def loads(text: str) -> object:
     """json.loads for a str; raises ValueError (JSONDecodeError is one) on anything else."""
+    if _CODEC is None:
+        import json
+
+        return json.loads(text)
     start = len(text) - len(text.lstrip(_JSON_SPACE))
     try:
-        value, end = _scan_json(text, start)
+        value, end = _CODEC[0](text, start)
     except StopIteration as exc:
         raise ValueError(f"expecting a value at character {exc.value}") from None
     rest = text[end:].lstrip(_JSON_SPACE)

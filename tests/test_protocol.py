@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
 from ccgroupd import protocol
+from ccgroupd.errors import EXIT_UNREACHABLE
 
 # Values of every JSON kind, with the awkward cases: escapes, non-ASCII, surrogates,
 # big and negative numbers, floats that print in exponent form, NaN and infinities
@@ -71,3 +74,33 @@ def test_request_round_trip() -> None:
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert protocol.decode_object(line.rstrip(b"\n"), "request") == {
         "v": 1, "op": "set", "args": {"limits": {"cpus": "4"}, "runtime": True}}
+
+
+FALLBACK_CHECK = """
+import socket, sys, types
+sys.modules["_json"] = None  # this Python has no private _json
+sys.modules["_socket"] = types.ModuleType("_socket")  # or one without what ctl uses
+from ccgroupd import protocol
+from ccgroupd.client import ctl
+assert protocol._CODEC is None, "the private codec was used"
+assert ctl._SOCKETS is socket, "the private socket module was used"
+message = {"v": 1, "op": "status", "args": {"x": [1.5, None, "é"]}}
+line = protocol.encode(message)
+assert line == __import__("json").dumps(message, separators=(",", ":")).encode() + b"\\n", line
+assert protocol.decode_object(line, "request") == message
+sys.exit(ctl.main(["--socket", "/nonexistent/ccgroupd.sock", "status"]))
+"""
+
+
+def test_without_the_private_modules_the_public_ones_serve() -> None:
+    result = subprocess.run([sys.executable, "-c", FALLBACK_CHECK],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == EXIT_UNREACHABLE, result.stderr
+    assert "cannot reach ccgroupd at /nonexistent/ccgroupd.sock" in result.stderr
+
+
+def test_with_the_private_modules_they_are_used() -> None:
+    assert protocol._CODEC is not None
+    from ccgroupd.client import ctl
+
+    assert ctl._SOCKETS.__name__ == "_socket"

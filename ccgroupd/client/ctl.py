@@ -12,7 +12,6 @@ reports a MISS when it grows.
 
 from __future__ import annotations
 
-import _socket  # not `socket`: see call()
 import os
 import sys
 
@@ -42,6 +41,21 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
+def _sockets() -> Any:
+    """_socket, the C half of `socket` (see call()); `socket` where it is not usable."""
+    try:
+        import _socket
+
+        for name in ("socket", "AF_UNIX", "SOCK_STREAM", "SHUT_WR"):
+            getattr(_socket, name)
+    except (ImportError, AttributeError):
+        import socket
+
+        return socket
+    return _socket
+
+
+_SOCKETS = _sockets()
 MAX_REPLY_BYTES = 16 * 1024**2
 
 
@@ -162,9 +176,10 @@ def call(socket_path: str, op: str, args: dict[str, Any], timeout_s: float) -> d
     The socket is the C module's own object, which the `socket` module only wraps:
     importing `socket` (its IntEnum conversion of every constant, and selectors) took
     43 ms of ccgroupctl's start in the emulated guest (-X importtime), for nothing used here.
-    The calls and the exceptions (OSError subclasses, TimeoutError) are the same.
+    The calls and the exceptions (OSError subclasses, TimeoutError) are the same; where the
+    private module is missing or lacks them, the public one serves (_sockets()).
     """
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = _SOCKETS.socket(_SOCKETS.AF_UNIX, _SOCKETS.SOCK_STREAM)
     try:
         sock.settimeout(timeout_s)
         try:
@@ -180,7 +195,7 @@ def call(socket_path: str, op: str, args: dict[str, Any], timeout_s: float) -> d
                            EXIT_UNREACHABLE) from None
         try:
             sock.sendall(protocol.request(op, args))
-            sock.shutdown(_socket.SHUT_WR)
+            sock.shutdown(_SOCKETS.SHUT_WR)
             line = _read_line(sock)
         except TimeoutError:
             raise CtlError(f"ccgroupd did not answer within {timeout_s:g} s "
@@ -205,7 +220,7 @@ def call(socket_path: str, op: str, args: dict[str, Any], timeout_s: float) -> d
     raise protocol.ProtocolError("malformed reply: neither a result nor an error")
 
 
-def _read_line(sock: _socket.socket) -> bytes:
+def _read_line(sock: Any) -> bytes:
     chunks = []
     size = 0
     while size <= MAX_REPLY_BYTES:
