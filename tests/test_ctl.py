@@ -386,11 +386,16 @@ def test_set_reply_shows_what_is_in_force() -> None:
 
 @pytest.fixture
 def fake_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A journalctl on PATH that records its arguments and prints two JSON records."""
+    """A journalctl on PATH that records its arguments and prints three JSON records, one
+    of them forged by an unprivileged process (a journalctl that ignored the matches)."""
+    daemon = {"_SYSTEMD_UNIT": "ccgroupd.service", "_UID": "0"}
     records = [
-        {"__REALTIME_TIMESTAMP": "1795835045000000", "CCGROUPD_EVENT": "oom_kill",
+        {**daemon, "__REALTIME_TIMESTAMP": "1795835045000000", "CCGROUPD_EVENT": "oom_kill",
          "MESSAGE": "OOM killer killed 1 process in /sys/fs/cgroup/engine (3 since start)"},
-        {"__REALTIME_TIMESTAMP": "1795835046000000", "CCGROUPD_EVENT": "pids_max",
+        {"_SYSTEMD_UNIT": "user@1000.service", "_UID": "1000",
+         "__REALTIME_TIMESTAMP": "1795835045500000", "CCGROUPD_EVENT": "oom_kill",
+         "SYSLOG_IDENTIFIER": "ccgroupd", "MESSAGE": "forged"},
+        {**daemon, "__REALTIME_TIMESTAMP": "1795835046000000", "CCGROUPD_EVENT": "pids_max",
          "MESSAGE": [102, 111, 114, 107]},  # journald's form for a non-UTF-8 field
     ]
     script = tmp_path / "bin" / "journalctl"
@@ -415,8 +420,8 @@ def test_events_summarizes_one_line_per_record(fake_journalctl: Path,
     ]
     args = fake_journalctl.read_text()
     events = " ".join(f"CCGROUPD_EVENT={name}" for name in VIOLATION_EVENTS)
-    assert args == (f"--no-pager -o json --lines 10 SYSLOG_IDENTIFIER=ccgroupd {events} "
-                    "--since 1 hour ago\n")
+    assert args == ("--no-pager -o json --lines 10 SYSLOG_IDENTIFIER=ccgroupd "
+                    f"_SYSTEMD_UNIT=ccgroupd.service _UID=0 {events} --since 1 hour ago\n")
 
 
 def test_events_json_passes_records_through(fake_journalctl: Path,

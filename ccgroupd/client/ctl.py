@@ -18,6 +18,7 @@ import sys
 from ccgroupd import protocol
 from ccgroupd.client.options import (
     COMMAND_FLAGS,
+    DAEMON_UNIT,
     DEFAULT_TIMEOUT_S,
     SET_OPTIONS,
     START_HINT,
@@ -339,8 +340,11 @@ def show_events(args: Arguments) -> int:
     from ccgroupd.eventnames import VIOLATION_EVENTS
 
     names = _all_event_names() if args.all else VIOLATION_EVENTS
+    # SYSLOG_IDENTIFIER and CCGROUPD_EVENT are the sender's to set: any local process can
+    # write them. _SYSTEMD_UNIT and _UID are journald's own: only the daemon's records.
     command = ["journalctl", "--no-pager", "-o", "json", "--lines", str(args.lines),
-               "SYSLOG_IDENTIFIER=ccgroupd", *(f"CCGROUPD_EVENT={name}" for name in names)]
+               "SYSLOG_IDENTIFIER=ccgroupd", f"_SYSTEMD_UNIT={DAEMON_UNIT}", "_UID=0",
+               *(f"CCGROUPD_EVENT={name}" for name in names)]
     if args.since:
         command += ["--since", args.since]
     if args.follow:
@@ -354,7 +358,7 @@ def show_events(args: Arguments) -> int:
     try:
         for line in journal.stdout:
             record = _parse_record(line)
-            if record is not None:
+            if record is not None and _from_the_daemon(record):
                 print(json.dumps(record, sort_keys=True) if args.json else summarize(record),
                       flush=True)
     except KeyboardInterrupt:
@@ -370,6 +374,11 @@ def _all_event_names() -> list[str]:
     from ccgroupd.events import EVENTS
 
     return sorted(EVENTS)
+
+
+def _from_the_daemon(record: Mapping[str, Any]) -> bool:
+    """The trusted fields again, should journalctl have matched more than asked."""
+    return record.get("_SYSTEMD_UNIT") == DAEMON_UNIT and record.get("_UID") == "0"
 
 
 def _parse_record(line: str) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ import os
 
 from ccgroupd import protocol
 
+# The daemon's unit: its records carry it in _SYSTEMD_UNIT, a field journald sets itself.
+DAEMON_UNIT = "ccgroupd.service"
 SOCKET_ENV = "CCGROUPD_API__SOCKET"  # the same variable that overrides api.socket for the daemon
 START_HINT = "is it running? systemctl start ccgroupd"
 

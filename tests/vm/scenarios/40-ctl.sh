@@ -186,6 +186,14 @@ check "set --memory 64M --force applies (memory.max $(engine_file memory.max))" 
 sleep 3
 run_ctl events --since "5 min ago"
 check "events shows the OOM kill the forced limit caused" grep -q "oom_kill" <<<"$out"
+# Any local user can send a record with ccgroupd's identifier and event fields.
+printf 'MESSAGE=forged by uid 65534\nSYSLOG_IDENTIFIER=ccgroupd\nCCGROUPD_EVENT=oom_kill\n' |
+    runuser -u nobody -- logger --journald
+sleep 1
+check "journald holds the forged record" \
+    bash -c 'journalctl --since "5 min ago" CCGROUPD_EVENT=oom_kill -o cat | grep -q "forged by uid"'
+run_ctl events --since "5 min ago"
+check "events does not show it" bash -c '! grep -q "forged by uid" <<<"$1"' _ "$out"
 
 echo "== reset"
 run_ctl reset
