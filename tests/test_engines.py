@@ -16,6 +16,8 @@ import pytest
 from ccgroupd.config import Config, DaemonSection, EngineSection, load_config
 from ccgroupd.engine.launch import (
     HELPER_TIMEOUT_S,
+    PACKAGE_PARENT,
+    SHIM_BOOTSTRAP,
     check_docker,
     check_launch,
     check_runc,
@@ -31,8 +33,8 @@ from doubles import ScriptedCommands
 
 GROUP = "system.slice/ccgroupd.service/dagger-engine"
 PYTHON = "/usr/bin/python3"
-SHIM = (PYTHON, "-P", "-m", "ccgroupd.engine.shim", "--cgroup-root", "/sys/fs/cgroup",
-        "--group", GROUP)
+SHIM = (PYTHON, "-I", "-S", "-c", SHIM_BOOTSTRAP, PACKAGE_PARENT,
+        "--cgroup-root", "/sys/fs/cgroup", "--group", GROUP)
 IMAGE = "registry.dagger.io/engine:v0.19.4"
 INFO = ("docker", "info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}")
 RM = ("docker", "rm", "--force", "ccgroupd-engine")
@@ -306,6 +308,6 @@ def test_runc_mode_runs_runc_in_a_private_namespace_and_the_launcher_leaf(
 def test_engine_argv_runs_the_command_through_the_shim() -> None:
     argv = engine_argv("/venv/bin/python3", Path("/sys/fs/cgroup"), "a.service/engine",
                        ["dagger-engine", "--debug"], private_cgroupns=True)
-    assert argv == ("/venv/bin/python3", "-P", "-m", "ccgroupd.engine.shim",
+    assert argv == ("/venv/bin/python3", "-I", "-S", "-c", SHIM_BOOTSTRAP, PACKAGE_PARENT,
                     "--cgroup-root", "/sys/fs/cgroup", "--group", "a.service/engine",
                     "--private-cgroupns", "--", "dagger-engine", "--debug")

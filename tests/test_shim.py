@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from ccgroupd.engine.launch import PACKAGE_PARENT, SHIM_BOOTSTRAP
 from ccgroupd.engine.shim import EXIT_SHIM_ATTACH, EXIT_SHIM_NOT_FOUND, EXIT_SHIM_USAGE
 
 
-def shim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-P", "-m", "ccgroupd.engine.shim", *args],
-                          capture_output=True, text=True, timeout=30, check=False)
+def shim(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The shim started as the daemon starts it (engine_argv)."""
+    return subprocess.run([sys.executable, "-I", "-S", "-c", SHIM_BOOTSTRAP, PACKAGE_PARENT,
+                           *args], capture_output=True, text=True, timeout=30, check=False,
+                          env=env)
 
 
 def test_shim_joins_the_group_then_execs_the_command(tmp_path: Path) -> None:
@@ -71,3 +74,20 @@ def test_shim_usage_errors(args: list[str]) -> None:
     result = shim(*args)
     assert result.returncode == EXIT_SHIM_USAGE
     assert result.stderr.startswith("ccgroupd-shim: ")
+
+
+def test_a_planted_package_on_the_engines_pythonpath_does_not_run(tmp_path: Path) -> None:
+    # [engine] environment reaches the shim's interpreter: PYTHONPATH=/somewhere with a
+    # ccgroupd package in it ran as root in place of the real one (python3 -P -m ...).
+    planted = tmp_path / "planted" / "ccgroupd"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    procs = tmp_path / "engine" / "cgroup.procs"
+    procs.parent.mkdir()
+    procs.write_text("")
+    result = shim("--cgroup-root", str(tmp_path), "--group", "engine", "--", "true",
+                  env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(planted.parent)})
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    assert procs.read_text() == "0"  # the real shim ran

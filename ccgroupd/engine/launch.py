@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import ccgroupd
 from ccgroupd.config import Config, EngineSection
 from ccgroupd.engine.oci import runtime_spec, write_bundle
 from ccgroupd.engine.process import CommandRunner, Completed
@@ -42,6 +43,14 @@ from ccgroupd.engine.supervisor import EngineSpec, Launch, RestartPolicy
 from ccgroupd.errors import ConfigError, EngineLaunchError, HostUnsupportedError
 from ccgroupd.notify import child_environment
 
+# The shim runs as root on every engine start, with the engine's environment: it runs the
+# package the daemon runs, from where the daemon found it, and nothing a path could plant.
+# -I ignores PYTHON* variables (PYTHONPATH in [engine] environment), the user's site and
+# the working directory; -S skips site (/usr/local/lib/python3.*/dist-packages, .pth
+# files). The standard library comes first, then the package's directory.
+PACKAGE_PARENT = str(Path(ccgroupd.__file__).resolve().parent.parent)
+SHIM_BOOTSTRAP = ("import sys; sys.path.append(sys.argv.pop(1)); "
+                  "from ccgroupd.engine.shim import main; main(sys.argv[1:])")
 LAUNCHER_LEAF = "launcher"
 RUNC_CONTAINER_GROUP = "container"
 # The runc container shares the host's network: give it the host's name service too.
@@ -69,10 +78,10 @@ def restart_policy(engine: EngineSection) -> RestartPolicy:
 
 
 def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[str],
-                *, private_cgroupns: bool, leaf: str | None = None) -> tuple[str, ...]:
+                *, private_cgroupns: bool, leaf: str | None = None,
+                package_parent: str = PACKAGE_PARENT) -> tuple[str, ...]:
     """The argv that runs ``command`` through the exec shim inside ``group`` (or its ``leaf``)."""
-    # -P: the engine's working directory must not shadow the ccgroupd package.
-    shim = [python, "-P", "-m", "ccgroupd.engine.shim",
+    shim = [python, "-I", "-S", "-c", SHIM_BOOTSTRAP, package_parent,
             "--cgroup-root", str(cgroup_root), "--group", group]
     if private_cgroupns:
         shim.append("--private-cgroupns")

@@ -1,7 +1,10 @@
 """The exec shim that starts the engine inside its cgroup with no start-then-move window.
 
-    python3 -m ccgroupd.engine.shim --cgroup-root /sys/fs/cgroup --group GROUP
-                             [--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]
+    python3 -I -S -c SHIM_BOOTSTRAP PACKAGE_PARENT --cgroup-root /sys/fs/cgroup --group GROUP
+        [--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]
+
+(engine_argv in ccgroupd.engine.launch writes it: no path the engine's environment or a
+local install can set decides which code runs here, as root).
 
 The shim moves itself into GROUP (writes 0 to its cgroup.procs), optionally
 enters a private cgroup namespace rooted at GROUP, and then execs COMMAND, so

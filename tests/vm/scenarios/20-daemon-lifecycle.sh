@@ -7,7 +7,7 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 reset_unit
-trap forget_daemon_state EXIT
+trap 'forget_daemon_state; rm -rf /run/planted /run/planted-ran' EXIT
 
 journal_events() { journalctl -u ccgroupd --no-pager -o json "$@" | jq -r 'select(.CCGROUPD_EVENT) | .CCGROUPD_EVENT'; }
 count_event() { journalctl -u ccgroupd --no-pager -o json | jq -r 'select(.CCGROUPD_EVENT == "'"$1"'") | .CCGROUPD_EVENT' | wc -l; }
@@ -35,6 +35,9 @@ pids = 64
 
 [engine]
 command = ["${2:-/usr/local/bin/fake-engine}"]
+# The engine's environment is the exec shim's too: a planted package on this path must
+# not run (as root) in place of ccgroupd's.
+environment = { PYTHONPATH = "/run/planted" }
 restart_initial_delay_s = 0.5
 restart_max_delay_s = 2
 restart_burst = 3
@@ -49,6 +52,9 @@ log_format = "journal"
 EOF
 }
 
+mkdir -p /run/planted/ccgroupd
+echo "open('/run/planted-ran', 'w').close()" >/run/planted/ccgroupd/__init__.py
+rm -f /run/planted-ran
 write_config 256M
 start_cursor=$(journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p')
 started_at=$SECONDS
@@ -64,6 +70,7 @@ check "StatusText names the limits and a running engine" \
 check "unit group carries trusted.delegate" \
     python3 -c "import os,sys; sys.exit(os.getxattr('/sys/fs/cgroup$unit_cg', 'trusted.delegate') != b'1')"
 check "engine group exists" test -d "$group"
+check "the shim ignored the planted package on the engine's PYTHONPATH" test ! -e /run/planted-ran
 echo "cpu.max=$(cat "$group/cpu.max") memory.max=$(cat "$group/memory.max") pids.max=$(cat "$group/pids.max")"
 check "cpu.max is 50000 100000" test "$(cat "$group/cpu.max")" = "50000 100000"
 check "memory.max is 256 MiB" test "$(cat "$group/memory.max")" = 268435456
