@@ -358,6 +358,16 @@ _EVENTS = (
         "delegated subtree: nothing but ccgroupd should.",
     ),
     EventType(
+        "inotify_overflow", "a26ca47a5db548b6bc2dc9d66fcef6b1", frozenset({"warning"}),
+        lambda f: (f"inotify's queue overflowed while watching {f.text('cgroup')}; every "
+                   f"watched counter was read again"),
+        "ccgroupd's inotify queue overflowed",
+        "The kernel dropped change notifications for the engine group's event files\n"
+        "(fs.inotify.max_queued_events was reached, in an event storm). ccgroupd read every\n"
+        "watched counter again, so the counts it reports stay right; only the moment of\n"
+        "some events may be reported late. Logged once per daemon run.",
+    ),
+    EventType(
         "daemon_started", "92550bae0f064b78b8925da8aebb8375", frozenset({"info"}),
         lambda f: f"ccgroupd {f.text('version')} started; engine cgroup {f.text('cgroup')}",
         "ccgroupd started",

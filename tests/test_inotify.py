@@ -4,6 +4,7 @@ cgroup-like directories, tests/vm/scenarios/30-monitor.py on a real kernel."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,32 @@ def test_close_twice_is_harmless() -> None:
     watcher.close()
     watcher.close()
     assert watcher.fileno() == -1
+
+
+def test_a_queue_overflow_reports_every_watched_file(tmp_path: Path) -> None:
+    """On the real kernel: more events than fs.inotify.max_queued_events, unread."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    events, other, quiet = (tmp_path / name for name in ("memory.events", "pids.events",
+                                                         "cgroup.events"))
+    for path in (events, other, quiet):
+        path.write_text("0\n")
+    watcher = Inotify()
+    try:
+        watcher.add(events, "memory.events")
+        watcher.add(other, "pids.events")
+        watcher.add(quiet, "cgroup.events")
+        fds = [os.open(path, os.O_WRONLY) for path in (events, other)]
+        try:
+            # Alternating files: the kernel merges only identical consecutive events.
+            for _ in range(limit // 2 + 10):
+                for fd in fds:
+                    os.write(fd, b"1")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        changed = watcher.read_changed()
+        assert watcher.overflows == 1
+        # What was lost is unknown: every watched file counts as changed, the quiet one too.
+        assert changed == {"memory.events", "pids.events", "cgroup.events"}
+    finally:
+        watcher.close()

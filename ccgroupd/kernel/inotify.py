@@ -11,6 +11,7 @@ from pathlib import Path
 from ccgroupd.errors import CgroupReadError
 
 _IN_MODIFY = 0x00000002
+_IN_Q_OVERFLOW = 0x00004000  # with wd -1: the kernel's queue was full, events were lost
 _IN_IGNORED = 0x00008000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -28,6 +29,7 @@ class Inotify:
             raise CgroupReadError("inotify", errno=err, detail="inotify_init1 failed")
         self._fd: int = fd
         self._names: dict[int, str] = {}
+        self.overflows = 0
 
     def fileno(self) -> int:
         return self._fd
@@ -39,7 +41,11 @@ class Inotify:
         self._names[wd] = name
 
     def read_changed(self) -> set[str]:
-        """Names of the watched files that changed since the last call (empty if none)."""
+        """Names of the watched files that changed since the last call (empty if none).
+
+        After a queue overflow every watched name counts as changed: what was lost is
+        unknown, and re-reading a counter file that did not change costs one read.
+        """
         changed: set[str] = set()
         while True:
             try:
@@ -50,7 +56,10 @@ class Inotify:
             while offset + _EVENT_HEADER.size <= len(data):
                 wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
                 offset += _EVENT_HEADER.size + length
-                if mask & _IN_IGNORED:
+                if mask & _IN_Q_OVERFLOW:
+                    self.overflows += 1
+                    changed.update(self._names.values())
+                elif mask & _IN_IGNORED:
                     self._names.pop(wd, None)
                 elif wd in self._names:
                     changed.add(self._names[wd])

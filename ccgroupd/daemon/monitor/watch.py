@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+import structlog
+
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.inotify import Inotify
+
+log = structlog.get_logger("ccgroupd")
 
 
 class Watch:
@@ -20,6 +24,7 @@ class Watch:
         self._on_failure = on_failure
         self._loop: asyncio.AbstractEventLoop | None = None
         self.inotify: Inotify | None = None  # while armed; more files may be added to it
+        self._overflowed = False
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching, unless already watching."""
@@ -40,6 +45,12 @@ class Watch:
     def _on_readable(self) -> None:
         assert self.inotify is not None
         try:
-            self._on_changed(self.inotify.read_changed())
+            overflows = self.inotify.overflows
+            changed = self.inotify.read_changed()
+            if self.inotify.overflows > overflows and not self._overflowed:
+                # Once: a queue that overflows in a storm overflows again and again.
+                self._overflowed = True
+                log.warning("inotify_overflow", cgroup=str(self._cgroupfs.path(self._group)))
+            self._on_changed(changed)
         except Exception as exc:  # a reader callback cannot raise into run(): hand it over
             self._on_failure(exc)
