@@ -75,3 +75,32 @@ def test_a_queue_overflow_reports_every_watched_file(tmp_path: Path) -> None:
         assert changed == {"memory.events", "pids.events", "cgroup.events"}
     finally:
         watcher.close()
+
+
+def test_watches_of_groups_that_are_gone_are_dropped(tmp_path: Path) -> None:
+    """kernfs sends no IN_IGNORED for a removed cgroup: the walk itself lets go, so the
+    watch count stays flat over builds coming and going (plain directories stand in)."""
+    from ccgroupd.daemon.monitor.subtree import Subtree
+    from ccgroupd.kernel.cgroupfs import Cgroupfs
+
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "pids.events").write_text("max 0\n")
+    subtree = Subtree(Cgroupfs(tmp_path, page_size=4096), "engine")
+    watcher = Inotify()
+    try:
+        for _round in range(3):
+            builds = [engine / "buildkit" / f"b{n}" for n in range(300)]
+            for build in builds:
+                build.mkdir(parents=True)
+                (build / "pids.events").write_text("max 0\n")
+            assert len(subtree.counter("pids.events", "max", watcher=watcher)) == 301
+            assert len(watcher) == 301  # the engine's and each build's file
+            for build in builds:
+                (build / "pids.events").unlink()
+                build.rmdir()
+            # (A real file system queues IN_IGNORED now; kernfs does not: not read here.)
+            subtree.counter("pids.events", "max", watcher=watcher)
+            assert len(watcher) == 1
+    finally:
+        watcher.close()

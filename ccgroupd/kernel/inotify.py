@@ -29,6 +29,7 @@ class Inotify:
             raise CgroupReadError("inotify", errno=err, detail="inotify_init1 failed")
         self._fd: int = fd
         self._names: dict[int, str] = {}
+        self._paths: dict[int, Path] = {}
         self.overflows = 0
 
     def fileno(self) -> int:
@@ -39,6 +40,23 @@ class Inotify:
         if wd < 0:
             raise CgroupReadError(path, errno=ctypes.get_errno(), detail="inotify_add_watch failed")
         self._names[wd] = name
+        self._paths[wd] = path
+
+    def prune(self, name: str, keep: set[Path]) -> None:
+        """Drop the watches of ``name`` files that are not in ``keep``.
+
+        A removed cgroup sends no IN_IGNORED (kernfs), and its watch would pin the
+        inode and count against fs.inotify.max_user_watches, which root's systemd,
+        dockerd and udev share: a walk that no longer finds a group lets it go.
+        """
+        for wd in [wd for wd, watched in self._names.items()
+                   if watched == name and self._paths[wd] not in keep]:
+            self._libc.inotify_rm_watch(self._fd, wd)  # EINVAL if the kernel dropped it
+            del self._names[wd], self._paths[wd]
+
+    def __len__(self) -> int:
+        """Watches held."""
+        return len(self._names)
 
     def read_changed(self) -> set[str]:
         """Names of the watched files that changed since the last call (empty if none).
@@ -61,6 +79,7 @@ class Inotify:
                     changed.update(self._names.values())
                 elif mask & _IN_IGNORED:
                     self._names.pop(wd, None)
+                    self._paths.pop(wd, None)
                 elif wd in self._names:
                     changed.add(self._names[wd])
 

@@ -63,6 +63,8 @@ from ccgroupd.kernel.procfs import Procfs
 if TYPE_CHECKING:
     from ccgroupd.config import MonitorSection
 
+# Before Linux 6.11, a pids.events change in some group walks the subtree at most this often.
+SUBTREE_WALK_INTERVAL_S = 0.25
 # An engine that dies of SIGKILL this soon after an OOM kill in its group was OOM-killed.
 OOM_ATTRIBUTION_WINDOW_S = 5.0
 WATCHED_FILES = (MEMORY_EVENTS, MEMORY_SWAP_EVENTS, PIDS_EVENTS, CGROUP_EVENTS)
@@ -111,6 +113,7 @@ class Monitor:
         self._oom = OomSnapshot(cgroupfs, procfs, self._subtree)
         self._last_counters: dict[tuple[str, str], int] = {}
         self._pids_hierarchical = True
+        self._last_change_walk_s = float("-inf")
         self._last_pids_refused: dict[str, int] = {}
         self._throttle = ThrottleMeter(settings.throttle_threshold)
         self._last_violation: str | None = None
@@ -187,8 +190,13 @@ class Monitor:
         now = self._clock()
         for name in sorted(set(files) & set(COUNTER_KEYS)):
             if name == PIDS_EVENTS and not self._pids_hierarchical:
-                # Some group's own count changed: sum the subtree now, not at the next poll.
-                self._poll_pids_subtree(now)
+                # Some group's own count changed: sum the subtree now, not at the next poll,
+                # but walk for changes at most once per SUBTREE_WALK_INTERVAL_S: in a fork
+                # storm across many groups each change would walk them all again on the
+                # event loop. What is held back, the next change or poll counts.
+                if now - self._last_change_walk_s >= SUBTREE_WALK_INTERVAL_S:
+                    self._last_change_walk_s = now
+                    self._poll_pids_subtree(now)
                 continue
             values = self._read_counters(name)
             if values is None:

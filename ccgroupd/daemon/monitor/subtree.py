@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -39,6 +40,7 @@ class Subtree:
         ("." for the group itself); with a ``watcher``, each file is watched too
         (watching a watched file again changes nothing)."""
         found: dict[str, int] = {}
+        watched: set[Path] = set()
         for group in self.groups():
             with contextlib.suppress(CgroupError):
                 file = self._cgroupfs.attribute_file(group, attribute)  # one path walk
@@ -46,6 +48,9 @@ class Subtree:
                     file.read_flat_keyed().get(key, 0))
                 if watcher is not None:
                     watcher.add(file.path, attribute)
+                    watched.add(file.path)
+        if watcher is not None:
+            watcher.prune(attribute, watched)  # the groups that are gone
         return found
 
 
