@@ -105,6 +105,13 @@ class _File:
     swap: bool = False  # exists only with swap accounting
 
 
+def _write_max_depth(kernel: FakeKernel, group: str, text: str) -> None:
+    value = text.strip()
+    if value != "max" and not value.isdigit():
+        raise _einval("cgroup.max.depth takes a number or max")
+    kernel.group(group).values["cgroup.max.depth"] = value
+
+
 def _write_memory(attribute: str) -> Writer:
     def write(kernel: FakeKernel, group: str, text: str) -> None:
         kernel.group(group).values[attribute] = kernel.memparse_pages(text)
@@ -186,6 +193,7 @@ FILES: dict[str, _File] = {
     "cgroup.subtree_control": _File(None, write=_write_subtree_control, on_root=True),
     "cgroup.events": _File(None),
     "cgroup.kill": _File(None, write=_write_kill),
+    "cgroup.max.depth": _File(None, "max", write=_write_max_depth),
     "cpu.stat": _File(None, counters=_CPU_STAT_CORE_KEYS + _CPU_STAT_CPU_KEYS, on_root=True),
     "cpu.pressure": _File(None, _PSI_IDLE, on_root=True),
     "memory.pressure": _File(None, _PSI_IDLE, on_root=True),
@@ -621,11 +629,24 @@ class FakeKernel:
         fake_os.kill = self._signal
 
     def _makedir(self, path: Any, mode: int = 0o755) -> None:
-        self._fs_makedir(path, mode)
         group = self._group_at(path)
+        if group is not None and group not in self._groups and self._too_deep(group):
+            # As the kernel: an ancestor's cgroup.max.depth counts the levels below it.
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), os.fspath(path))
+        self._fs_makedir(path, mode)
         if group is not None and group not in self._groups:
             self._groups[group] = _Group()
             self._render()
+
+    def _too_deep(self, group: str) -> bool:
+        parts = group.split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/".join(parts[:depth])
+            limit = self._groups[ancestor].values.get("cgroup.max.depth", "max") \
+                if ancestor in self._groups else "max"
+            if limit != "max" and len(parts) - depth > int(limit):
+                return True
+        return False
 
     def _makedirs(self, path: Any, mode: int = 0o755, exist_ok: bool = False) -> None:
         target = PurePosixPath(self.fs.absnormpath(os.fspath(path)))

@@ -553,3 +553,22 @@ def test_signals_never_reach_real_processes(fake_kernel: FakeKernel) -> None:
     assert not fake_kernel.alive(pid)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_tree_deeper_than_pythons_recursion_limit_is_walked_and_removed(
+        tmp_path: Path) -> None:
+    # The engine or a privileged build can make such a tree (plain directories stand in;
+    # made one level at a time, since pathlib's own mkdir(parents=True) recurses).
+    depth = 1_100
+    levels = [tmp_path / "engine"]
+    levels += [levels[0].joinpath(*("d" for _ in range(n))) for n in range(1, depth + 1)]
+    for level in levels:
+        level.mkdir()
+        (level / "cgroup.procs").write_text("")
+    root = Cgroupfs(tmp_path, page_size=4096)
+    assert len(root.descendants("engine")) == depth
+    assert root.subtree_procs("engine") == []
+    for level in levels:  # rmdir refuses a directory with files in it: empty them first
+        (level / "cgroup.procs").unlink()
+    root.remove("engine")
+    assert not levels[0].exists()

@@ -16,6 +16,8 @@ from structlog.testing import capture_logs
 
 from ccgroupd.config import MonitorSection
 from ccgroupd.daemon.monitor.core import OOM_ATTRIBUTION_WINDOW_S, Monitor, MonitorState
+from ccgroupd.daemon.monitor.subtree import Subtree
+from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 from ccgroupd.errors import CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
@@ -573,3 +575,11 @@ def records_of_run(monitor: Monitor, change: Callable[[], None]) -> Logs:
         return captured
 
     return asyncio.run(scenario())
+
+
+def test_the_subtree_walk_stops_at_the_engines_depth_limit(
+        kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
+    deep = "/".join([GROUP, *("d" for _ in range(ENGINE_MAX_DEPTH + 5))])
+    kernel.mkdir(deep)
+    groups = list(Subtree(cgroupfs, GROUP).groups())
+    assert len(groups) == ENGINE_MAX_DEPTH + 1  # the group and 32 levels below it

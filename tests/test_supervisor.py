@@ -7,6 +7,7 @@ engine exits, how it reacts to SIGTERM and how long a sleep "takes".
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from ccgroupd.config import RestartMode
 from ccgroupd.engine.process import Completed, ProcessHandle
 from ccgroupd.engine.readiness import PROBE_INTERVAL_S, ReadinessProbe
 from ccgroupd.engine.supervisor import (
+    ENGINE_MAX_DEPTH,
     TRANSITIONS,
     CgroupEngineGroup,
     EngineSpec,
@@ -29,7 +31,7 @@ from ccgroupd.engine.supervisor import (
     Supervisor,
     TransitionError,
 )
-from ccgroupd.errors import EngineLaunchError
+from ccgroupd.errors import CgroupCreateError, EngineLaunchError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from doubles import FakeTime, ScriptedCommands, run_async
 from fakekernel import FakeKernel
@@ -651,3 +653,15 @@ def test_a_group_removed_between_starts_is_recreated_and_its_limits_rewritten(
     assert cgroupfs.exists("engine")
     assert rewritten == ["limits"]
     assert [entry["event"] for entry in logs] == ["cgroup_recreated"]
+
+
+def test_prepare_limits_how_deep_the_engine_may_nest_groups(
+        fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
+    cgroupfs.create("engine")
+    CgroupEngineGroup(cgroupfs, "engine").prepare()
+    assert cgroupfs.read("engine", "cgroup.max.depth").strip() == str(ENGINE_MAX_DEPTH)
+    levels = "/".join(["engine", *("d" for _ in range(ENGINE_MAX_DEPTH))])
+    cgroupfs.create(levels)  # as deep as allowed
+    with pytest.raises(CgroupCreateError) as refused:
+        cgroupfs.create(f"{levels}/one-more")
+    assert refused.value.errno == errno.EAGAIN

@@ -52,7 +52,7 @@ from ccgroupd.engine.process import CommandRunner, ProcessHandle, ProcessSpawner
 from ccgroupd.engine.readiness import NotReadyError, ReadinessProbe
 from ccgroupd.errors import CcgroupdError, CgroupReadError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
-from ccgroupd.kernel.files import CGROUP_SUBTREE_CONTROL
+from ccgroupd.kernel.files import CGROUP_MAX_DEPTH, CGROUP_SUBTREE_CONTROL
 
 log = structlog.get_logger("ccgroupd")
 
@@ -157,6 +157,12 @@ class EngineGroup(Protocol):
         """Make the (empty) group ready for a new engine to join."""
 
 
+# How many levels of groups the engine may make below its own (cgroup.max.depth). Builds
+# sit 2 to 4 levels down (<container>/buildkit/<id>), nested runtimes a few more; a
+# deeper tree would only make every walk of the subtree slower.
+ENGINE_MAX_DEPTH = 32
+
+
 class CgroupEngineGroup:
     def __init__(self, cgroupfs: Cgroupfs, group: str, *,
                  on_recreated: Callable[[], None] | None = None) -> None:
@@ -196,6 +202,7 @@ class CgroupEngineGroup:
             return
         for child in self._cgroupfs.children(self._group):
             self._cgroupfs.remove(child)
+        self._cgroupfs.write(self._group, CGROUP_MAX_DEPTH, str(ENGINE_MAX_DEPTH))
         enabled = self._cgroupfs.subtree_controllers(self._group)
         if enabled:
             self._cgroupfs.write(self._group, CGROUP_SUBTREE_CONTROL,

@@ -103,7 +103,10 @@ class Cgroupfs:
     # -- attributes ----------------------------------------------------------
 
     def read(self, group: str, attribute: str) -> str:
-        path = self.path(group, attribute)
+        return self._read_path(self.path(group, attribute))
+
+    @staticmethod
+    def _read_path(path: Path) -> str:
         try:
             with open(path, encoding="ascii") as file:
                 return file.read()
@@ -188,14 +191,18 @@ class Cgroupfs:
         return created
 
     def children(self, group: str) -> list[str]:
-        base = self.path(group)
-        prefix = group.strip("/")
+        return [name for name, _path in self._children_at(group.strip("/"), self.path(group))]
+
+    @staticmethod
+    def _children_at(group: str, base: Path) -> list[tuple[str, Path]]:
+        """(name, directory) of each child of ``group`` at the checked path ``base``; a
+        symlink is no child (not followed), so the paths need no check of their own."""
         try:
-            names = sorted(entry.name for entry in os.scandir(base)
-                           if entry.is_dir(follow_symlinks=False))
+            entries = sorted((entry.name, Path(entry.path)) for entry in os.scandir(base)
+                             if entry.is_dir(follow_symlinks=False))
         except OSError as exc:
             raise CgroupReadError.from_oserror(exc, base) from exc
-        return [f"{prefix}/{name}" if prefix else name for name in names]
+        return [(f"{group}/{name}" if group else name, path) for name, path in entries]
 
     def controllers(self, group: str) -> frozenset[str]:
         return self._read_controllers(group, CGROUP_CONTROLLERS)
@@ -241,10 +248,27 @@ class Cgroupfs:
     def procs(self, group: str) -> list[int]:
         return self._parse(group, CGROUP_PROCS, parse_pids)
 
+    def descendants(self, group: str) -> list[str]:
+        return [name for name, _path in self._descendants(group)]
+
+    def _descendants(self, group: str) -> list[tuple[str, Path]]:
+        """(name, directory) of every group below ``group``, parents before their children.
+        A loop, not recursion, and no per-component check of each path (children are
+        found by scanning checked directories): a tree thousands of levels deep is walked
+        whole, in time that grows with its size, not with size times depth."""
+        found: list[tuple[str, Path]] = []
+        pending = self._children_at(group.strip("/"), self.path(group))
+        while pending:
+            child = pending.pop()
+            found.append(child)
+            pending.extend(self._children_at(*child))
+        return found
+
     def subtree_procs(self, group: str) -> list[int]:
         pids = self.procs(group)
-        for child in self.children(group):
-            pids.extend(self.subtree_procs(child))
+        for _name, path in self._descendants(group):
+            procs = path / CGROUP_PROCS
+            pids.extend(parse_file(procs, parse_pids, self._read_path(procs)))
         return pids
 
     def populated(self, group: str) -> bool:
@@ -276,8 +300,13 @@ class Cgroupfs:
             raise CgroupPathError("refusing to remove the cgroup root")
         if not path.is_dir():
             return
-        for child in self.children(group):
-            self.remove(child, timeout_s=timeout_s, sleep=sleep, clock=clock)
+        for _name, descendant in reversed(self._descendants(group)):  # children first
+            self._rmdir(descendant, timeout_s, sleep, clock)
+        self._rmdir(path, timeout_s, sleep, clock)
+
+    @staticmethod
+    def _rmdir(path: Path, timeout_s: float, sleep: Callable[[float], None],
+               clock: Callable[[], float]) -> None:
         deadline = clock() + timeout_s
         backoff = _RMDIR_FIRST_BACKOFF_S
         while True:

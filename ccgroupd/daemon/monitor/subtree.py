@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.inotify import Inotify
@@ -18,13 +19,17 @@ class Subtree:
         self.group = group.strip("/")
 
     def groups(self) -> Iterator[str]:
-        """The group and its descendants; one that goes away meanwhile is skipped."""
-        pending = [self.group]
+        """The group and its descendants down to ENGINE_MAX_DEPTH levels (the engine may
+        not make deeper ones; should it lift that, a deep tree must not stall the loop);
+        one that goes away meanwhile is skipped."""
+        pending = [(self.group, 0)]
         while pending:
-            group = pending.pop()
+            group, depth = pending.pop()
             yield group
-            with contextlib.suppress(CgroupError):
-                pending.extend(self._cgroupfs.children(group))
+            if depth < ENGINE_MAX_DEPTH:
+                with contextlib.suppress(CgroupError):
+                    pending.extend((child, depth + 1)
+                                   for child in self._cgroupfs.children(group))
 
     def procs(self) -> list[int]:
         """Every process in the subtree, as far as the groups are still there."""

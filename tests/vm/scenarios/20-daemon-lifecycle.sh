@@ -71,6 +71,8 @@ check "unit group carries trusted.delegate" \
     python3 -c "import os,sys; sys.exit(os.getxattr('/sys/fs/cgroup$unit_cg', 'trusted.delegate') != b'1')"
 check "engine group exists" test -d "$group"
 check "the shim ignored the planted package on the engine's PYTHONPATH" test ! -e /run/planted-ran
+check "the engine may nest groups 32 levels deep, no more (cgroup.max.depth $(cat "$group/cgroup.max.depth"))" \
+    test "$(cat "$group/cgroup.max.depth")" = 32
 echo "cpu.max=$(cat "$group/cpu.max") memory.max=$(cat "$group/memory.max") pids.max=$(cat "$group/pids.max")"
 check "cpu.max is 50000 100000" test "$(cat "$group/cpu.max")" = "50000 100000"
 check "memory.max is 256 MiB" test "$(cat "$group/memory.max")" = 268435456
