@@ -103,17 +103,7 @@ class Cgroupfs:
     # -- attributes ----------------------------------------------------------
 
     def read(self, group: str, attribute: str) -> str:
-        return self._read_path(self.path(group, attribute))
-
-    @staticmethod
-    def _read_path(path: Path) -> str:
-        try:
-            with open(path, encoding="ascii") as file:
-                return file.read()
-        except OSError as exc:
-            raise CgroupReadError.from_oserror(exc, path) from exc
-        except UnicodeDecodeError as exc:
-            raise CgroupReadError(path, detail="not ASCII text") from exc
+        return _read_path(self.path(group, attribute))
 
     def attribute_file(self, group: str, attribute: str) -> AttributeFile:
         """The file's path checked now, for reading it again and again."""
@@ -191,18 +181,7 @@ class Cgroupfs:
         return created
 
     def children(self, group: str) -> list[str]:
-        return [name for name, _path in self._children_at(group.strip("/"), self.path(group))]
-
-    @staticmethod
-    def _children_at(group: str, base: Path) -> list[tuple[str, Path]]:
-        """(name, directory) of each child of ``group`` at the checked path ``base``; a
-        symlink is no child (not followed), so the paths need no check of their own."""
-        try:
-            entries = sorted((entry.name, Path(entry.path)) for entry in os.scandir(base)
-                             if entry.is_dir(follow_symlinks=False))
-        except OSError as exc:
-            raise CgroupReadError.from_oserror(exc, base) from exc
-        return [(f"{group}/{name}" if group else name, path) for name, path in entries]
+        return [name for name, _path in _children_at(group.strip("/"), self.path(group))]
 
     def controllers(self, group: str) -> frozenset[str]:
         return self._read_controllers(group, CGROUP_CONTROLLERS)
@@ -248,27 +227,31 @@ class Cgroupfs:
     def procs(self, group: str) -> list[int]:
         return self._parse(group, CGROUP_PROCS, parse_pids)
 
-    def descendants(self, group: str) -> list[str]:
-        return [name for name, _path in self._descendants(group)]
+    def descendants(self, group: str, *, max_depth: int | None = None) -> list[str]:
+        """Every group below ``group`` (down to ``max_depth`` levels), parents first; one
+        removed while the walk goes on is left out with its children."""
+        return [name for name, _path in self._descendants(group, max_depth)]
 
-    def _descendants(self, group: str) -> list[tuple[str, Path]]:
-        """(name, directory) of every group below ``group``, parents before their children.
+    def _descendants(self, group: str, max_depth: int | None = None) -> list[tuple[str, Path]]:
+        """(name, directory) of the groups below ``group``, parents before their children.
         A loop, not recursion, and no per-component check of each path (children are
         found by scanning checked directories): a tree thousands of levels deep is walked
         whole, in time that grows with its size, not with size times depth."""
         found: list[tuple[str, Path]] = []
-        pending = self._children_at(group.strip("/"), self.path(group))
+        pending = [(*child, 1) for child in _children_at(group.strip("/"), self.path(group))]
         while pending:
-            child = pending.pop()
-            found.append(child)
-            pending.extend(self._children_at(*child))
+            name, path, depth = pending.pop()
+            found.append((name, path))
+            if max_depth is None or depth < max_depth:
+                pending.extend((*child, depth + 1)
+                               for child in _children_at(name, path, gone_ok=True))
         return found
 
     def subtree_procs(self, group: str) -> list[int]:
         pids = self.procs(group)
         for _name, path in self._descendants(group):
             procs = path / CGROUP_PROCS
-            pids.extend(parse_file(procs, parse_pids, self._read_path(procs)))
+            pids.extend(parse_file(procs, parse_pids, _read_path(procs)))
         return pids
 
     def populated(self, group: str) -> bool:
@@ -301,25 +284,9 @@ class Cgroupfs:
         if not path.is_dir():
             return
         for _name, descendant in reversed(self._descendants(group)):  # children first
-            self._rmdir(descendant, timeout_s, sleep, clock)
-        self._rmdir(path, timeout_s, sleep, clock)
+            _rmdir(descendant, timeout_s, sleep, clock)
+        _rmdir(path, timeout_s, sleep, clock)
 
-    @staticmethod
-    def _rmdir(path: Path, timeout_s: float, sleep: Callable[[float], None],
-               clock: Callable[[], float]) -> None:
-        deadline = clock() + timeout_s
-        backoff = _RMDIR_FIRST_BACKOFF_S
-        while True:
-            try:
-                os.rmdir(path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if exc.errno != errno.EBUSY or clock() >= deadline:
-                    raise CgroupRemoveError.from_oserror(exc, path) from exc
-            sleep(backoff)
-            backoff = min(backoff * 2, _RMDIR_MAX_BACKOFF_S)
 
     # -- change notification -------------------------------------------------
 
@@ -335,6 +302,50 @@ class Cgroupfs:
             watcher.close()
             raise
         return watcher
+
+
+def _read_path(path: Path) -> str:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read()
+    except OSError as exc:
+        raise CgroupReadError.from_oserror(exc, path) from exc
+    except UnicodeDecodeError as exc:
+        raise CgroupReadError(path, detail="not ASCII text") from exc
+
+
+def _children_at(group: str, base: Path, *, gone_ok: bool = False) -> list[tuple[str, Path]]:
+    """(name, directory) of each child of ``group`` at the checked path ``base``; a symlink
+    is no child (not followed), so the paths need no check of their own. With ``gone_ok``
+    a group removed meanwhile has no children (build groups come and go during a walk)."""
+    try:
+        entries = sorted((entry.name, Path(entry.path)) for entry in os.scandir(base)
+                         if entry.is_dir(follow_symlinks=False))
+    except FileNotFoundError as exc:
+        if gone_ok:
+            return []
+        raise CgroupReadError.from_oserror(exc, base) from exc
+    except OSError as exc:
+        raise CgroupReadError.from_oserror(exc, base) from exc
+    return [(f"{group}/{name}" if group else name, path) for name, path in entries]
+
+
+def _rmdir(path: Path, timeout_s: float, sleep: Callable[[float], None],
+           clock: Callable[[], float]) -> None:
+    """rmdir, retrying EBUSY (processes still exiting) with back-off until ``timeout_s``."""
+    deadline = clock() + timeout_s
+    backoff = _RMDIR_FIRST_BACKOFF_S
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or clock() >= deadline:
+                raise CgroupRemoveError.from_oserror(exc, path) from exc
+        sleep(backoff)
+        backoff = min(backoff * 2, _RMDIR_MAX_BACKOFF_S)
 
 
 class AttributeFile:

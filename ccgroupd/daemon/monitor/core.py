@@ -342,18 +342,8 @@ class Monitor:
         delta = amounts["delta"]
         fields: dict[str, object] = {"cgroup": self._cgroup_path, "delta": delta,
                                      "total": total}
-        if event == "oom_kill":
-            fields.update(self._oom.take())
-        elif event in _LIMIT_FILES:
-            fields["limit_bytes"] = read_limit(self._cgroupfs, self._group,
-                                               _LIMIT_FILES[event])
-        elif event == "pids_max":
-            fields["limit_pids"] = read_limit(self._cgroupfs, self._group, PIDS_MAX)
-        elif event == "cpu_throttled":
-            cpu_max = None
-            with contextlib.suppress(CgroupError, ParseError):
-                cpu_max = parse_cpu_max(self._cgroupfs.read(self._group, CPU_MAX))
-            fields.update(throttle_fields(amounts, cpu_max))
+        fields.update(self._oom.take() if event == "oom_kill"
+                      else limit_fields(self._cgroupfs, self._group, event, amounts))
         self._log.warning(event, **fields)
         self._last_violation = f"{event} +{delta} at {time.strftime('%H:%M:%S %Z')}"
 
@@ -361,3 +351,19 @@ class Monitor:
         self._failure = error
         if self._wakeup is not None:
             self._wakeup.set()
+
+
+def limit_fields(cgroupfs: Cgroupfs, group: str, event: str,
+                 amounts: Mapping[str, int]) -> dict[str, object]:
+    """What a record says of the limit an event is about; best effort, as the record goes
+    out regardless."""
+    if event in _LIMIT_FILES:
+        return {"limit_bytes": read_limit(cgroupfs, group, _LIMIT_FILES[event])}
+    if event == "pids_max":
+        return {"limit_pids": read_limit(cgroupfs, group, PIDS_MAX)}
+    if event == "cpu_throttled":
+        cpu_max = None
+        with contextlib.suppress(CgroupError, ParseError):
+            cpu_max = parse_cpu_max(cgroupfs.read(group, CPU_MAX))
+        return throttle_fields(amounts, cpu_max)
+    return {}

@@ -4,7 +4,7 @@ which come and go while they are walked)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
@@ -18,18 +18,15 @@ class Subtree:
         self._cgroupfs = cgroupfs
         self.group = group.strip("/")
 
-    def groups(self) -> Iterator[str]:
+    def groups(self) -> list[str]:
         """The group and its descendants down to ENGINE_MAX_DEPTH levels (the engine may
         not make deeper ones; should it lift that, a deep tree must not stall the loop);
         one that goes away meanwhile is skipped."""
-        pending = [(self.group, 0)]
-        while pending:
-            group, depth = pending.pop()
-            yield group
-            if depth < ENGINE_MAX_DEPTH:
-                with contextlib.suppress(CgroupError):
-                    pending.extend((child, depth + 1)
-                                   for child in self._cgroupfs.children(group))
+        try:
+            return [self.group, *self._cgroupfs.descendants(self.group,
+                                                            max_depth=ENGINE_MAX_DEPTH)]
+        except CgroupError:  # the group itself is gone
+            return [self.group]
 
     def procs(self) -> list[int]:
         """Every process in the subtree, as far as the groups are still there."""
