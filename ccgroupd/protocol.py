@@ -6,13 +6,17 @@ paying for asyncio, pydantic or even the json package (see below) at start-up.
 Wire format: one request per connection, one JSON object per line (UTF-8, ending
 in "\\n"), answered by one reply line, after which the server closes.
 
-    request  {"v": 1, "op": "status" | "set" | "reset" | "reload" | "restart-engine",
-              "args": {...}}
+    request  {"v": 1, "op": "status" | "builds" | "set" | "reset" | "reload"
+              | "restart-engine", "args": {...}}
     reply    {"v": 1, "ok": true,  "result": {...}}
              {"v": 1, "ok": false, "error": {"code": <exit code>, "message": "one line"}}
 
-`set` takes ``{"limits": {<LIMIT_NAMES key>: value, ...}, "runtime": bool,
-"force": bool}``; values are what the config file accepts ("8G", 4, 2.5, "max").
+`set` takes ``{"limits": {<LIMIT_NAMES key>: value, ...}, "builds": {<LIMIT_NAMES key>:
+value, ...}, "running": bool, "runtime": bool, "force": bool}`` (``limits`` for the engine,
+``builds`` for the default limits of each build, at least one of them; ``running``: apply
+``builds`` to the running builds too); values are what the config file accepts ("8G", 4,
+2.5, "max"). `builds` (read-only, like `status`) answers with the engine's and each running
+build's usage and limits, for ``ccgroupctl top``.
 `reset` takes ``{"force": bool}``, the other operations ``{}``. ``code`` is one of the
 exit codes in ccgroupd.errors, so ccgroupctl exits with it unchanged.
 """
@@ -29,14 +33,16 @@ PROTOCOL_VERSION = 1
 DEFAULT_SOCKET_PATH = "/run/ccgroupd/ccgroupd.sock"
 
 OP_STATUS = "status"
+OP_BUILDS = "builds"
 OP_SET = "set"
 OP_RESET = "reset"
 OP_RELOAD = "reload"
 OP_RESTART_ENGINE = "restart-engine"
 CHANGING_OPS = frozenset({OP_SET, OP_RESET, OP_RELOAD, OP_RESTART_ENGINE})
-OPS = frozenset({OP_STATUS, *CHANGING_OPS})
+READ_OPS = frozenset({OP_STATUS, OP_BUILDS})
+OPS = frozenset({*READ_OPS, *CHANGING_OPS})
 
-SET_ARGS = frozenset({"limits", "runtime", "force"})
+SET_ARGS = frozenset({"limits", "builds", "running", "runtime", "force"})
 RESET_ARGS = frozenset({"force"})
 
 
