@@ -118,7 +118,7 @@ class Kmsg:
 
     def read_facts(self) -> list[KmsgFact]:
         """The OOM and pids facts in the records logged since the last call."""
-        facts = []
+        facts: list[KmsgFact] = []
         while True:
             try:
                 data = os.read(self._fd, _RECORD_MAX_BYTES)
