@@ -48,6 +48,7 @@ from pydantic_settings import (
 )
 
 from ccgroupd.errors import ConfigError, LimitsError
+from ccgroupd.limits.builds import check_builds
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
 from ccgroupd.protocol import DEFAULT_SOCKET_PATH
 
@@ -59,6 +60,10 @@ ENV_PREFIX = "CCGROUPD_"
 ENV_NESTED_DELIMITER = "__"
 DEFAULT_METRICS_PORT = 9847
 
+DEFAULT_ENGINE_OOM_SCORE_ADJ = -900
+DEFAULT_BUILD_GROUPS = "**/buildkit/*"
+
+OomScoreAdj = Annotated[int, Field(ge=-1000, le=1000)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -138,6 +143,9 @@ class EngineSection(_Section):
     ready_socket: AbsolutePath | None = None
     ready_command: list[str] = []
     ready_timeout_s: PositiveSeconds = 120.0
+    # The engine's own processes (the shim sets it before exec): under a group-level OOM
+    # the kernel then picks a build, whose processes ccgroupd resets to builds.oom_score_adj.
+    oom_score_adj: OomScoreAdj = DEFAULT_ENGINE_OOM_SCORE_ADJ
 
     @field_validator("restart_max_delay_s")
     @classmethod
@@ -185,6 +193,78 @@ class EngineSection(_Section):
         if self.mode == "docker" and "command" not in self.model_fields_set:
             return []
         return list(self.command)
+
+
+class BuildRule(_Section):
+    """Other limits for the builds whose command matches; the first matching rule wins."""
+
+    # A glob on the basename of the build's argv[0] ("postgres*") ...
+    command: str | None = None
+    # ... or a regular expression searched in the whole command line (argv joined by spaces).
+    command_regex: str | None = None
+    limits: Limits = Limits()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_from_keys(cls, value: object) -> object:
+        return _split_limit_keys(value)
+
+    @field_validator("command_regex")
+    @classmethod
+    def _check_regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _one_match(self) -> BuildRule:
+        if (self.command is None) == (self.command_regex is None):
+            raise ValueError("a rule needs exactly one of command (a glob on argv[0]'s "
+                             "basename) or command_regex (a regex on the command line)")
+        return self
+
+
+class BuildsSection(_Section):
+    """Build containers: the groups the engine's runtime makes below its own (BuildKit's
+    runc executor: /buildkit/<id> in the engine's cgroup namespace)."""
+
+    # Globs on a group's path relative to the engine group: "*" is one path component,
+    # "**" any number of them.
+    groups: list[str] = Field(default=[DEFAULT_BUILD_GROUPS], min_length=1)
+    # The default limits of every build, written as its group appears.
+    limits: Limits = Limits()
+    # memory.oom.group = 1: the kernel kills a build whole, never half of it.
+    oom_group: bool = True
+    oom_score_adj: OomScoreAdj = 0
+    rules: list[BuildRule] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_from_keys(cls, value: object) -> object:
+        return _split_limit_keys(value)
+
+    @field_validator("groups")
+    @classmethod
+    def _check_groups(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            parts = pattern.strip("/").split("/")
+            if any(part in ("", ".", "..") for part in parts) or parts[-1] == "**":
+                raise ValueError(f"{pattern!r}: a glob like '**/buildkit/*', without empty, "
+                                 "'.' or '..' components, and not ending in '**'")
+        return patterns
+
+
+def _split_limit_keys(value: object) -> object:
+    """A table that holds limit keys (memory = "2G") beside its own: the limit keys become
+    its ``limits``, as in [limits]."""
+    if not isinstance(value, Mapping) or "limits" in value:
+        return value
+    limits = {key: item for key, item in value.items() if key in LIMIT_NAMES}
+    rest = {key: item for key, item in value.items() if key not in LIMIT_NAMES}
+    return {**rest, "limits": Limits.from_mapping(limits)}
 
 
 class MonitorSection(_Section):
@@ -243,6 +323,7 @@ class Config(BaseSettings):
     cgroup: CgroupSection = CgroupSection()
     limits: Limits = Limits()
     engine: EngineSection = EngineSection()
+    builds: BuildsSection = BuildsSection()
     monitor: MonitorSection = MonitorSection()
     api: ApiSection = ApiSection()
     metrics: MetricsSection = MetricsSection()
@@ -255,6 +336,11 @@ class Config(BaseSettings):
         if isinstance(value, Mapping):
             return Limits.from_mapping(value)
         return value
+
+    @model_validator(mode="after")
+    def _builds_within_the_engine(self) -> Config:
+        check_builds(self.builds.rules, self.builds.limits, self.limits)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -405,10 +491,12 @@ def _describe_one(error: ErrorDetails, origins: Mapping[str, str]) -> str:
     loc = [str(part) for part in error["loc"]]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, LimitsError):
-        # Limits.from_mapping already named the key inside [limits].
-        loc = [*loc, cause.field]
-        if cause.field not in LIMIT_NAMES:
-            return f"{_origin(loc, origins)}: unknown key {'.'.join(loc)}{_suggestion(loc)}"
+        if "." in cause.field:  # a check across sections named the whole key
+            loc = cause.field.split(".")
+        else:  # Limits.from_mapping named the key inside its table
+            loc = [*loc, cause.field]
+            if cause.field not in LIMIT_NAMES:
+                return f"{_origin(loc, origins)}: unknown key {'.'.join(loc)}{_suggestion(loc)}"
         value, reason = cause.value, cause.reason
     else:
         value, reason = error["input"], error["msg"].removeprefix("Value error, ")
@@ -448,7 +536,13 @@ def _suggestion(loc: list[str]) -> str:
     """" (did you mean X?)" for a misspelled key or section."""
     import difflib
 
-    known = list(LIMIT_NAMES if loc[:-1] == ["limits"] else _section_keys(loc[:-1]))
+    if loc[:-1] == ["limits"]:
+        known = list(LIMIT_NAMES)
+    else:  # a section with a "limits" field takes the limit keys themselves
+        keys = _section_keys(loc[:-1])
+        known = [key for key in keys if key != "limits"]
+        if "limits" in keys:
+            known += LIMIT_NAMES
     close = difflib.get_close_matches(loc[-1], known, n=1)
     if close:
         return f" (did you mean {close[0]}?)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ccgroupd.errors import CgroupReadError
-from ccgroupd.kernel.inotify import Inotify
+from ccgroupd.kernel.inotify import Inotify, InotifyEvent
 
 
 def test_a_modified_file_is_reported_once_by_name(tmp_path: Path) -> None:
@@ -102,5 +102,22 @@ def test_watches_of_groups_that_are_gone_are_dropped(tmp_path: Path) -> None:
             # (A real file system queues IN_IGNORED now; kernfs does not: not read here.)
             subtree.counter("pids.events", "max", watcher=watcher)
             assert len(watcher) == 1
+    finally:
+        watcher.close()
+
+
+def test_a_directory_watch_reports_child_directories_made_and_removed(tmp_path: Path) -> None:
+    watcher = Inotify()
+    try:
+        watcher.add_directory(tmp_path, "dir")
+        (tmp_path / "a-file").write_text("not a group")
+        (tmp_path / "build1").mkdir()
+        (tmp_path / "build1").rmdir()
+        assert watcher.read_events() == [InotifyEvent("dir", tmp_path, created="build1"),
+                                         InotifyEvent("dir", tmp_path, deleted="build1")]
+        watcher.remove({tmp_path})
+        assert len(watcher) == 0
+        (tmp_path / "build2").mkdir()
+        assert watcher.read_events() == []
     finally:
         watcher.close()

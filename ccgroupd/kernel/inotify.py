@@ -1,21 +1,36 @@
 """inotify through ctypes (the standard library has none): the kernel raises IN_MODIFY on
-a cgroup interface file when its value changes."""
+a cgroup interface file when its value changes, and IN_CREATE/IN_DELETE on a group's
+directory when a child group is made or removed (mkdir and rmdir go through the VFS)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from ccgroupd.errors import CgroupReadError
 
 _IN_MODIFY = 0x00000002
+_IN_CREATE = 0x00000100
+_IN_DELETE = 0x00000200
+_IN_ONLYDIR = 0x01000000
+_IN_ISDIR = 0x40000000
+_CHILD_EVENTS = _IN_CREATE | _IN_DELETE  # of files too: only directories are groups
 _IN_Q_OVERFLOW = 0x00004000  # with wd -1: the kernel's queue was full, events were lost
 _IN_IGNORED = 0x00008000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
+
+
+@dataclass(frozen=True)
+class InotifyEvent:
+    name: str  # what the watch was added as
+    path: Path  # the watched file or directory
+    created: str | None = None  # a directory watch: the child directory made ...
+    deleted: str | None = None  # ... or removed
 
 
 class Inotify:
@@ -36,11 +51,25 @@ class Inotify:
         return self._fd
 
     def add(self, path: Path, name: str) -> None:
-        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
+        """Watch a file for changes of its value."""
+        self._add(path, name, _IN_MODIFY)
+
+    def add_directory(self, path: Path, name: str) -> None:
+        """Watch a directory for child directories made and removed."""
+        self._add(path, name, _IN_CREATE | _IN_DELETE | _IN_ONLYDIR)
+
+    def _add(self, path: Path, name: str, mask: int) -> None:
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), mask)
         if wd < 0:
             raise CgroupReadError(path, errno=ctypes.get_errno(), detail="inotify_add_watch failed")
         self._names[wd] = name
         self._paths[wd] = path
+
+    def remove(self, paths: set[Path]) -> None:
+        """Drop the watches of these paths (see prune for why kernfs needs this)."""
+        for wd in [wd for wd, path in self._paths.items() if path in paths]:
+            self._libc.inotify_rm_watch(self._fd, wd)  # EINVAL if the kernel dropped it
+            del self._names[wd], self._paths[wd]
 
     def prune(self, name: str, keep: set[Path]) -> None:
         """Drop the watches of ``name`` files that are not in ``keep``.
@@ -49,10 +78,8 @@ class Inotify:
         inode and count against fs.inotify.max_user_watches, which root's systemd,
         dockerd and udev share: a walk that no longer finds a group lets it go.
         """
-        for wd in [wd for wd, watched in self._names.items()
-                   if watched == name and self._paths[wd] not in keep]:
-            self._libc.inotify_rm_watch(self._fd, wd)  # EINVAL if the kernel dropped it
-            del self._names[wd], self._paths[wd]
+        self.remove({self._paths[wd] for wd, watched in self._names.items()
+                     if watched == name and self._paths[wd] not in keep})
 
     def __len__(self) -> int:
         """Watches held."""
@@ -65,23 +92,42 @@ class Inotify:
         unknown, and re-reading a counter file that did not change costs one read.
         """
         changed: set[str] = set()
+        for event in self.read_events():
+            changed.add(event.name)
+        return changed
+
+    def read_events(self) -> list[InotifyEvent]:
+        """What happened since the last call. After a queue overflow (counted in
+        ``overflows``) every watch reports an event with neither created nor deleted:
+        the caller looks at each again."""
+        events: list[InotifyEvent] = []
         while True:
             try:
                 data = os.read(self._fd, 4096)
             except BlockingIOError:
-                return changed
+                return events
             offset = 0
             while offset + _EVENT_HEADER.size <= len(data):
                 wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
+                child = data[offset + _EVENT_HEADER.size:offset + _EVENT_HEADER.size + length]
                 offset += _EVENT_HEADER.size + length
                 if mask & _IN_Q_OVERFLOW:
                     self.overflows += 1
-                    changed.update(self._names.values())
+                    events.extend(InotifyEvent(self._names[w], self._paths[w])
+                                  for w in self._names)
                 elif mask & _IN_IGNORED:
                     self._names.pop(wd, None)
                     self._paths.pop(wd, None)
-                elif wd in self._names:
-                    changed.add(self._names[wd])
+                elif wd in self._names and (mask & _IN_ISDIR or not mask & _CHILD_EVENTS):
+                    events.append(self._event(wd, mask, os.fsdecode(child.rstrip(b"\0"))))
+
+    def _event(self, wd: int, mask: int, child: str) -> InotifyEvent:
+        name, path = self._names[wd], self._paths[wd]
+        if mask & _IN_CREATE:
+            return InotifyEvent(name, path, created=child)
+        if mask & _IN_DELETE:
+            return InotifyEvent(name, path, deleted=child)
+        return InotifyEvent(name, path)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -69,6 +69,8 @@ _FIELD_OF_NAME = {
     "cpu_weight": "cpu_weight",
 }
 _NAME_OF_FIELD = {field: name for name, field in _FIELD_OF_NAME.items()}
+# Limits an inner group may not set above its outer group's (cpu_weight is relative).
+_BOUNDED_BY_OUTER = ("cpus", "memory", "memory_high", "memory_swap", "pids")
 
 
 class Limits(BaseModel):
@@ -130,6 +132,21 @@ class Limits(BaseModel):
             raise LimitsError("cpus", self.cpus,
                               f"above the {host_cpus} CPUs this host gives ccgroupd; such a "
                               f"limit never throttles (use at most {host_cpus}, or max)")
+
+    def given(self) -> dict[str, object]:
+        """The keys that were set explicitly ("max" included), for laying over other limits."""
+        return {name: value for name, value in self.to_mapping().items()
+                if _FIELD_OF_NAME[name] in self.model_fields_set}
+
+    def check_within(self, outer: Limits, where: str) -> None:
+        """Refuse a limit above ``outer``'s (a build's above the engine's): the kernel would
+        hold the lower one anyway, and the number shown would be a lie."""
+        for name in _BOUNDED_BY_OUTER:
+            mine = getattr(self, _FIELD_OF_NAME[name])
+            theirs = getattr(outer, _FIELD_OF_NAME[name])
+            if mine is not None and theirs is not None and mine > theirs:
+                shown = format_bytes(theirs) if name.startswith("memory") else theirs
+                raise LimitsError(f"{where}.{name}", mine, f"above the engine's {name} ({shown})")
 
     def cpu_quota_usec(self) -> int | None:
         """The cpu.max quota per CPU_PERIOD_USEC, None for no quota."""
