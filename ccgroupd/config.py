@@ -539,10 +539,9 @@ def _suggestion(loc: list[str]) -> str:
     if loc[:-1] == ["limits"]:
         known = list(LIMIT_NAMES)
     else:  # a section with a "limits" field takes the limit keys themselves
-        keys = _section_keys(loc[:-1])
-        known = [key for key in keys if key != "limits"]
-        if "limits" in keys:
-            known += LIMIT_NAMES
+        known = _section_keys(loc[:-1])
+        if loc[:-1] and "limits" in known:
+            known = [key for key in known if key != "limits"] + list(LIMIT_NAMES)
     close = difflib.get_close_matches(loc[-1], known, n=1)
     if close:
         return f" (did you mean {close[0]}?)"

@@ -100,6 +100,10 @@ def _oom_kill(f: Fields) -> str:
         message += f", peak {f.size('peak_bytes')}"
     if f.has("oom_groups"):
         message += f"; killed in {f.text('oom_groups')}"
+    if f.has("build"):
+        message += (f"; victim {f.text('victim_comm')} (pid {f.text('victim_pid')}, RSS "
+                    f"{f.size('victim_rss_bytes')}) in build {f.text('build')}: "
+                    f"{f.text('build_command')}")
     return message
 
 
@@ -111,8 +115,18 @@ def _cpu_throttled(f: Fields) -> str:
 
 
 def _pids_max(f: Fields) -> str:
-    return (f"{f.text('cgroup')}: fork() refused at pids.max {f.text('limit_pids')} "
-            f"{f.count('delta', 'time')} ({f.text('total')} since start)")
+    message = (f"{f.text('cgroup')}: fork() refused at pids.max {f.text('limit_pids')} "
+               f"{f.count('delta', 'time')} ({f.text('total')} since start)")
+    if f.has("build"):
+        message += f"; in build {f.text('build')}: {f.text('build_command')}"
+    return message
+
+
+def _build_finished(f: Fields) -> str:
+    return (f"Build {f.text('build')} ({f.text('command')}) finished after "
+            f"{f.text('duration_s')} s: CPU {f.text('cpu_usage_s')} s, peak memory "
+            f"{f.size('memory_peak_bytes')}, {f.count('oom_kills', 'OOM kill')}, "
+            f"{f.count('pids_refused', 'refused fork')}; accounting {f.text('accounting')}")
 
 
 def _engine_exited(f: Fields) -> str:
@@ -138,6 +152,33 @@ def _limits(verb: str) -> Callable[[Fields], str]:
 
 
 _EVENTS = (
+    EventType(
+        "build_finished", "ee3dd3c13d2b482fb87e804a59c07c69", frozenset({"info"}),
+        _build_finished,
+        "Build @CCGROUPD_BUILD@ finished",
+        "A build container below the engine's cgroup ended. The record gives what it\n"
+        "used: CPU seconds, peak memory (memory.peak, or the highest sample where the\n"
+        "kernel has none), OOM kills, refused forks and throttled time. CCGROUPD_ACCOUNTING\n"
+        "is final when the figures were read as the build's last process exited, sampled\n"
+        "when the runtime had already removed its group (the figures are then from the\n"
+        "last periodic sample), none when there was no sample either.",
+    ),
+    EventType(
+        "build_limits_failed", "ff4e6ee9004e4ceebd2c373e7d37a286", frozenset({"warning"}),
+        lambda f: f"Could not write {f.text('value')} to {f.text('cgroup')}: {f.text('error')}",
+        "Build limits could not be written",
+        "ccgroupd could not write a build's default or rule limits into its group (a\n"
+        "controller not enabled for it, a value the kernel refuses). This is logged once;\n"
+        "ccgroupctl status counts later failures in builds.limit_failures_total.",
+    ),
+    EventType(
+        "kernel_log_unavailable", "c0f806d88d5c4034bb46a07a558d8bae", frozenset({"warning"}),
+        lambda f: f"Cannot read the kernel log {f.text('file')}: {f.text('error')}",
+        "The kernel log cannot be read",
+        "ccgroupd reads /dev/kmsg to name the build of an OOM kill or a refused fork after\n"
+        "the runtime removed the build's group. Without it, oom_kill and pids_max records\n"
+        "name a build only while its group still exists.",
+    ),
     EventType(
         "limits_applied", "986a82d4653d47499d4e03438f3fc61a", frozenset({"info"}),
         _limits("applied"),

@@ -10,6 +10,7 @@ import pytest
 
 from ccgroupd import config as config_module
 from ccgroupd.config import (
+    BuildsSection,
     CgroupSection,
     Config,
     MonitorSection,
@@ -20,7 +21,7 @@ from ccgroupd.errors import EXIT_INVALID, ConfigError
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.toml.example"
-SECTIONS = ("cgroup", "limits", "engine", "monitor", "api", "metrics", "daemon")
+SECTIONS = ("cgroup", "limits", "engine", "builds", "monitor", "api", "metrics", "daemon")
 
 
 @pytest.fixture(autouse=True)
@@ -140,8 +141,9 @@ def test_unknown_key_in_each_section(tmp_path: Path, section: str) -> None:
     ("[engine]\ncomand = ['x']\n", "unknown key engine.comand (did you mean command?)"),
     ("[api]\nzzz = 1\n", "unknown key api.zzz (known: socket, admin_group, status_group, "
                          "max_request_bytes, request_timeout_s)"),
-    ("top_level = 1\n", "unknown key top_level (known: cgroup, limits, engine, monitor, api, "
-                        "metrics, daemon)"),
+    ("top_level = 1\n", "unknown key top_level (known: cgroup, limits, engine, builds, "
+                        "monitor, api, metrics, daemon)"),
+    ("[builds]\nmemroy = '1G'\n", "unknown key builds.memroy (did you mean memory?)"),
 ])
 def test_unknown_key_suggests(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
@@ -367,10 +369,12 @@ def example_keys() -> dict[str, set[str]]:
     keys: dict[str, set[str]] = {}
     section = ""
     for line in EXAMPLE.read_text().splitlines():
-        if header := re.fullmatch(r"\[(\w+)\]", line):
-            section = header[1]
+        # "#  [[builds.rules]]": an example table, indented so that uncommenting "# key ="
+        # lines leaves it out.
+        if header := re.fullmatch(r"\[(\w+)\]|#  \[\[([\w.]+)\]\]", line):
+            section = header[1] or header[2]
             keys[section] = set()
-        elif key := re.match(r"(?:# )?(\w+) = ", line):
+        elif key := re.match(r"(?:# |#  )?(\w+) = ", line):
             keys[section].add(key[1])
     return keys
 
@@ -407,10 +411,14 @@ def test_example_drop_in_in_the_header_is_valid(tmp_path: Path) -> None:
 
 def test_example_shows_every_key_of_every_section() -> None:
     shown = example_keys()
-    assert tuple(shown) == SECTIONS
+    assert tuple(shown) == (*SECTIONS[:4], "builds.rules", *SECTIONS[4:])
     assert shown["limits"] == set(LIMIT_NAMES)
+    # Tables with limits take the limit keys themselves (memory = "2G"), beside their own.
+    assert shown["builds"] | {"limits", "rules"} == (
+        set(BuildsSection.model_fields) | set(LIMIT_NAMES))
+    assert shown["builds.rules"] <= {"command", "command_regex", *LIMIT_NAMES}
     for section in SECTIONS:
-        if section != "limits":
+        if section not in ("limits", "builds"):
             assert shown[section] == set(type(getattr(Config(), section)).model_fields), section
 
 

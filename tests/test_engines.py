@@ -126,7 +126,7 @@ def test_docker_run_argv_without_a_command_runs_the_image_default() -> None:
     assert docker_run_argv(engine, GROUP) == [
         "docker", "run", "--rm", "--name", "ccgroupd-engine",
         "--cgroup-parent", f"/{GROUP}", "--cgroupns", "private", "--privileged",
-        "--stop-timeout", "310",
+        "--stop-timeout", "310", "--oom-score-adj", "-900",
         "--volume", "/var/lib/dagger:/var/lib/dagger", "--volume", "/run/dagger:/run/dagger",
         "--env", "HTTP_PROXY", "--env", "OTEL_TOKEN",  # names only: values stay off `ps`
         "--network", "host", IMAGE]
@@ -264,12 +264,14 @@ def test_exec_mode_runs_the_command_through_the_shim_as_before() -> None:
                            working_directory=Path("/srv"))
     launch = engine_launch(config(engine), GROUP, {"PATH": "/usr/bin", "NOTIFY_SOCKET": "@x"},
                            ScriptedCommands(), python=PYTHON)
-    assert launch.spec.argv == (*SHIM, "--", "/bin/engine", "--debug")
+    # The engine's lowered oom_score_adj: a group-level OOM kills a build, not the engine.
+    assert launch.spec.argv == (*SHIM, "--oom-score-adj", "-900", "--", "/bin/engine", "--debug")
     assert launch.spec.env == {"PATH": "/usr/bin", "A": "1"}
     assert launch.spec.cwd == Path("/srv")
     assert launch.before_start is None
     namespaced = EngineSection(command=["/bin/engine"], private_cgroup_namespace=True)
-    assert launch_argv(namespaced) == (*SHIM, "--private-cgroupns", "--", "/bin/engine")
+    assert launch_argv(namespaced) == (*SHIM, "--private-cgroupns", "--oom-score-adj", "-900",
+                                       "--", "/bin/engine")
 
 
 def test_docker_mode_runs_docker_run_in_the_launcher_leaf(tmp_path: Path) -> None:
@@ -296,7 +298,7 @@ def test_runc_mode_runs_runc_in_a_private_namespace_and_the_launcher_leaf(
     launch = engine_launch(config(engine, runtime_dir), GROUP, {"PATH": "/usr/bin"},
                            ScriptedCommands(), python=PYTHON)
     assert launch.spec.argv == (
-        *SHIM, "--private-cgroupns", "--leaf", "launcher", "--",
+        *SHIM, "--private-cgroupns", "--leaf", "launcher", "--oom-score-adj", "-900", "--",
         "runc", "--root", f"{runtime_dir}/runc", "run",
         "--bundle", f"{runtime_dir}/engine-bundle", "ccgroupd-engine")
     assert launch.spec.cwd == Path("/")

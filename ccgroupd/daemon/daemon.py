@@ -39,6 +39,8 @@ import structlog
 from ccgroupd import __version__
 from ccgroupd.config import Config, load_config
 from ccgroupd.daemon.api import ApiServer, Peer
+from ccgroupd.daemon.builds.attribution import KernelLogAttribution
+from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.controller import LimitController
 from ccgroupd.daemon.housekeeping import housekeep
@@ -53,6 +55,7 @@ from ccgroupd.engine.process import AsyncioSpawner, CommandRunner, ProcessSpawne
 from ccgroupd.engine.supervisor import CgroupEngineGroup, EngineState, Launch, Supervisor
 from ccgroupd.errors import EXIT_ENGINE_FAILED, EXIT_OK, CcgroupdError, CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.kmsg import Kmsg, open_kmsg
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.model import host_cpu_count
 from ccgroupd.limits.store import StateStore
@@ -75,14 +78,24 @@ class ViolationMonitor(Protocol):
     def recent_oom_kill(self) -> bool: ...
 
 
-MonitorFactory = Callable[[Cgroupfs, Procfs, str, Config], ViolationMonitor]
+MonitorFactory = Callable[[Cgroupfs, Procfs, str, Config, KernelLogAttribution],
+                          ViolationMonitor]
 
 
 def _default_monitor(cgroupfs: Cgroupfs, procfs: Procfs, group: str,
-                     config: Config) -> ViolationMonitor:
+                     config: Config, attribution: KernelLogAttribution) -> ViolationMonitor:
     from ccgroupd.daemon.monitor.core import Monitor
 
-    return Monitor(cgroupfs, procfs, group, config.monitor)
+    return Monitor(cgroupfs, procfs, group, config.monitor, attribution=attribution)
+
+
+def _open_kernel_log() -> Kmsg | None:
+    try:
+        return open_kmsg()
+    except CgroupError as exc:
+        log.warning("kernel_log_unavailable", file=str(exc.path), errno=exc.errno,
+                    error=str(exc))
+        return None
 
 
 class Daemon:
@@ -120,6 +133,7 @@ class Daemon:
         self.controller: LimitController | None = None
         self.supervisor: Supervisor | None = None
         self.monitor: ViolationMonitor | None = None
+        self.builds: BuildTracker | None = None
         self._cpu_meter = CpuMeter(clock)
         self.commands: Commands | None = None
         self._stop_signals = 0
@@ -175,7 +189,8 @@ class Daemon:
                 assert self.controller is not None
                 self._spawn_task(housekeep(
                     self.config.monitor, notifier=self.notifier, controller=self.controller,
-                    monitor=lambda: self.monitor, update_status=self._status.update,
+                    polled=lambda: [part for part in (self.monitor, self.builds) if part],
+                    update_status=self._status.update,
                     spawn=self._spawn_task, sleep=self._sleep))
             final = await run
             if self._background_error is not None:
@@ -218,8 +233,15 @@ class Daemon:
         """The monitor, the control socket and the metrics endpoint, serving once this
         returns; closed again by _shut_down."""
         if self._monitor_factory is not None:
+            # Builds are tracked wherever violations are monitored: a record names the build.
+            self.builds = BuildTracker(self.cgroupfs, self.procfs, self.engine_group,
+                                       self.config.builds, clock=self._clock)
+            attribution = KernelLogAttribution(_open_kernel_log(), self.builds)
+            attribution.arm(asyncio.get_running_loop())
+            self._services.callback(attribution.close)
+            self._spawn_task(self.builds.run())
             self.monitor = self._monitor_factory(self.cgroupfs, self.procfs, self.engine_group,
-                                                 self.config)
+                                                 self.config, attribution)
             self._spawn_task(self.monitor.run())
         assert self.controller is not None and self.supervisor is not None
         self.commands = Commands(self.cgroupfs, self.engine_group, self.controller,

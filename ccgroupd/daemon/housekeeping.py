@@ -1,15 +1,16 @@
 """The daemon's only timer, so that an idle daemon wakes once per tick.
 
 Each tick pings systemd's watchdog, polls the monitor (cpu.stat has no change
-notification) and refreshes STATUS=, all on the loop without a thread hop. Every Nth
-tick the drift check starts as a task of its own: re-applying drifted limits can block
-in reclaim (in a thread), and the pings must go on meanwhile. A change of limits under
-way (the controller's lock is held) verifies them anyway.
+notification) and the build tracker (its samples) and refreshes STATUS=, all on the
+loop without a thread hop. Every Nth tick the drift check starts as a task of its own:
+re-applying drifted limits can block in reclaim (in a thread), and the pings must go on
+meanwhile. A change of limits under way (the controller's lock is held) verifies them
+anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from ccgroupd.config import MonitorSection
@@ -35,7 +36,7 @@ def housekeeping_schedule(settings: MonitorSection,
 
 
 async def housekeep(settings: MonitorSection, *, notifier: Notifier,
-                    controller: LimitController, monitor: Callable[[], Polled | None],
+                    controller: LimitController, polled: Callable[[], Iterable[Polled]],
                     update_status: Callable[[], None],
                     spawn: Callable[[Coroutine[Any, Any, None]], None],
                     sleep: Callable[[float], Awaitable[None]]) -> None:
@@ -44,9 +45,8 @@ async def housekeep(settings: MonitorSection, *, notifier: Notifier,
     ticks = 0
     while True:
         notifier.watchdog()
-        polled = monitor()
-        if polled is not None:
-            polled.poll()
+        for part in polled():  # the monitor and the build tracker, once they run
+            part.poll()
         update_status()
         if ticks and ticks % drift_every == 0 and not controller.lock.locked():
             spawn(_check_drift(controller))

@@ -79,6 +79,7 @@ def restart_policy(engine: EngineSection) -> RestartPolicy:
 
 def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[str],
                 *, private_cgroupns: bool, leaf: str | None = None,
+                oom_score_adj: int | None = None,
                 package_parent: str = PACKAGE_PARENT) -> tuple[str, ...]:
     """The argv that runs ``command`` through the exec shim inside ``group`` (or its ``leaf``)."""
     shim = [python, "-I", "-S", "-c", SHIM_BOOTSTRAP, package_parent,
@@ -87,6 +88,8 @@ def engine_argv(python: str, cgroup_root: Path, group: str, command: Sequence[st
         shim.append("--private-cgroupns")
     if leaf is not None:
         shim += ["--leaf", leaf]
+    if oom_score_adj is not None:
+        shim += ["--oom-score-adj", str(oom_score_adj)]
     return (*shim, "--", *command)
 
 
@@ -96,7 +99,8 @@ def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
     cgroup_root = config.daemon.cgroup_root
     if engine.mode == "exec":
         argv = engine_argv(python, cgroup_root, engine_group, engine.command,
-                           private_cgroupns=engine.private_cgroup_namespace)
+                           private_cgroupns=engine.private_cgroup_namespace,
+                           oom_score_adj=engine.oom_score_adj)
         return Launch(EngineSpec(argv, child_environment(environ, engine.environment),
                                  engine.working_directory))
     runtime_dir = config.daemon.runtime_dir
@@ -108,8 +112,10 @@ def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
         env = child_environment(environ, engine.environment)
         return Launch(EngineSpec(argv, env, Path("/")),
                       lambda: prepare_docker(engine, runner))
+    # runc passes its own oom_score_adj on to the container's processes.
     argv = engine_argv(python, cgroup_root, engine_group, runc_run_argv(engine, runtime_dir),
-                       private_cgroupns=True, leaf=LAUNCHER_LEAF)
+                       private_cgroupns=True, leaf=LAUNCHER_LEAF,
+                       oom_score_adj=engine.oom_score_adj)
     return Launch(EngineSpec(argv, child_environment(environ, {}), Path("/")),
                   lambda: prepare_runc(engine, runtime_dir),
                   (engine.rootfs, tuple(engine.container_command()),
@@ -123,7 +129,8 @@ def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
 def docker_run_argv(engine: EngineSection, engine_group: str) -> list[str]:
     argv = [engine.docker_command, "run", "--rm", "--name", engine.container_name,
             "--cgroup-parent", f"/{engine_group.strip('/')}", "--cgroupns", "private",
-            "--privileged", "--stop-timeout", str(math.ceil(engine.stop_grace_s))]
+            "--privileged", "--stop-timeout", str(math.ceil(engine.stop_grace_s)),
+            "--oom-score-adj", str(engine.oom_score_adj)]
     for directory in engine.bind_mounts:
         argv += ["--volume", f"{directory}:{directory}"]
     for name in sorted(engine.environment):

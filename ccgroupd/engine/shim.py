@@ -32,6 +32,7 @@ from typing import NoReturn
 
 from ccgroupd.errors import CcgroupdError
 from ccgroupd.kernel.cgroupfs import CGROUP_ROOT, Cgroupfs
+from ccgroupd.kernel.procfs import Procfs
 
 # Exit codes above what engines commonly use, below the shell's 126/127/128+N.
 EXIT_SHIM_USAGE = 120
@@ -50,7 +51,7 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 USAGE = ("usage: python3 -m ccgroupd.engine.shim [--cgroup-root PATH] --group GROUP "
-         "[--private-cgroupns] [--leaf NAME] -- COMMAND [ARG...]")
+         "[--private-cgroupns] [--leaf NAME] [--oom-score-adj N] -- COMMAND [ARG...]")
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -86,7 +87,7 @@ def enter_private_cgroup_namespace(cgroup_root: str) -> None:
            f"mount -t cgroup2 cgroup2 {cgroup_root}")
 
 
-def _parse(argv: list[str]) -> tuple[str, str, bool, str | None, list[str]]:
+def _parse(argv: list[str]) -> tuple[str, str, bool, str | None, int | None, list[str]]:
     if "--" not in argv:
         _fail(EXIT_SHIM_USAGE, USAGE)
     split = argv.index("--")
@@ -98,7 +99,8 @@ def _parse(argv: list[str]) -> tuple[str, str, bool, str | None, list[str]]:
         option = options[index]
         if option == "--private-cgroupns":
             private = True
-        elif option in ("--cgroup-root", "--group", "--leaf") and index + 1 < len(options):
+        elif (option in ("--cgroup-root", "--group", "--leaf", "--oom-score-adj")
+              and index + 1 < len(options)):
             index += 1
             values[option] = options[index]
         else:
@@ -107,7 +109,11 @@ def _parse(argv: list[str]) -> tuple[str, str, bool, str | None, list[str]]:
     group, leaf = values.get("--group"), values.get("--leaf")
     if group is None or not command or (leaf is not None and "/" in leaf.strip("/")):
         _fail(EXIT_SHIM_USAGE, USAGE)
-    return values["--cgroup-root"], group, private, leaf, command
+    oom_score_adj = values.get("--oom-score-adj")
+    if oom_score_adj is not None and not oom_score_adj.lstrip("-").isdigit():
+        _fail(EXIT_SHIM_USAGE, f"--oom-score-adj {oom_score_adj!r}: not a number; {USAGE}")
+    return (values["--cgroup-root"], group, private, leaf,
+            None if oom_score_adj is None else int(oom_score_adj), command)
 
 
 def join(cgroup_root: str, group: str, leaf: str | None, *, private: bool) -> None:
@@ -137,8 +143,15 @@ def join(cgroup_root: str, group: str, leaf: str | None, *, private: bool) -> No
 
 
 def main(argv: list[str]) -> NoReturn:
-    cgroup_root, group, private, leaf, command = _parse(argv)
+    cgroup_root, group, private, leaf, oom_score_adj, command = _parse(argv)
     join(cgroup_root, group, leaf, private=private)
+    if oom_score_adj is not None:
+        # Inherited by the engine and everything it starts; ccgroupd resets it for builds,
+        # so that under a group-level OOM the kernel picks a build, not the engine.
+        try:
+            Procfs().set_oom_score_adj(os.getpid(), oom_score_adj)
+        except CcgroupdError as error:
+            _fail(EXIT_SHIM_ATTACH, f"cannot set oom_score_adj {oom_score_adj}: {error}")
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:

@@ -81,6 +81,10 @@ class Inotify:
         self.remove({self._paths[wd] for wd, watched in self._names.items()
                      if watched == name and self._paths[wd] not in keep})
 
+    def paths(self, name: str) -> list[Path]:
+        """The paths watched as ``name``."""
+        return [self._paths[wd] for wd, watched in self._names.items() if watched == name]
+
     def __len__(self) -> int:
         """Watches held."""
         return len(self._names)

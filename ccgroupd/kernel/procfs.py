@@ -11,8 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccgroupd.errors import CgroupReadError
-from ccgroupd.kernel.files import PROC_CGROUP, PROC_COMM, PROC_MOUNTS, PROC_STATM, PROC_STATUS
+from ccgroupd.errors import CgroupReadError, CgroupWriteError
+from ccgroupd.kernel.files import (
+    PROC_CGROUP,
+    PROC_CMDLINE,
+    PROC_COMM,
+    PROC_MOUNTS,
+    PROC_OOM_SCORE_ADJ,
+    PROC_STATM,
+    PROC_STATUS,
+)
 from ccgroupd.kernel.parsers import (
     Mount,
     ProcessIds,
@@ -70,6 +78,25 @@ class Procfs:
             if exc.errno == errno.ENOENT:
                 return None
             raise
+
+    def cmdline(self, pid: int) -> list[str] | None:
+        """The argv of ``pid``; None if it is gone (or a kernel thread, with none)."""
+        try:
+            raw = (self.root / str(pid) / PROC_CMDLINE).read_bytes()
+        except OSError:
+            return None
+        return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]] or None
+
+    def set_oom_score_adj(self, pid: int, value: int) -> bool:
+        """Write /proc/PID/oom_score_adj; False if the process is gone meanwhile."""
+        path = self.root / str(pid) / PROC_OOM_SCORE_ADJ
+        try:
+            path.write_text(f"{value}\n", encoding="ascii")
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ESRCH):
+                return False
+            raise CgroupWriteError.from_oserror(exc, path, str(value)) from exc
+        return True
 
     def process_memory(self, pids: Iterable[int]) -> list[ProcessMemory]:
         """RSS and name of each pid still alive; read from statm/comm, the cheapest files."""

@@ -31,7 +31,7 @@ import enum
 import errno
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -96,14 +96,23 @@ class MonitorState(enum.Enum):
 
 
 
+class Attribution(Protocol):
+    """Which build an OOM kill or a refused fork was in (ccgroupd.daemon.builds)."""
+
+    def take_oom(self) -> dict[str, object]: ...
+
+    def take_pids(self) -> dict[str, object]: ...
+
+
 class Monitor:
     def __init__(self, cgroupfs: Cgroupfs, procfs: Procfs, group: str,
-                 settings: MonitorSection, *,
+                 settings: MonitorSection, *, attribution: Attribution | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._cgroupfs = cgroupfs
         self._group = group.strip("/")
         self._cgroup_path = str(cgroupfs.path(self._group))
         self._settings = settings
+        self._attribution = attribution
         self._clock = clock
         self._log = structlog.get_logger("ccgroupd")
         self.state = MonitorState.STOPPED
@@ -344,6 +353,9 @@ class Monitor:
                                      "total": total}
         fields.update(self._oom.take() if event == "oom_kill"
                       else limit_fields(self._cgroupfs, self._group, event, amounts))
+        if self._attribution is not None and event in ("oom_kill", "pids_max"):
+            fields.update(self._attribution.take_oom() if event == "oom_kill"
+                          else self._attribution.take_pids())
         self._log.warning(event, **fields)
         self._last_violation = f"{event} +{delta} at {time.strftime('%H:%M:%S %Z')}"
 

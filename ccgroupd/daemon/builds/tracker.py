@@ -1,0 +1,368 @@
+"""Build containers below the engine group, each tracked from its group's creation to its
+removal.
+
+A group the runtime makes (runc, for BuildKit: /buildkit/<id> in the engine's cgroup
+namespace) is seen through inotify IN_CREATE on its parent, and gets the default build
+limits (and memory.oom.group) at once, before its first process has run more than a few
+milliseconds. When its ``cgroup.events`` first shows a process, its processes get
+builds.oom_score_adj (they inherited the engine's lowered one); once the first process
+is no longer the runtime's own init, its command is known and a matching rule's limits
+are written. When ``cgroup.events`` says ``populated 0``, its accounting is read and
+reported as one build_finished record; the runtime removes the group right after (runc
+does, within milliseconds), so a build whose group went first is reported from its last
+periodic sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ccgroupd.daemon.builds.account import Usage, read_usage
+from ccgroupd.daemon.builds.stats import BuildStats
+from ccgroupd.errors import CgroupError
+from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.files import CGROUP_EVENTS, MEMORY_OOM_GROUP, PIDS_EVENTS
+from ccgroupd.kernel.inotify import Inotify, InotifyEvent
+from ccgroupd.kernel.procfs import Procfs
+from ccgroupd.limits.builds import BuildGroups, matching_rule, rule_limits
+from ccgroupd.limits.model import Limits
+
+if TYPE_CHECKING:
+    from ccgroupd.config import BuildsSection
+
+log = structlog.get_logger("ccgroupd")
+
+# The runtime's own init runs in the group before it execs the build's command.
+RUNTIME_NAMES = frozenset({"runc", "crun", "youki"})
+COMMAND_CHECK_INTERVAL_S = 0.005
+COMMAND_CHECK_LIMIT = 400  # 2 s of checks; a build still in its runtime's init after that
+# Finished builds remembered for the kernel log's records that name a removed group.
+RECENT_BUILDS_KEPT = 512
+_DIRECTORY = "directory"
+_FRESH_GROUP = Limits().cgroup_values()  # what a new group holds: nothing to write
+
+
+@dataclass
+class Build:
+    group: str  # relative to the engine group
+    created_s: float
+    limits: Limits
+    command: list[str] | None = None
+    populated_seen: bool = False
+    sample: Usage | None = None
+    peak_seen_bytes: int = 0
+    oom_kills_logged: int = 0  # the kernel log's, which outlive the group
+    pids_refused_logged: int = 0
+    command_checks: int = field(default=0, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.group.rsplit("/", 1)[-1]
+
+    def command_line(self) -> str | None:
+        return None if self.command is None else " ".join(self.command)
+
+
+class BuildTracker:
+    def __init__(self, cgroupfs: Cgroupfs, procfs: Procfs, engine_group: str,
+                 settings: BuildsSection, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cgroupfs = cgroupfs
+        self._procfs = procfs
+        self.engine_group = engine_group.strip("/")
+        self._engine_path = cgroupfs.path(self.engine_group)
+        self._settings = settings
+        self._groups = BuildGroups(settings.groups)
+        self.defaults = settings.limits
+        self._clock = clock
+        self.builds: dict[str, Build] = {}
+        self._recent: OrderedDict[str, str | None] = OrderedDict()
+        self.stats = BuildStats()
+        self._inotify: Inotify | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: asyncio.Future[None] | None = None
+        self._limits_failure_logged = False
+
+    # -- running ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Track until cancelled; raises what broke the tracking."""
+        self._loop = asyncio.get_running_loop()
+        self._failure = self._loop.create_future()
+        self._inotify = Inotify()
+        self._loop.add_reader(self._inotify.fileno(), self._on_readable)
+        try:
+            self.rescan()
+            await self._failure
+        finally:
+            self._loop.remove_reader(self._inotify.fileno())
+            self._inotify.close()
+            self._inotify = None
+            self._loop = self._failure = None
+
+    def _on_readable(self) -> None:
+        assert self._inotify is not None
+        try:
+            self.handle(self._inotify.read_events())
+        except Exception as exc:  # a reader callback cannot raise into run(): hand it over
+            if self._failure is not None and not self._failure.done():
+                self._failure.set_exception(exc)
+
+    def handle(self, events: list[InotifyEvent]) -> None:
+        rescan = False
+        for event in events:
+            if event.name == _DIRECTORY:
+                parent = self._relative(event.path)
+                if event.created is not None:
+                    self._appeared(_join(parent, event.created))
+                elif event.deleted is not None:
+                    self._disappeared(_join(parent, event.deleted))
+                else:  # the queue overflowed: what was lost is unknown
+                    rescan = True
+            elif event.name == CGROUP_EVENTS:
+                self._populated_changed(self._relative(event.path.parent))
+            elif event.name == PIDS_EVENTS:
+                self._pids_changed(self._relative(event.path.parent))
+        if rescan:
+            self.rescan()
+
+    def rescan(self) -> None:
+        """Walk the engine's subtree: watch where builds may appear, adopt the builds there,
+        forget those gone. At the start, after an inotify overflow, after the engine group
+        came back."""
+        from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
+
+        if self._inotify is not None:
+            self._inotify.remove({path for path in self._watched_directories()})
+            self._watch_directory("")
+        try:
+            found = self._cgroupfs.descendants(self.engine_group, max_depth=ENGINE_MAX_DEPTH)
+        except CgroupError:
+            found = []
+        present = set()
+        for path in found:
+            group = path[len(self.engine_group):].strip("/")
+            if self._groups.is_build(group):
+                present.add(group)
+                if group not in self.builds:
+                    self._appeared(group)
+            elif self._groups.may_hold_builds(group):
+                self._watch_directory(group)
+        for group in [group for group in self.builds if group not in present]:
+            self._disappeared(group)
+
+    # -- a build's life ---------------------------------------------------------
+
+    def _appeared(self, group: str) -> None:
+        if self._groups.is_build(group):
+            if group in self.builds:
+                return
+            build = Build(group, self._clock(), self.defaults)
+            self.builds[group] = build
+            self.stats.started()
+            self._write_limits(build, self.defaults, previous=_FRESH_GROUP)
+            if self._settings.oom_group:
+                self._write(build, MEMORY_OOM_GROUP, "1")
+            self._watch_files(build)
+            self._populated_changed(group)  # it may hold processes already
+        elif self._groups.may_hold_builds(group):
+            # Watch first, then look: a child made in between is seen either way.
+            self._watch_directory(group)
+            with contextlib.suppress(CgroupError):
+                for child in self._cgroupfs.children(self._group_path(group)):
+                    self._appeared(_join(group, child.rsplit("/", 1)[-1]))
+
+    def _disappeared(self, group: str) -> None:
+        gone = [g for g in self.builds if g == group or g.startswith(group + "/")]
+        for build_group in gone:
+            self._finish(self.builds[build_group], final=None)
+        if self._inotify is not None:
+            prefix = self._engine_path / group if group else self._engine_path
+            self._inotify.remove({path for path in self._watched_directories()
+                                  if path == prefix or prefix in path.parents})
+
+    def _populated_changed(self, group: str) -> None:
+        build = self.builds.get(group)
+        if build is None:
+            return
+        try:
+            populated = self._cgroupfs.read_flat_keyed(self._group_path(group),
+                                                       CGROUP_EVENTS).get("populated", 0) == 1
+        except CgroupError:
+            return  # removed: the directory's IN_DELETE finishes it
+        if populated and not build.populated_seen:
+            build.populated_seen = True
+            self._identify(build)
+        elif not populated and build.populated_seen:
+            self._finish(build, final=read_usage(self._cgroupfs, self._group_path(group)))
+
+    def _pids_changed(self, group: str) -> None:
+        build = self.builds.get(group)
+        if build is not None:
+            usage = read_usage(self._cgroupfs, self._group_path(group))
+            if usage is not None:
+                build.sample = usage
+
+    def _identify(self, build: Build) -> None:
+        """Reset the build's oom_score_adj; once its first process runs the build's own
+        command, apply the rule it matches."""
+        if self.builds.get(build.group) is not build:
+            return  # finished meanwhile
+        try:
+            pids = self._cgroupfs.procs(self._group_path(build.group))
+        except CgroupError:
+            return
+        if not pids:
+            return
+        for pid in pids:
+            self._procfs.set_oom_score_adj(pid, self._settings.oom_score_adj)
+        argv = self._procfs.cmdline(pids[0])
+        if argv is None or self._in_runtime_init(pids[0], argv):
+            build.command_checks += 1
+            if self._loop is not None and build.command_checks < COMMAND_CHECK_LIMIT:
+                self._loop.call_later(COMMAND_CHECK_INTERVAL_S, self._identify, build)
+            return
+        build.command = argv
+        rule = matching_rule(self._settings.rules, argv)
+        if rule is not None:
+            limits = rule_limits(self.defaults, self._settings.rules[rule])
+            self._write_limits(build, limits, previous=build.limits.cgroup_values())
+
+    def _in_runtime_init(self, pid: int, argv: list[str]) -> bool:
+        if argv[0].rsplit("/", 1)[-1] in RUNTIME_NAMES and "init" in argv[1:3]:
+            return True
+        comm = self._procfs.comm(pid) or ""
+        return comm.startswith("runc:")
+
+    def _finish(self, build: Build, *, final: Usage | None) -> None:
+        del self.builds[build.group]
+        self._forget_files(build)
+        usage = final or build.sample
+        accounting = "final" if final is not None else "sampled" if usage is not None else "none"
+        usage = usage or Usage()
+        peak = max(filter(None, (usage.memory_peak_bytes, build.peak_seen_bytes)), default=None)
+        fields = {
+            "cgroup": str(self._engine_path / build.group), "build": build.group,
+            "command": build.command_line(),
+            "duration_s": round(self._clock() - build.created_s, 3),
+            "cpu_usage_s": (None if usage.cpu_usage_usec is None
+                            else round(usage.cpu_usage_usec / 1_000_000, 3)),
+            "memory_peak_bytes": peak,
+            "oom_kills": max(usage.oom_kills or 0, build.oom_kills_logged),
+            "pids_refused": max(usage.pids_refused or 0, build.pids_refused_logged),
+            "throttled_usec": usage.throttled_usec, "accounting": accounting}
+        self.stats.finished(fields)
+        log.info("build_finished", **fields)
+        self._recent[build.group] = build.command_line()
+        while len(self._recent) > RECENT_BUILDS_KEPT:
+            self._recent.popitem(last=False)
+
+    # -- what others ask --------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read every running build's usage (the housekeeping timer's poll): the fallback
+        accounting and the peak seen where the kernel has no memory.peak."""
+        for build in list(self.builds.values()):
+            usage = read_usage(self._cgroupfs, self._group_path(build.group))
+            if usage is not None:
+                build.sample = usage
+                build.peak_seen_bytes = max(build.peak_seen_bytes,
+                                            usage.memory_current_bytes or 0)
+
+    def set_defaults(self, defaults: Limits, *, running: bool) -> None:
+        """New default limits for builds that appear from now on, and with ``running`` for
+        the running ones too (a build a rule matched keeps that rule's limits)."""
+        self.defaults = defaults
+        if not running:
+            return
+        for build in list(self.builds.values()):
+            rule = None if build.command is None else matching_rule(self._settings.rules,
+                                                                    build.command)
+            limits = defaults if rule is None else rule_limits(defaults,
+                                                               self._settings.rules[rule])
+            self._write_limits(build, limits, previous=build.limits.cgroup_values())
+
+    def build_of(self, kernel_path: str) -> tuple[str, str | None] | None:
+        """The build (relative group, command line) that a path from the kernel's log is in,
+        also after the build's group was removed; None outside every build."""
+        prefix = "/" + self.engine_group
+        if not (kernel_path == prefix or kernel_path.startswith(prefix + "/")):
+            return None
+        parts = kernel_path[len(prefix):].strip("/").split("/")
+        for depth in range(len(parts), 0, -1):
+            group = "/".join(parts[:depth])
+            if group in self.builds:
+                return group, self.builds[group].command_line()
+            if group in self._recent:
+                return group, self._recent[group]
+            if self._groups.is_build(group):
+                return group, None
+        return None
+
+    def note_oom_kill(self, group: str) -> None:
+        if group in self.builds:
+            self.builds[group].oom_kills_logged += 1
+        self.stats.oom_killed()
+
+    def note_pids_refused(self, group: str) -> None:
+        if group in self.builds:
+            self.builds[group].pids_refused_logged += 1
+
+    # -- the kernel's files -----------------------------------------------------
+
+    def _write_limits(self, build: Build, limits: Limits, *, previous: dict[str, str]) -> None:
+        build.limits = limits
+        for attribute, value in limits.cgroup_values().items():
+            if previous.get(attribute) != value:
+                self._write(build, attribute, value)
+
+    def _write(self, build: Build, attribute: str, value: str) -> None:
+        try:
+            self._cgroupfs.write(self._group_path(build.group), attribute, value)
+        except CgroupError as exc:
+            if not self._cgroupfs.exists(self._group_path(build.group)):
+                return  # removed meanwhile: nothing left to limit
+            self.stats.limit_failed()
+            if not self._limits_failure_logged:  # once: the next build would fail alike
+                self._limits_failure_logged = True
+                log.warning("build_limits_failed", cgroup=str(exc.path), value=value,
+                            errno=exc.errno, error=str(exc))
+
+    def _watch_directory(self, group: str) -> None:
+        if self._inotify is not None:
+            with contextlib.suppress(CgroupError):  # removed meanwhile
+                self._inotify.add_directory(self._engine_path / group if group
+                                            else self._engine_path, _DIRECTORY)
+
+    def _watch_files(self, build: Build) -> None:
+        if self._inotify is not None:
+            with contextlib.suppress(CgroupError):
+                for attribute in (CGROUP_EVENTS, PIDS_EVENTS):
+                    self._inotify.add(self._engine_path / build.group / attribute, attribute)
+
+    def _forget_files(self, build: Build) -> None:
+        if self._inotify is not None:
+            directory = self._engine_path / build.group
+            self._inotify.remove({directory / CGROUP_EVENTS, directory / PIDS_EVENTS})
+
+    def _watched_directories(self) -> list[Path]:
+        assert self._inotify is not None
+        return self._inotify.paths(_DIRECTORY)
+
+    def _relative(self, path: Path) -> str:
+        return "" if path == self._engine_path else str(path.relative_to(self._engine_path))
+
+    def _group_path(self, group: str) -> str:
+        return _join(self.engine_group, group)
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}/{child}" if parent else child
