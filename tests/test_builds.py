@@ -241,3 +241,33 @@ class _Log:
 
     def close(self) -> None:
         pass
+
+
+def test_metrics_count_builds_without_a_label_per_build(
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ccgroupd.daemon.metrics import BuildsCollector
+
+    tracker = tracker_for(cgroupfs, procfs, FakeTime())
+    tracker.rescan()
+    for name in ("m1", "m2", "m3"):
+        group = f"{BUILDKIT}/{name}"
+        kernel.mkdir(f"{ENGINE}/{group}")
+        tracker.handle([created(cgroupfs, BUILDKIT, name)])
+        pid = kernel.spawn(f"{ENGINE}/{group}", "cc", argv=["cc", name])
+        tracker.handle([changed(cgroupfs, group)])
+        kernel.update(f"{ENGINE}/{group}", "memory.peak", str(100 * 1024 * 1024))
+        if name != "m3":  # m3 runs on
+            kernel.exit(pid)
+            with capture_logs():
+                tracker.handle([changed(cgroupfs, group)])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BuildsCollector(lambda: tracker))
+    text = generate_latest(registry).decode()
+    assert "ccgroupd_builds_running 1.0" in text
+    assert "ccgroupd_builds_started_total 3.0" in text
+    assert "ccgroupd_builds_finished_total 2.0" in text
+    assert 'ccgroupd_build_memory_peak_bytes_bucket{le="268435456.0"} 2.0' in text
+    assert 'ccgroupd_build_memory_peak_bytes_bucket{le="67108864.0"} 0.0' in text
+    assert "m1" not in text and "m2" not in text  # no label per build

@@ -261,11 +261,11 @@ class Daemon:
             self._services.push_async_callback(server.close)
         if self.config.metrics.enabled:
             # Imported here: prometheus_client is only worth loading when metrics are on.
-            from ccgroupd.daemon.metrics import EngineGroupCollector, MetricsServer
+            from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
 
             metrics = MetricsServer.from_config(
                 EngineGroupCollector(self.cgroupfs, self.engine_group, lambda: self.supervisor),
-                self.config.metrics)
+                self.config.metrics, more=[BuildsCollector(lambda: self.builds)])
             metrics.start()
             self._services.push_async_callback(asyncio.to_thread, metrics.close)
 
