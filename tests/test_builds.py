@@ -5,6 +5,7 @@ kernel with runc)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,3 +272,47 @@ def test_metrics_count_builds_without_a_label_per_build(
     assert 'ccgroupd_build_memory_peak_bytes_bucket{le="268435456.0"} 2.0' in text
     assert 'ccgroupd_build_memory_peak_bytes_bucket{le="67108864.0"} 0.0' in text
     assert "m1" not in text and "m2" not in text  # no label per build
+
+
+def test_watches_stay_flat_over_many_builds_on_real_inotify(tmp_path: Path) -> None:
+    """Real directories and real inotify: every build's watches go with its group."""
+    import asyncio
+    import shutil
+
+    from ccgroupd.kernel.inotify import Inotify
+
+    engine = tmp_path / ENGINE
+    buildkit = engine / BUILDKIT
+    buildkit.mkdir(parents=True)
+    files = ("cgroup.events", "pids.events", "memory.max", "pids.max", "memory.oom.group",
+             "cpu.stat")
+    tracker = BuildTracker(Cgroupfs(tmp_path), Procfs(tmp_path / "proc"), ENGINE,
+                           builds_section(), clock=FakeTime().clock)
+
+    async def scenario() -> list[int]:
+        task = asyncio.create_task(tracker.run())
+        await asyncio.sleep(0.05)
+        inotify = tracker._watch.inotify
+        assert isinstance(inotify, Inotify)
+        counts = [len(inotify)]
+        for round_ in range(3):
+            for number in range(50):
+                build = buildkit / f"r{round_}b{number}"
+                build.mkdir()
+                for name in files:
+                    (build / name).write_text("populated 0\n" if name == "cgroup.events"
+                                              else "max\n")
+            await asyncio.sleep(0.1)
+            counts.append(len(tracker.builds))
+            for build in list(buildkit.iterdir()):
+                shutil.rmtree(build)
+            await asyncio.sleep(0.1)
+            counts.append(len(inotify))
+        task.cancel()
+        return counts
+
+    with capture_logs():
+        counts = asyncio.run(scenario())
+    # directories watched: the engine group, container, buildkit
+    assert counts == [3, 50, 3, 50, 3, 50, 3]
+    assert tracker.stats.started_total == 150 and tracker.stats.finished_total == 150
