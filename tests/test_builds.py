@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from ccgroupd.config import BuildsSection, Config
+from ccgroupd.config import BuildsSection, Config, MonitorSection
 from ccgroupd.daemon.builds.attribution import KernelLogAttribution
 from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -47,7 +47,8 @@ def kernel(fake_kernel: FakeKernel) -> FakeKernel:
 
 def tracker_for(cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime,
                 **values: Any) -> BuildTracker:
-    return BuildTracker(cgroupfs, procfs, ENGINE, builds_section(**values), clock=clock.clock)
+    return BuildTracker(cgroupfs, procfs, ENGINE, builds_section(**values), MonitorSection(),
+                        clock=clock.clock)
 
 
 def created(cgroupfs: Cgroupfs, parent: str, child: str) -> InotifyEvent:
@@ -287,7 +288,7 @@ def test_watches_stay_flat_over_many_builds_on_real_inotify(tmp_path: Path) -> N
     files = ("cgroup.events", "pids.events", "memory.max", "pids.max", "memory.oom.group",
              "cpu.stat")
     tracker = BuildTracker(Cgroupfs(tmp_path), Procfs(tmp_path / "proc"), ENGINE,
-                           builds_section(), clock=FakeTime().clock)
+                           builds_section(), MonitorSection(), clock=FakeTime().clock)
 
     async def scenario() -> list[int]:
         task = asyncio.create_task(tracker.run())
@@ -316,3 +317,29 @@ def test_watches_stay_flat_over_many_builds_on_real_inotify(tmp_path: Path) -> N
     # directories watched: the engine group, container, buildkit
     assert counts == [3, 50, 3, 50, 3, 50, 3]
     assert tracker.stats.started_total == 150 and tracker.stats.finished_total == 150
+
+
+def test_a_build_throttled_by_its_own_cpu_max_is_named_once_per_report_interval(
+        kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs) -> None:
+    clock = FakeTime()
+    tracker = tracker_for(cgroupfs, procfs, clock, cpus=0.5)
+    tracker.rescan()
+    for name in ("busy", "calm"):
+        kernel.mkdir(f"{ENGINE}/{BUILDKIT}/{name}")
+        tracker.handle([created(cgroupfs, BUILDKIT, name)])
+        kernel.spawn(f"{ENGINE}/{BUILDKIT}/{name}", "cc", argv=["cc", name])
+        tracker.handle([changed(cgroupfs, f"{BUILDKIT}/{name}")])
+    assert value(kernel, f"{BUILDKIT}/busy", "cpu.max") == "50000 100000"
+    with capture_logs() as logs:
+        for _ in range(3):  # three polls 5 s apart: a baseline, then two throttled spells
+            tracker.poll()
+            clock.now += 5
+            kernel.bump(f"{ENGINE}/{BUILDKIT}/busy", "cpu.stat", nr_periods=50,
+                        nr_throttled=40, throttled_usec=2_000_000)
+            kernel.bump(f"{ENGINE}/{BUILDKIT}/calm", "cpu.stat", nr_periods=50)
+    records = [entry for entry in logs if entry["event"] == "cpu_throttled"]
+    assert len(records) == 1  # the second spell falls in the same 10 s report interval
+    (record,) = records
+    assert record["build"] == f"{BUILDKIT}/busy" and record["build_command"] == "cc busy"
+    assert record["throttled_periods_fraction"] == 0.8 and record["limit_cpus"] == 0.5
+    assert record["builds_throttled"] == 1

@@ -78,6 +78,8 @@ class ViolationMonitor(Protocol):
 
     def recent_oom_kill(self) -> bool: ...
 
+    def pids_event(self) -> None: ...
+
 
 MonitorFactory = Callable[[Cgroupfs, Procfs, str, Config, KernelLogAttribution],
                           ViolationMonitor]
@@ -240,8 +242,9 @@ class Daemon:
             self.config.builds.limits, self.config.builds.rules, lambda: controller.limits)
         if self._monitor_factory is not None:
             # Builds are tracked wherever violations are monitored: a record names the build.
-            self.builds = BuildTracker(self.cgroupfs, self.procfs, self.engine_group,
-                                       self.config.builds, clock=self._clock)
+            self.builds = BuildTracker(
+                self.cgroupfs, self.procfs, self.engine_group, self.config.builds,
+                self.config.monitor, on_pids_event=self._on_build_pids_event, clock=self._clock)
             self.builds.set_defaults(build_defaults.effective(), running=False)
             attribution = KernelLogAttribution(_open_kernel_log(), self.builds)
             attribution.arm(asyncio.get_running_loop())
@@ -268,6 +271,10 @@ class Daemon:
                 self.config.metrics, more=[BuildsCollector(lambda: self.builds)])
             metrics.start()
             self._services.push_async_callback(asyncio.to_thread, metrics.close)
+
+    def _on_build_pids_event(self) -> None:
+        if self.monitor is not None:
+            self.monitor.pids_event()
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -27,6 +27,7 @@ import structlog
 
 from ccgroupd.daemon.builds.account import Usage, read_usage
 from ccgroupd.daemon.builds.stats import BuildStats
+from ccgroupd.daemon.builds.throttling import BuildThrottling
 from ccgroupd.daemon.builds.treewatch import DIRECTORY, TreeWatch
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -37,7 +38,7 @@ from ccgroupd.limits.builds import BuildGroups, matching_rule, rule_limits
 from ccgroupd.limits.model import Limits
 
 if TYPE_CHECKING:
-    from ccgroupd.config import BuildsSection
+    from ccgroupd.config import BuildsSection, MonitorSection
 
 log = structlog.get_logger("ccgroupd")
 
@@ -73,7 +74,9 @@ class Build:
 
 class BuildTracker:
     def __init__(self, cgroupfs: Cgroupfs, procfs: Procfs, engine_group: str,
-                 settings: BuildsSection, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 settings: BuildsSection, monitor: MonitorSection, *,
+                 on_pids_event: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cgroupfs = cgroupfs
         self._procfs = procfs
         self.engine_group = engine_group.strip("/")
@@ -86,6 +89,10 @@ class BuildTracker:
         self._recent: OrderedDict[str, str | None] = OrderedDict()
         self.stats = BuildStats()
         self._watch = TreeWatch(self._engine_path)
+        self._throttling = BuildThrottling(monitor)
+        # Before Linux 6.11 a refused fork is counted in the build's own pids.events, which
+        # the monitor sums over the subtree: tell it at once, while the group still exists.
+        self._on_pids_event = on_pids_event
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: asyncio.Future[None] | None = None
         self._limits_failure_logged = False
@@ -200,6 +207,7 @@ class BuildTracker:
     def _pids_changed(self, group: str) -> None:
         build = self.builds.get(group)
         if build is not None:
+            self._on_pids_event()
             usage = read_usage(self._cgroupfs, self._group_path(group))
             if usage is not None:
                 build.sample = usage
@@ -237,6 +245,7 @@ class BuildTracker:
 
     def _finish(self, build: Build, *, final: Usage | None) -> None:
         del self.builds[build.group]
+        self._throttling.forget(build.group)
         self._watch.forget_build(build.group)
         usage = final or build.sample
         accounting = "final" if final is not None else "sampled" if usage is not None else "none"
@@ -262,13 +271,20 @@ class BuildTracker:
 
     def poll(self) -> None:
         """Read every running build's usage (the housekeeping timer's poll): the fallback
-        accounting and the peak seen where the kernel has no memory.peak."""
+        accounting, the peak seen where the kernel has no memory.peak, and throttling."""
+        throttle_samples = []
         for build in list(self.builds.values()):
-            usage = read_usage(self._cgroupfs, self._group_path(build.group))
-            if usage is not None:
-                build.sample = usage
-                build.peak_seen_bytes = max(build.peak_seen_bytes,
-                                            usage.memory_current_bytes or 0)
+            group = self._group_path(build.group)
+            usage = read_usage(self._cgroupfs, group)
+            if usage is None:
+                continue
+            build.sample = usage
+            build.peak_seen_bytes = max(build.peak_seen_bytes, usage.memory_current_bytes or 0)
+            if usage.cpu_stat is not None and build.limits.cpus is not None:
+                throttle_samples.append((build.group, build.command_line(), usage.cpu_stat,
+                                         build.limits.cpu_max()))
+        self._throttling.sample(throttle_samples, self._clock(),
+                                lambda build: str(self._engine_path / build))
 
     def set_defaults(self, defaults: Limits, *, running: bool) -> None:
         """New default limits for builds that appear from now on, and with ``running`` for
