@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ccgroupd.daemon.builds.account import Usage, read_usage
+from ccgroupd.daemon.builds.account import Usage, read_usage, read_usage_in
 from ccgroupd.daemon.builds.stats import BuildStats
 from ccgroupd.daemon.builds.throttling import BuildThrottling
 from ccgroupd.daemon.builds.treewatch import DIRECTORY, TreeWatch
@@ -193,16 +193,21 @@ class BuildTracker:
         build = self.builds.get(group)
         if build is None:
             return
+        directory = self._watch.directory(group)
+        # A running build's change is its end: read what it used first, then whether it
+        # ended, before the runtime removes the group (runc does within milliseconds).
+        usage = read_usage_in(directory) if build.populated_seen else None
         try:
-            populated = self._cgroupfs.read_flat_keyed(self._group_path(group),
-                                                       CGROUP_EVENTS).get("populated", 0) == 1
+            populated = directory.read_flat_keyed(CGROUP_EVENTS).get("populated", 0) == 1
         except CgroupError:
-            return  # removed: the directory's IN_DELETE finishes it
+            if usage is not None:  # removed just after its figures were read: they are final
+                self._finish(build, final=usage)
+            return  # else the directory's IN_DELETE finishes it from its sample
         if populated and not build.populated_seen:
             build.populated_seen = True
             self._identify(build)
         elif not populated and build.populated_seen:
-            self._finish(build, final=read_usage(self._cgroupfs, self._group_path(group)))
+            self._finish(build, final=usage)
 
     def _pids_changed(self, group: str) -> None:
         build = self.builds.get(group)
