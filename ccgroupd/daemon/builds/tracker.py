@@ -75,7 +75,7 @@ class BuildTracker:
         self._on_pids_event = on_pids_event
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: asyncio.Future[None] | None = None
-        self._writer = LimitWriter(cgroupfs, self.stats)
+        self._writer = LimitWriter(self.stats)
 
     # -- running ----------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class BuildTracker:
             self.stats.started()
             self._write_limits(build, self.defaults, previous=_FRESH_GROUP)
             if self._settings.oom_group:
-                self._writer.write(self._group_path(build.group), MEMORY_OOM_GROUP, "1")
+                self._writer.write(self._watch.directory(build.group), MEMORY_OOM_GROUP, "1")
             self._watch.watch_build(group)
             self._populated_changed(group)  # it may hold processes already
         elif self._groups.may_hold_builds(group):
@@ -302,7 +302,7 @@ class BuildTracker:
         build.limits = limits
         for attribute, value in limits.cgroup_values().items():
             if previous.get(attribute) != value:
-                self._writer.write(self._group_path(build.group), attribute, value)
+                self._writer.write(self._watch.directory(build.group), attribute, value)
 
     def _group_path(self, group: str) -> str:
         return _join(self.engine_group, group)

@@ -6,24 +6,23 @@ import structlog
 
 from ccgroupd.daemon.builds.stats import BuildStats
 from ccgroupd.errors import CgroupError
-from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.cgroupfs import GroupDirectory
 
 log = structlog.get_logger("ccgroupd")
 
 
 class LimitWriter:
-    def __init__(self, cgroupfs: Cgroupfs, stats: BuildStats) -> None:
-        self._cgroupfs = cgroupfs
+    def __init__(self, stats: BuildStats) -> None:
         self._stats = stats
         self._failure_logged = False
 
-    def write(self, group: str, attribute: str, value: str) -> None:
+    def write(self, directory: GroupDirectory, attribute: str, value: str) -> None:
         """One write; a group removed meanwhile is no failure, and a failure is logged once
         (the next build would fail alike) and counted."""
         try:
-            self._cgroupfs.write(group, attribute, value)
+            directory.write(attribute, value)
         except CgroupError as exc:
-            if not self._cgroupfs.exists(group):
+            if not directory.exists():
                 return
             self._stats.limit_failed()
             if not self._failure_logged:
