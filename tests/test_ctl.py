@@ -45,30 +45,32 @@ STATUS = {
 
 
 class FakeDaemon:
-    """Answers one connection with a canned reply line (or hangs up) and keeps the request."""
+    """Answers a connection each with canned reply lines, in turn (None: hangs up), and keeps
+    the requests."""
 
-    def __init__(self, path: Path, reply: bytes | None) -> None:
+    def __init__(self, path: Path, reply: bytes | None, *later: bytes) -> None:
         self.path = path
-        self.reply = reply
+        self.replies = [reply, *later]
         self.requests: list[dict[str, Any]] = []
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(os.fspath(path))
         self._listener.listen()
-        self._thread = threading.Thread(target=self._serve_one, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def _serve_one(self) -> None:
-        connection, _ = self._listener.accept()
-        with connection:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = connection.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            self.requests.append(json.loads(data))
-            if self.reply is not None:
-                connection.sendall(self.reply)
+    def _serve(self) -> None:
+        for reply in self.replies:
+            connection, _ = self._listener.accept()
+            with connection:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(json.loads(data))
+                if reply is not None:
+                    connection.sendall(reply)
 
     def close(self) -> None:
         self._listener.close()
@@ -97,6 +99,32 @@ def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # -- arguments and client-side validation ----------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "args"), [
+    (["set", "--build-cpus", "1", "--build-memory", "2G", "--build-memory-high", "1500M",
+      "--build-swap", "0", "--build-pids", "500", "--build-cpu-weight", "50", "--running"],
+     {"builds": {"cpus": "1", "memory": "2G", "memory_high": "1500M", "memory_swap": "0",
+                 "pids": "500", "cpu_weight": "50"},
+      "running": True, "runtime": False, "force": False}),
+    (["set", "--memory", "8G", "--build-memory=1G", "--runtime"],
+     {"limits": {"memory": "8G"}, "builds": {"memory": "1G"}, "running": False,
+      "runtime": True, "force": False}),
+])
+def test_build_options_become_the_builds_argument(daemon_path: Path, argv: list[str],
+                                                  args: dict[str, Any]) -> None:
+    daemon = FakeDaemon(daemon_path, ok({"in_force": {}}))
+    try:
+        assert ctl.main(["--socket", str(daemon_path), *argv]) == EXIT_OK
+    finally:
+        daemon.close()
+    assert daemon.requests == [{"v": 1, "op": "set", "args": args}]
+
+
+def test_every_limit_has_a_build_option_named_after_its_own() -> None:
+    assert {name: option for name, (option, _) in options.BUILD_SET_OPTIONS.items()} == {
+        name: f"--build-{option[2:]}" for name, (option, _) in options.SET_OPTIONS.items()}
+    assert options.BUILD_SET_OPTIONS["memory_swap"][0] == "--build-swap"
 
 
 def test_set_options_become_one_set_request(daemon_path: Path) -> None:
@@ -129,6 +157,14 @@ def test_set_options_become_one_set_request(daemon_path: Path) -> None:
     (["--timeout", "-1", "status"], EXIT_USAGE, "--timeout must be a positive number"),
     (["--timeout=nan", "status"], EXIT_USAGE, "not nan"),
     (["--timeout", "0", "set", "--cpus", "1"], EXIT_USAGE, "seconds, not 0"),
+    (["set", "--running"], EXIT_USAGE, "--running gives the --build-* limits to running builds"),
+    (["set", "--cpus", "2", "--running"], EXIT_USAGE, "name at least one, e.g. --build-memory"),
+    (["set", "--runtime"], EXIT_USAGE, "set needs at least one limit"),
+    (["set", "--build-cpus", "-1"], EXIT_INVALID,
+     "builds.cpus = '-1': a number of CPUs cannot be negative"),
+    (["set", "--cpus", "2", "--build-swap", "lots"], EXIT_INVALID, "builds.memory_swap = 'lots'"),
+    (["set", "--build-memory", "1G", "--build-memory-high", "2G"], EXIT_INVALID,
+     "builds.memory_high = '2 GiB': memory_high (2 GiB) is above memory (1 GiB)"),
 ])
 def test_bad_input_is_one_line_and_never_reaches_the_daemon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int,
@@ -186,13 +222,17 @@ TOKENS = [
     "--cpus", "--cpus=0.5", "4", "-1", "-0.5", "", "x y", "--memory", "--memory=8G", "8G",
     "--memory-high", "--swap", "--swap=0", "--pids", "--cpu-weight", "--json", "--json=1",
     "--runtime", "--force", "--force=", "--", "-", "-h", "--help", "--version", "--mem",
-    "--since", "-f", "--lines=3", "--all",
+    "--since", "-f", "--lines=3", "--all", "--build-cpus", "--build-memory=2G",
+    "--build-swap", "--build-cpu-weight=", "--running", "top", "--once", "--interval",
+    "--sort", "memory",
 ]
 COMMON_COMMAND_LINES = [
     ["status"], ["status", "--json"], ["reset"], ["reload", "--json"], ["restart-engine"],
     ["set", "--cpus", "4", "--memory", "8G"], ["set", "--memory=512M", "--runtime", "--force"],
     ["set", "--memory-high", "6G", "--swap", "0", "--pids", "4096", "--cpu-weight", "200"],
     ["--socket", "/run/x.sock", "--timeout", "30", "set", "--cpus", "max", "--json"],
+    ["set", "--build-memory", "2G", "--build-cpus", "1", "--running"],
+    ["set", "--build-memory-high=1G", "--build-pids", "500", "--build-swap", "0"],
 ]
 
 
@@ -208,7 +248,8 @@ def command_lines() -> Iterator[list[str]]:
         yield line
     before = [[], ["--socket", "/s"], ["--socket=/s"], ["--timeout", "5"], ["--timeout=.5"]]
     after = [["--json"], ["--runtime"], ["--force"], ["--cpus", "4"], ["--memory=8G"],
-             ["--swap", "0"], ["--pids", "x y"], ["--cpu-weight="], ["--memory-high", ""]]
+             ["--swap", "0"], ["--pids", "x y"], ["--cpu-weight="], ["--memory-high", ""],
+             ["--running"], ["--build-cpus", "1"], ["--build-memory-high="]]
     for _ in range(3000):  # well-formed ones, most of them
         line = [*pick.choice(before), pick.choice(TOKENS[:6])]
         for _ in range(pick.randint(0, 4)):
@@ -355,6 +396,44 @@ def test_status_for_people() -> None:
         "  oom_kill 1, oom 1, memory_max 3, memory_high 0, swap_max 0, pids_max 0, "
         "cpu_throttled 7",
     ])
+
+
+BUILDS_STATUS = {
+    "running": 2, "started_total": 10, "finished_total": 8, "unaccounted_total": 1,
+    "largest": {"id": "abc123", "cgroup": "container/buildkit/abc123",
+                "command": "python3 hog.py", "memory_current_bytes": 222298112},
+    "defaults": {"cpus": 1.0, "memory": 2147483648, "memory_high": None, "memory_swap": None,
+                 "pids": 500, "cpu_weight": None},
+}
+
+
+def test_status_shows_the_builds_after_the_events() -> None:
+    lines = ctl.render_status({**STATUS, "builds": BUILDS_STATUS}).splitlines()
+    assert lines[:-2] == ctl.render_status(STATUS).splitlines()  # a daemon without builds
+    assert lines[-2:] == [
+        "builds:  2 running (largest: abc123 python3 hog.py, 212 MiB), 10 started, "
+        "8 finished, 1 without accounting",
+        "  each new build: cpus 1, memory 2 GiB, pids 500",
+    ]
+
+
+@pytest.mark.parametrize(("builds", "lines"), [
+    ({"running": 0, "started_total": 0, "finished_total": 0, "unaccounted_total": 0,
+      "largest": None, "defaults": {"cpus": None, "memory": None}},
+     ["builds:  0 running, 0 started, 0 finished, 0 without accounting",
+      "  each new build: no limits of its own (the engine's apply)"]),
+    ({"running": 1, "largest": {"id": "new", "command": None, "memory_current_bytes": None}},
+     ["builds:  1 running (largest: new, ?), ? started, ? finished, ? without accounting"]),
+])
+def test_status_builds_with_little_to_say(builds: dict[str, Any], lines: list[str]) -> None:
+    status = {"cgroup": {"path": "/x"}, "engine": {}, "limits": {}, "usage": {}, "events": {},
+              "builds": builds}
+    assert ctl.render_status(status).splitlines()[-len(lines):] == lines
+
+
+def test_set_reply_with_builds_shows_their_defaults() -> None:
+    text = ctl.render("set", {**STATUS, "builds": BUILDS_STATUS})
+    assert text.endswith("\n  each new build: cpus 1, memory 2 GiB, pids 500")
 
 
 def test_status_with_unknown_values_still_renders() -> None:

@@ -13,6 +13,7 @@ import sys
 
 from ccgroupd import __version__, protocol
 from ccgroupd.client.options import (
+    BUILD_SET_OPTIONS,
     COMMAND_FLAGS,
     SET_OPTIONS,
     SOCKET_ENV,
@@ -40,6 +41,10 @@ status --json schema (version 1; fields are only ever added):
   events.<name>          violations counted since the daemon started: oom_kill, oom,
                          memory_max, memory_high, swap_max, pids_max, cpu_throttled
   engine                 state, pid, uptime_s, restarts
+  builds                 running, started_total, finished_total, unaccounted_total,
+                         largest (id, cgroup, command, memory_current_bytes) and
+                         defaults (the limits each new build gets); from daemons
+                         that track builds
   any value may be null when the daemon cannot tell (e.g. the engine is restarting).
 
 the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
@@ -113,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "restarts unless --runtime is given; `reset` drops them.")
     for name, (option, text) in SET_OPTIONS.items():
         set_parser.add_argument(option, dest=name, metavar="VALUE", help=text)
+    for name, (option, dest) in BUILD_SET_OPTIONS.items():
+        set_parser.add_argument(option, dest=dest, metavar="VALUE",
+                                help=f"as {SET_OPTIONS[name][0]}, for each new build "
+                                     f"([builds] {name})")
     for option, text in COMMAND_FLAGS[protocol.OP_SET].items():
         set_parser.add_argument(option, action="store_true", help=text)
     commands.add_parser("status", parents=[json_option],
