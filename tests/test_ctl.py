@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ccgroupd import protocol
-from ccgroupd.client import argparser, ctl, options
+from ccgroupd.client import argparser, ctl, options, top
 from ccgroupd.config import load_config
 from ccgroupd.errors import (
     EXIT_FAILURE,
@@ -84,7 +84,8 @@ def daemon_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def answering(daemon_path: Path, request: pytest.FixtureRequest) -> Iterator[FakeDaemon]:
-    daemon = FakeDaemon(daemon_path, request.param)
+    replies = request.param if isinstance(request.param, tuple) else (request.param,)
+    daemon = FakeDaemon(daemon_path, *replies)
     yield daemon
     daemon.close()
 
@@ -165,6 +166,10 @@ def test_set_options_become_one_set_request(daemon_path: Path) -> None:
     (["set", "--cpus", "2", "--build-swap", "lots"], EXIT_INVALID, "builds.memory_swap = 'lots'"),
     (["set", "--build-memory", "1G", "--build-memory-high", "2G"], EXIT_INVALID,
      "builds.memory_high = '2 GiB': memory_high (2 GiB) is above memory (1 GiB)"),
+    (["top", "--interval", "0"], EXIT_USAGE, "--interval must be a positive number"),
+    (["--timeout", "-1", "top", "--once"], EXIT_USAGE, "--timeout must be a positive number"),
+    (["top", "--once", "--interval=-1"], EXIT_USAGE, "seconds, not -1"),
+    (["top", "--sort", "pids"], EXIT_USAGE, "invalid choice: 'pids'"),
 ])
 def test_bad_input_is_one_line_and_never_reaches_the_daemon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int,
@@ -371,6 +376,66 @@ def test_version_as_a_real_process() -> None:
     result = run_ctl("--version")
     assert result.returncode == EXIT_OK
     assert result.stdout.startswith("ccgroupctl ")
+
+
+# -- top ---------------------------------------------------------------------------
+
+
+def builds_sample(read_at_s: float, engine_usec: int, hog_usec: int | None) -> dict[str, Any]:
+    """A builds reply as the contract of issue 13 has it: the engine, and one build."""
+    no_limits = dict.fromkeys(("memory_high", "memory_swap", "pids", "cpu_weight"))
+    return {"read_at_s": read_at_s,
+            "engine": {"cgroup": "/sys/fs/cgroup/system.slice/ccgroupd.service/dagger-engine",
+                       "usage_usec": engine_usec, "memory_current_bytes": 1073741824,
+                       "memory_peak_bytes": 2147483648, "pids_current": 30,
+                       "limits": {"cpus": 4.0, "memory": 8589934592, **no_limits}},
+            "builds": [{"id": "abc123", "cgroup": "container/buildkit/abc123",
+                        "command": "python3 hog.py 400", "age_s": 3.2 + read_at_s - 100,
+                        "usage_usec": hog_usec, "memory_current_bytes": 222298112,
+                        "memory_peak_bytes": 268435456, "pids_current": 1,
+                        "limits": {"cpus": 1.0, "memory": 268435456, **no_limits}}]}
+
+
+@pytest.mark.parametrize("answering", [
+    (ok(builds_sample(100.0, 2_000_000, 1_000_000)),
+     ok(builds_sample(100.5, 3_000_000, 1_250_000))),
+], indirect=True)
+def test_top_json_prints_the_second_sample_with_cpu_percent(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--socket", str(answering.path), "top", "--json", "--interval", "0.05"]
+    assert ctl.main(argv) == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    assert answering.requests == [{"v": 1, "op": "builds", "args": {}}] * 2
+    assert printed["read_at_s"] == 100.5
+    assert printed["engine"]["cpu_percent"] == 200.0
+    assert [(b["id"], b["cpu_percent"], b["command"]) for b in printed["builds"]] == [
+        ("abc123", 50.0, "python3 hog.py 400")]
+
+
+@pytest.mark.parametrize("answering", [
+    (ok(builds_sample(100.0, 0, None)), ok(builds_sample(101.0, 1_000_000, 500_000))),
+], indirect=True)
+def test_top_without_a_terminal_prints_one_table(answering: FakeDaemon,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # No --once: stdout is captured, not a terminal.
+    assert ctl.main(["--socket", str(answering.path), "top", "--interval", "0.01"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "ID      CPU %      MEM     PEAK  PIDS  AGE  CPUS  MEM MAX  COMMAND",
+        f"engine  100.0    1 GiB    2 GiB    30    -     4    8 GiB  {top.ENGINE_COMMAND}",
+        "abc123      -  212 MiB  256 MiB     1   4s     1  256 MiB  python3 hog.py 400",
+    ]
+
+
+def test_top_from_a_daemon_without_builds_is_its_refusal(
+        daemon_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refusal = ("unknown operation 'builds'; expected one of reload, reset, restart-engine, "
+               "set, status")  # what api.py answers before issue 13
+    daemon = FakeDaemon(daemon_path, protocol.error_reply(EXIT_USAGE, refusal))
+    try:
+        assert ctl.main(["--socket", str(daemon_path), "top", "--once"]) == EXIT_USAGE
+    finally:
+        daemon.close()
+    assert capsys.readouterr().err == f"ccgroupctl: {refusal}\n"
 
 
 # -- human output --------------------------------------------------------------

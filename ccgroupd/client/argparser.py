@@ -131,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     for option, text in COMMAND_FLAGS[protocol.OP_RESET].items():
         reset_parser.add_argument(option, action="store_true", help=text)
     commands.add_parser("reload", parents=[json_option], help="re-read the config file")
+    top_parser = commands.add_parser(
+        "top", parents=[json_option], help="live usage and limits of the engine and each build",
+        description="A table of the engine and each running build (CPU, memory, peak, "
+                    "processes, age, limits), refreshed until q. Keys: c sorts by CPU, "
+                    "m by memory. Without a terminal, or with --once or --json, prints once.")
+    top_parser.add_argument("--once", action="store_true",
+                            help="print one table (two samples an interval apart) and exit")
+    top_parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                            help="between samples (default: %(default)g)")
+    top_parser.add_argument("--sort", choices=("cpu", "memory"), default="cpu",
+                            help="order of the builds (default: %(default)s)")
     commands.add_parser("restart-engine", parents=[json_option],
                         help="stop the engine gracefully and start it again")
     events_parser = commands.add_parser(

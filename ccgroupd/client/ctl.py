@@ -136,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < timeout_s < float("inf"):  # NaN too; the socket would refuse it with a traceback
             raise CtlError(f"--timeout must be a positive number of seconds, not {timeout_s:g}",
                            EXIT_USAGE)
+        if args.command == "top":  # imported here: the other commands' start stays as it was
+            from ccgroupd.client import top
+
+            return top.run(args, lambda: call(args.socket, op, request_args, timeout_s))
         result = call(args.socket, op, request_args, timeout_s)
         if args.json:
             import json
@@ -157,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _request_for(args: Arguments) -> tuple[str, dict[str, Any]]:
     if args.command == protocol.OP_RESET:
         return args.command, {"force": True} if args.force else {}
+    if args.command == "top":
+        return protocol.OP_BUILDS, {}
     if args.command != protocol.OP_SET:
         return args.command, {}
     changes = {name: getattr(args, name) for name in SET_OPTIONS
