@@ -193,8 +193,10 @@ def wait_for_key(stream: TextIO, timeout_s: float) -> str | None:
 
 
 def next_sort(pressed: str, key: str) -> str | None:
-    """The order after a key press (c, m; any other key keeps it), or None for q."""
-    pressed = pressed.lower()
+    """The order after a key press (c, m; any other key keeps it), or None for q.
+
+    Lower case only: the bytes of arrow and function keys' escape sequences (ESC O Q is F2)
+    arrive one at a time, and are upper case."""
     if pressed == "q":
         return None
     return {"c": "cpu", "m": "memory"}.get(pressed, key)
