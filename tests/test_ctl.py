@@ -509,6 +509,23 @@ def test_status_with_unknown_values_still_renders() -> None:
     assert "  swap     -" in text
 
 
+def test_status_names_the_file_that_set_each_limit() -> None:
+    limits = {
+        "cpus": {"value": 2, "source": "persisted", "set_by": "/var/lib/ccgroupd/limits.json"},
+        "memory": {"value": 8 * 1024**3, "source": "config",
+                   "set_by": "/etc/ccgroupd/config.d/50-local.toml"},
+        "memory_high": {"value": None, "source": "config", "set_by": "default"},
+        "pids": {"value": 100, "source": "config", "set_by": "environment CCGROUPD_LIMITS__PIDS"},
+        "cpu_weight": {"value": None, "source": "runtime", "set_by": "ccgroupctl set --runtime"},
+    }
+    text = ctl.render_status({**STATUS, "limits": limits})
+    assert "  cpus         2            (persisted: /var/lib/ccgroupd/limits.json)" in text
+    assert "  memory       8 GiB        (config: /etc/ccgroupd/config.d/50-local.toml)" in text
+    assert "  memory_high  max          (default)" in text
+    assert "  pids         100          (config: environment CCGROUPD_LIMITS__PIDS)" in text
+    assert "  cpu_weight   default      (runtime)" in text
+
+
 def test_set_reply_with_the_status_document_shows_the_limits_in_force() -> None:
     lines = ctl.render("set", STATUS).splitlines()
     assert lines[0] == ("limits in force on "

@@ -35,6 +35,8 @@ status --json schema (version 1; fields are only ever added):
   limits.<name>.value    effective value: cpus (float), memory, memory_high,
                          memory_swap (bytes), pids, cpu_weight (int); null = no limit
   limits.<name>.source   "config", "persisted" (set) or "runtime" (set --runtime)
+  limits.<name>.set_by   what to edit to change it: the config file, drop-in or
+                         variable that set it, "default", or the state file
   usage.cpu_percent      CPU use in % of one CPU (250 = 2.5 CPUs), recent average
   usage.memory_bytes     memory.current; usage.memory_percent = % of memory.max
   usage.swap_bytes       memory.swap.current; usage.pids = pids.current

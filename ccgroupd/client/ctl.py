@@ -331,8 +331,16 @@ def describe_build_limits(limits: Mapping[str, Any]) -> str:
 
 def _limit_lines(limits: Mapping[str, Any]) -> list[str]:
     return [f"  {name:<12} {describe_limit_value(name, entry.get('value')):<12} "
-            f"({entry.get('source', '?')})"
+            f"({_origin(entry)})"
             for name, entry in limits.items()]
+
+
+def _origin(entry: Mapping[str, Any]) -> str:
+    """Where a value came from: "default", "config: FILE", "persisted: FILE", "runtime"."""
+    source, set_by = entry.get("source", "?"), entry.get("set_by")
+    if set_by is None or source == "runtime":  # a daemon before set_by, or nothing to edit
+        return str(source)
+    return "default" if set_by == "default" else f"{source}: {set_by}"
 
 
 def _usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
