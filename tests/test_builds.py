@@ -5,6 +5,7 @@ kernel with runc)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def test_a_build_that_ends_is_accounted_once_from_its_files(
     kernel.exit(pid)
     with capture_logs() as logs:
         tracker.handle([changed(cgroupfs, group)])
-        kernel.fs.remove_object(str(cgroupfs.path(f"{ENGINE}/{group}")))  # runc removes it
+        os.rmdir(cgroupfs.path(f"{ENGINE}/{group}"))  # runc removes it
         tracker.handle([deleted(cgroupfs, BUILDKIT, "b2")])
     finished = [entry for entry in logs if entry["event"] == "build_finished"]
     assert len(finished) == 1
@@ -208,7 +209,7 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
     tracker.rescan()
     group, pid = start_build(kernel, cgroupfs, tracker, "hog", ["python3", "hog.py", "400"])
     kernel.exit(pid)
-    kernel.fs.remove_object(str(cgroupfs.path(f"{ENGINE}/{group}")))
+    os.rmdir(cgroupfs.path(f"{ENGINE}/{group}"))
     with capture_logs():
         tracker.handle([deleted(cgroupfs, BUILDKIT, "hog")])
     lines = [f"oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
@@ -224,7 +225,11 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
     assert tracker.stats.oom_kills_total == 1
     outside = KernelLogAttribution(_Log([parse_message(
         f"cgroup: fork rejected by pids controller in /{ENGINE}/container/init")]), tracker)
-    assert outside.take_pids() == {}
+    assert outside.take_pids({}) == {}
+    # Refusals the monitor counted by group, while the groups existed, name their build.
+    forks, _pid = start_build(kernel, cgroupfs, tracker, "forks", ["make", "-j64"])
+    assert outside.take_pids({forks: 7, "container/init": 2}) == {
+        "build": forks, "build_command": "make -j64"}
 
 
 class _Log:
