@@ -229,7 +229,7 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
     # Refusals the monitor counted by group, while the groups existed, name their build.
     forks, _pid = start_build(kernel, cgroupfs, tracker, "forks", ["make", "-j64"])
     assert outside.take_pids({forks: 7, "container/init": 2}) == {
-        "build": forks, "build_command": "make -j64"}
+        "build": forks, "build_command": "make -j64", "build_limit_pids": 100}
 
 
 class _Log:
