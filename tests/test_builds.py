@@ -347,3 +347,28 @@ def test_a_build_throttled_by_its_own_cpu_max_is_named_once_per_report_interval(
     assert record["build"] == f"{BUILDKIT}/busy" and record["build_command"] == "cc busy"
     assert record["throttled_periods_fraction"] == 0.8 and record["limit_cpus"] == 0.5
     assert record["builds_throttled"] == 1
+
+
+def test_an_engine_group_made_again_is_watched_again(tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+
+    engine = tmp_path / ENGINE
+    (engine / BUILDKIT).mkdir(parents=True)
+    tracker = BuildTracker(Cgroupfs(tmp_path), Procfs(tmp_path / "proc"), ENGINE,
+                           builds_section(), MonitorSection(), clock=FakeTime().clock)
+
+    async def scenario() -> list[str]:
+        task = asyncio.create_task(tracker.run())
+        await asyncio.sleep(0.05)
+        shutil.rmtree(engine)  # the engine's restart removed its group and made it again
+        (engine / BUILDKIT).mkdir(parents=True)
+        await asyncio.sleep(0.05)
+        tracker.poll()
+        (engine / BUILDKIT / "after").mkdir()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        return list(tracker.builds)
+
+    with capture_logs():
+        assert asyncio.run(scenario()) == [f"{BUILDKIT}/after"]
