@@ -106,11 +106,11 @@ class Procfs:
         """RSS and name of each pid still alive; read from statm/comm, the cheapest files."""
         found = []
         for pid in pids:
-            base = self.root / str(pid)
             try:
-                resident_pages = int((base / PROC_STATM).read_text(encoding="ascii").split()[1])
-                comm = (base / PROC_COMM).read_text(encoding="utf-8", errors="replace").strip()
-            except (OSError, IndexError, ValueError):
+                with open(f"{self._root_text}/{pid}/{PROC_STATM}", encoding="ascii") as file:
+                    resident_pages = int(file.read().split()[1])
+                comm = self._read(pid, PROC_COMM).strip()
+            except (OSError, CgroupReadError, IndexError, ValueError):
                 continue  # exited while we looked
             found.append(ProcessMemory(pid, comm, resident_pages * self.page_size))
         return found
