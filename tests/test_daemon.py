@@ -842,3 +842,60 @@ async def test_an_engine_never_ready_and_not_restarted_fails_the_start(
     assert logs[-1]["reason"] == ("it ended before it was ready, and restart = 'never' "
                                   "does not start it again")
     assert not kernel.exists(ENGINE)
+
+
+# -- builds ------------------------------------------------------------------------------
+
+
+@run_async
+async def test_builds_get_their_defaults_and_set_changes_them_for_good(
+        fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write_config(fs, extra="[builds]\nmemory = \"128M\"\npids = 50\n")
+    spawner = ShimSpawner(kernel)
+
+    def start() -> tuple[Daemon, RecordingNotifier]:
+        notifier = RecordingNotifier()
+        return Daemon(load_config(CONFIG_PATH), CONFIG_PATH,
+                      cgroupfs=Cgroupfs(**kernel.cgroupfs_args()),
+                      procfs=Procfs(**kernel.procfs_args()), spawner=spawner, runner=spawner,
+                      notifier=notifier, monitor_factory=lambda *_: CountingMonitor(),
+                      serve_api=False), notifier
+
+    daemon, notifier = start()
+    task = await started(daemon, notifier)
+    build = f"{ENGINE}/buildkit/b1"
+    # As the Dagger entrypoint does: itself into /init, then runc on the way to a build.
+    cgroupfs = Cgroupfs(**kernel.cgroupfs_args())
+    cgroupfs.create(f"{ENGINE}/init")
+    for pid in kernel.procs(ENGINE):
+        cgroupfs.attach(f"{ENGINE}/init", pid)
+    for group in (ENGINE, f"{ENGINE}/buildkit"):
+        kernel.mkdir(group)
+        kernel.enable(group, "memory", "pids")
+    kernel.mkdir(build)
+    assert daemon.builds is not None and daemon.builds.tracker is not None
+    daemon.builds.tracker.rescan()  # what inotify's IN_CREATE does on a real kernel
+    assert kernel.group(build).values["memory.max"] == str(128 * MIB)
+    assert kernel.group(build).values["memory.oom.group"] == "1"
+    reply = commands(daemon).builds()
+    assert [entry["cgroup"] for entry in reply["builds"]] == ["buildkit/b1"]
+    assert reply["builds"][0]["limits"]["memory"] == 128 * MIB
+    assert commands(daemon).status()["builds"]["running"] == 1
+
+    with capture_logs() as logs:
+        await commands(daemon).set_limits({}, runtime=False, force=False, peer=PEER,
+                                          builds={"memory": "96M"}, running=True)
+    assert kernel.group(build).values["memory.max"] == str(96 * MIB)
+    assert [entry["new"]["memory"] for entry in logs
+            if entry["event"] == "build_defaults_changed"] == [96 * MIB]
+    with pytest.raises(LimitsError, match="above the engine's memory"):
+        await commands(daemon).set_limits({}, runtime=False, force=False, peer=PEER,
+                                          builds={"memory": "1G"})
+    assert await stop(daemon, task) == EXIT_OK
+
+    # Kept across a restart, like the engine's limits.
+    daemon, notifier = start()
+    task = await started(daemon, notifier)
+    assert commands(daemon).status()["builds"]["defaults"]["memory"] == 96 * MIB
+    assert await stop(daemon, task) == EXIT_OK
