@@ -20,6 +20,8 @@ class Build:
     oom_kills_logged: int = 0  # the kernel log's, which outlive the group
     pids_refused_logged: int = 0
     command_checks: int = field(default=0, repr=False)
+    # Processes whose oom_score_adj was reset (they inherited the engine's).
+    reset_pids: set[int] = field(default_factory=set, repr=False)
 
     @property
     def id(self) -> str:

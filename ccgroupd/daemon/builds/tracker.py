@@ -45,8 +45,12 @@ log = structlog.get_logger("ccgroupd")
 
 # The runtime's own init runs in the group before it execs the build's command.
 RUNTIME_NAMES = frozenset({"runc", "crun", "youki"})
-COMMAND_CHECK_INTERVAL_S = 0.005
-COMMAND_CHECK_LIMIT = 400  # 2 s of checks; a build still in its runtime's init after that
+# Until it execs, its first process is looked at again: soon, then less and less often
+# (runc's init can take a while under load, and every look costs the daemon CPU), for
+# about 3.5 s in all; a build still in its runtime's init after that keeps the defaults.
+COMMAND_CHECK_FIRST_S = 0.002
+COMMAND_CHECK_MAX_S = 0.1
+COMMAND_CHECK_LIMIT = 40
 # Finished builds remembered for the kernel log's records that name a removed group.
 RECENT_BUILDS_KEPT = 512
 _FRESH_GROUP = Limits().cgroup_values()  # what a new group holds: nothing to write
@@ -209,12 +213,15 @@ class BuildTracker:
         if not pids:
             return
         for pid in pids:
-            self._procfs.set_oom_score_adj(pid, self._settings.oom_score_adj)
+            if pid not in build.reset_pids:
+                build.reset_pids.add(pid)
+                self._procfs.set_oom_score_adj(pid, self._settings.oom_score_adj)
         argv = self._procfs.cmdline(pids[0])
         if argv is None or in_runtime_init(argv, self._procfs.comm(pids[0])):
+            delay_s = min(COMMAND_CHECK_FIRST_S * 2 ** build.command_checks, COMMAND_CHECK_MAX_S)
             build.command_checks += 1
             if self._loop is not None and build.command_checks < COMMAND_CHECK_LIMIT:
-                self._loop.call_later(COMMAND_CHECK_INTERVAL_S, self._identify, build)
+                self._loop.call_later(delay_s, self._identify, build)
             return
         build.command = argv
         rule = matching_rule(self._settings.rules, argv)
