@@ -217,7 +217,7 @@ class BuildTracker:
                 build.reset_pids.add(pid)
                 self._procfs.set_oom_score_adj(pid, self._settings.oom_score_adj)
         argv = self._procfs.cmdline(pids[0])
-        if argv is None or in_runtime_init(argv, self._procfs.comm(pids[0])):
+        if argv is None or in_runtime_init(argv):
             delay_s = min(COMMAND_CHECK_FIRST_S * 2 ** build.command_checks, COMMAND_CHECK_MAX_S)
             build.command_checks += 1
             if self._loop is not None and build.command_checks < COMMAND_CHECK_LIMIT:
@@ -317,12 +317,11 @@ class BuildTracker:
         return _join(self.engine_group, group)
 
 
-def in_runtime_init(argv: list[str], comm: str | None) -> bool:
-    """Whether a build's process is still the runtime's own init ("runc init", whose comm
-    is "runc:[2:INIT]"), not yet the build's command."""
-    if argv[0].rsplit("/", 1)[-1] in RUNTIME_NAMES and "init" in argv[1:3]:
-        return True
-    return (comm or "").startswith("runc:")
+def in_runtime_init(argv: list[str]) -> bool:
+    """Whether a build's process is still the runtime's own init ("runc init": its
+    stages, comm "runc:[0:PARENT]" to "runc:[2:INIT]", keep that command line), not yet
+    the build's command."""
+    return argv[0].rsplit("/", 1)[-1] in RUNTIME_NAMES and "init" in argv[1:3]
 
 
 def _join(parent: str, child: str) -> str:
