@@ -151,7 +151,8 @@ check "the steady build kept the default 256M" \
 
 echo "--- 4. the builds, live"
 top_json=$(rb_builds_json)
-echo "$top_json" | jq -c '.builds[]? | {id, command, memory_current_bytes, usage_usec, pids_current, limits}'
+jq -c '.builds[] | {id, command, memory_current_bytes, usage_usec, pids_current, limits}' \
+    <<<"$top_json" || echo "not a builds reply: ${top_json:0:2000}"
 for id in steady pg; do
     check "top lists the build $id with its usage" \
         jq -e --arg id "$id" '[.builds[] | select(.id == $id and .memory_current_bytes > 0
@@ -161,6 +162,8 @@ check "top lists the postgres build's command and its 512M limit" \
     jq -e '[.builds[] | select(.id == "pg" and (.command | test("postgres-standin"))
         and .limits.memory == 536870912)] | length == 1' <<<"$top_json"
 check "top shows the engine's usage" jq -e '.engine.memory_current_bytes > 0' <<<"$top_json"
+check "asking for the builds did not restart the engine" \
+    test "$(ccgroupctl status --json | jq '.engine.restarts')" = "$restarts_before"
 
 echo "--- 5. a pids.max refusal in a build"
 rb_build forks "${py[@]}" forks 100 8
