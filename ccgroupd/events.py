@@ -153,6 +153,15 @@ def _limits(verb: str) -> Callable[[Fields], str]:
 
 _EVENTS = (
     EventType(
+        "build_defaults_changed", "3625c7923b16450ba52cc14d58cabd20", frozenset({"info"}),
+        lambda f: (f"Build default limits changed ({f.text('scope')}, uid {f.text('uid')}"
+                   f"{', running builds too' if f.text('running') == 'True' else ''}): "
+                   f"{f.text('old')} -> {f.text('new')}"),
+        "Default limits of builds changed",
+        "ccgroupctl set --build-... changed the limits every new build gets (with --running,\n"
+        "the running builds got them too). CCGROUPD_OLD and CCGROUPD_NEW show the values.",
+    ),
+    EventType(
         "build_finished", "ee3dd3c13d2b482fb87e804a59c07c69", frozenset({"info"}),
         _build_finished,
         "Build @CCGROUPD_BUILD@ finished",

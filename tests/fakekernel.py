@@ -88,6 +88,7 @@ class _Process:
     group: str
     uid: int
     gid: int
+    argv: list[str]
 
 
 # A write handler validates the text written and stores the result in the group.
@@ -319,16 +320,29 @@ class FakeKernel:
                            " ".join(f"+{c}" for c in controllers).encode())
 
     def spawn(self, group: str = "", comm: str = "sleep", rss_bytes: int = 0, *,
-              pid: int | None = None, uid: int = 0, gid: int = 0) -> int:
+              pid: int | None = None, uid: int = 0, gid: int = 0,
+              argv: list[str] | None = None) -> int:
         """A new process in ``group`` (created with mkdir -p); returns its pid."""
         self.mkdir(group)
         with self._lock:
             if pid is None:
                 pid, self._next_pid = self._next_pid, self._next_pid + 1
-            self._processes[pid] = _Process(comm, rss_bytes, group.strip("/"), uid, gid)
+            self._processes[pid] = _Process(comm, rss_bytes, group.strip("/"), uid, gid,
+                                            argv or [comm])
             self.group(group).procs.add(pid)
             self._render()
         return pid
+
+    def execve(self, pid: int, argv: list[str]) -> None:
+        """The process runs another program (comm becomes its basename, as the kernel sets it)."""
+        with self._lock:
+            process = self._processes[pid]
+            process.argv = argv
+            process.comm = argv[0].rsplit("/", 1)[-1][:15]
+            self._render()
+
+    def oom_score_adj(self, pid: int) -> int:
+        return int(self.fs.get_object(str(self.proc_root / str(pid) / "oom_score_adj")).contents)
 
     def exit(self, pid: int) -> None:
         with self._lock:
@@ -545,6 +559,9 @@ class FakeKernel:
             rss_pages = process.rss_bytes // PAGE_SIZE
             self._put(base / "cgroup", self._proc_cgroup(process.group))
             self._put(base / "comm", f"{process.comm}\n")
+            self._put(base / "cmdline", "".join(f"{arg}\0" for arg in process.argv))
+            if not self.fs.exists(base / "oom_score_adj"):  # the daemon writes it
+                self._put(base / "oom_score_adj", "0\n", mode=0o644)
             self._put(base / "statm", f"{rss_pages * 2} {rss_pages} 0 1 0 {rss_pages} 0\n")
             self._put(base / "status", f"Name:\t{process.comm}\nPid:\t{pid}\n"
                       f"Uid:\t{process.uid}\t{process.uid}\t{process.uid}\t{process.uid}\n"

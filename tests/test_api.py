@@ -93,9 +93,15 @@ class FakeController:
             raise self.error
         return {"cgroup": {"path": "/sys/fs/cgroup/engine"}}
 
+    def builds(self) -> dict[str, Any]:
+        self.calls.append(("builds",))
+        return {"read_at_s": 1.0, "engine": {}, "builds": []}
+
     async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
-                         peer: Peer) -> dict[str, Any]:
-        self.calls.append(("set", dict(changes), runtime, force, peer))
+                         peer: Peer, builds: Mapping[str, object] | None = None,
+                         running: bool = False) -> dict[str, Any]:
+        self.calls.append(("set", dict(changes), runtime, force, peer)
+                          + ((dict(builds), running) if builds else ()))
         if self.release is not None:
             await self.release.wait()
         if self.error is not None:
@@ -176,11 +182,11 @@ def error_of(reply: dict[str, Any] | None) -> tuple[int, str]:
     # a user in no group may do nothing
     (ALICE, [], "ccgroupd-admin", frozenset()),
     # status group by primary gid
-    (Peer(5001, 1000, STATUS_GID), None, None, {"status"}),
+    (Peer(5001, 1000, STATUS_GID), None, None, protocol.READ_OPS),
     # status group by supplementary group of the connecting process
-    (ALICE, [STATUS_GID], None, {"status"}),
+    (ALICE, [STATUS_GID], None, protocol.READ_OPS),
     # status group by the group database (bob is listed in ccgroupd's members)
-    (Peer(5002, 1001, 1001), None, None, {"status"}),
+    (Peer(5002, 1001, 1001), None, None, protocol.READ_OPS),
     # admin group may change limits and read status
     (ALICE, [ADMIN_GID], "ccgroupd-admin", protocol.OPS),
     # admin group membership means nothing while no admin group is configured
@@ -262,15 +268,19 @@ def test_each_operation_reaches_the_controller_with_the_peer(tmp_path: Path) -> 
                 await ask(server.socket_path, "reset"),
                 await ask(server.socket_path, "reload"),
                 await ask(server.socket_path, "restart-engine"),
+                await ask(server.socket_path, "builds"),
+                await ask(server.socket_path, "set",
+                          {"builds": {"memory": "2G"}, "running": True}),
             ]
 
     replies = run(scenario())
-    assert [r["ok"] for r in replies] == [True] * 5
+    assert [r["ok"] for r in replies] == [True] * 7
     assert replies[1] == {"v": 1, "ok": True, "result": {"in_force": {"cpu.max": "200000 100000"}}}
     assert controller.calls == [
         ("status",),
         ("set", {"cpus": "2", "memory": "512M"}, True, False, ROOT),
-        ("reset", ROOT), ("reload", ROOT), ("restart-engine", ROOT),
+        ("reset", ROOT), ("reload", ROOT), ("restart-engine", ROOT), ("builds",),
+        ("set", {}, False, False, ROOT, {"memory": "2G"}, True),
     ]
 
 
@@ -317,7 +327,9 @@ def test_bug_in_an_operation_costs_one_request_not_the_server(tmp_path: Path) ->
     (b'{"v": "' + b"x" * 200 + b'", "op": "status"}\n', "unsupported protocol version 'xxx"),
     (b'{"v": 1, "op": "status", "args": []}\n', "'args' must be a JSON object"),
     (b'{"v": 1, "op": "status", "args": {"x": 1}}\n', "'status' takes no arguments"),
-    (b'{"v": 1, "op": "set", "args": {}}\n', "needs a non-empty 'limits' object"),
+    (b'{"v": 1, "op": "set", "args": {}}\n', "needs a non-empty 'limits' or 'builds' object"),
+    (b'{"v": 1, "op": "set", "args": {"limits": {"cpus": 1}, "running": true}}\n',
+     "'running' applies 'builds' to the running builds"),
     (b'{"v": 1, "op": "set", "args": {"limits": {"cpus": 1}, "force": "yes"}}\n',
      "must be true or false"),
     (b'{"v": 1, "op": "set", "args": {"limits": {"cpus": 1}, "dry": true}}\n',

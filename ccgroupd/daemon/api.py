@@ -81,8 +81,11 @@ class Controller(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def builds(self) -> dict[str, Any]: ...
+
     async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
-                         peer: Peer) -> dict[str, Any]: ...
+                         peer: Peer, builds: Mapping[str, object] | None = None,
+                         running: bool = False) -> dict[str, Any]: ...
 
     async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]: ...
 
@@ -127,7 +130,7 @@ class Access:
             return
         if self.admin_group is not None and self._is_member(peer, self.admin_group):
             return
-        if op == protocol.OP_STATUS:
+        if op in protocol.READ_OPS:
             if self.status_group is not None and self._is_member(peer, self.status_group):
                 return
             groups = [g for g in (self.status_group, self.admin_group) if g is not None]
@@ -294,10 +297,13 @@ class ApiServer:
         if op == protocol.OP_STATUS:
             _no_args(op, args)
             return self._controller.status()
+        if op == protocol.OP_BUILDS:
+            _no_args(op, args)
+            return self._controller.builds()
         if op == protocol.OP_SET:
-            changes, runtime, force = _set_args(args)
+            changes, builds, running, runtime, force = _set_args(args)
             return await self._controller.set_limits(changes, runtime=runtime, force=force,
-                                                     peer=peer)
+                                                     peer=peer, builds=builds, running=running)
         if op == protocol.OP_RESET:
             return await self._controller.reset(peer, force=_reset_force(args))
         _no_args(op, args)
@@ -319,18 +325,22 @@ def _no_args(op: str, args: dict[str, Any]) -> None:
         raise ProtocolError(f"{op!r} takes no arguments, got {sorted(args)}")
 
 
-def _set_args(args: dict[str, Any]) -> tuple[dict[str, object], bool, bool]:
+def _set_args(args: dict[str, Any]
+              ) -> tuple[dict[str, object], dict[str, object], bool, bool, bool]:
     unknown = set(args) - protocol.SET_ARGS
     if unknown:
         raise ProtocolError(f"unknown 'set' arguments {sorted(unknown)}")
-    changes = args.get("limits")
-    runtime = args.get("runtime", False)
-    force = args.get("force", False)
-    if not isinstance(changes, dict) or not changes:
-        raise ProtocolError("'set' needs a non-empty 'limits' object")
-    if not isinstance(runtime, bool) or not isinstance(force, bool):
-        raise ProtocolError("'runtime' and 'force' must be true or false")
-    return changes, runtime, force
+    changes = args.get("limits", {})
+    builds = args.get("builds", {})
+    flags = [args.get(name, False) for name in ("running", "runtime", "force")]
+    if not isinstance(changes, dict) or not isinstance(builds, dict) or not (changes or builds):
+        raise ProtocolError("'set' needs a non-empty 'limits' or 'builds' object")
+    if not all(isinstance(flag, bool) for flag in flags):
+        raise ProtocolError("'running', 'runtime' and 'force' must be true or false")
+    running, runtime, force = flags
+    if running and not builds:
+        raise ProtocolError("'running' applies 'builds' to the running builds: give 'builds'")
+    return changes, builds, running, runtime, force
 
 
 def _reset_force(args: dict[str, Any]) -> bool:

@@ -9,6 +9,9 @@ from typing import Any, Protocol
 import structlog
 
 from ccgroupd.daemon.api import Peer
+from ccgroupd.daemon.builds.defaults import BuildDefaults
+from ccgroupd.daemon.builds.tracker import BuildTracker
+from ccgroupd.daemon.builds.views import builds_reply, builds_summary
 from ccgroupd.daemon.controller import LimitController
 from ccgroupd.daemon.status import CpuMeter, engine_status, read_usage, status_document
 from ccgroupd.engine.supervisor import Supervisor
@@ -27,7 +30,9 @@ class Commands:
     def __init__(self, cgroupfs: Cgroupfs, group: str, controller: LimitController,
                  supervisor: Supervisor, *, monitor: Callable[[], Counted | None],
                  reload: Callable[[Peer], Awaitable[None]],
-                 limits_changed: Callable[[], None], cpu_meter: CpuMeter) -> None:
+                 limits_changed: Callable[[], None], cpu_meter: CpuMeter,
+                 builds: Callable[[], BuildTracker | None], build_defaults: BuildDefaults,
+                 clock: Callable[[], float]) -> None:
         self._cgroupfs = cgroupfs
         self._group = group
         self._controller = controller
@@ -36,19 +41,33 @@ class Commands:
         self._reload = reload
         self._limits_changed = limits_changed
         self._cpu_meter = cpu_meter
+        self._builds = builds
+        self._build_defaults = build_defaults
+        self._clock = clock
 
     def status(self) -> dict[str, Any]:
         monitor = self._monitor()
-        return status_document(
+        return {**status_document(
             cgroup_path=self._controller.cgroup_path, layers=self._controller.layers,
             usage=read_usage(self._cgroupfs, self._group, self._controller.limits,
                              self._cpu_meter),
             events=monitor.counters() if monitor is not None else {},
-            engine=engine_status(self._supervisor))
+            engine=engine_status(self._supervisor)),
+            "builds": builds_summary(self._builds(), self._cgroupfs, self._group,
+                                     self._build_defaults.effective())}
+
+    def builds(self) -> dict[str, Any]:
+        return builds_reply(self._builds(), self._cgroupfs, self._group,
+                            self._controller.limits, self._clock())
 
     async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
-                         peer: Peer) -> dict[str, Any]:
-        await self._controller.set(changes, runtime=runtime, force=force, peer=peer)
+                         peer: Peer, builds: Mapping[str, object] | None = None,
+                         running: bool = False) -> dict[str, Any]:
+        if changes:
+            await self._controller.set(changes, runtime=runtime, force=force, peer=peer)
+        if builds:
+            self._build_defaults.set(builds, runtime=runtime, running=running,
+                                     tracker=self._builds(), peer=peer)
         return self._reply_in_force()
 
     async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from ccgroupd import __version__
 from ccgroupd.config import Config, load_config
 from ccgroupd.daemon.api import ApiServer, Peer
 from ccgroupd.daemon.builds.attribution import KernelLogAttribution
+from ccgroupd.daemon.builds.defaults import BuildDefaults
 from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.controller import LimitController
@@ -58,7 +59,7 @@ from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.kmsg import Kmsg, open_kmsg
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.model import host_cpu_count
-from ccgroupd.limits.store import StateStore
+from ccgroupd.limits.store import BUILD_STATE_FILE_NAME, StateStore
 from ccgroupd.notify import Notifier
 
 log = structlog.get_logger("ccgroupd")
@@ -76,6 +77,8 @@ class ViolationMonitor(Protocol):
     def last_violation(self) -> str | None: ...
 
     def recent_oom_kill(self) -> bool: ...
+
+    def pids_event(self) -> None: ...
 
 
 MonitorFactory = Callable[[Cgroupfs, Procfs, str, Config, KernelLogAttribution],
@@ -232,10 +235,17 @@ class Daemon:
     async def _start_services(self) -> None:
         """The monitor, the control socket and the metrics endpoint, serving once this
         returns; closed again by _shut_down."""
+        assert self.controller is not None and self.supervisor is not None
+        controller = self.controller
+        build_defaults = BuildDefaults(
+            StateStore(self.config.daemon.state_dir, name=BUILD_STATE_FILE_NAME),
+            self.config.builds.limits, self.config.builds.rules, lambda: controller.limits)
         if self._monitor_factory is not None:
             # Builds are tracked wherever violations are monitored: a record names the build.
-            self.builds = BuildTracker(self.cgroupfs, self.procfs, self.engine_group,
-                                       self.config.builds, clock=self._clock)
+            self.builds = BuildTracker(
+                self.cgroupfs, self.procfs, self.engine_group, self.config.builds,
+                self.config.monitor, on_pids_event=self._on_build_pids_event, clock=self._clock)
+            self.builds.set_defaults(build_defaults.effective(), running=False)
             attribution = KernelLogAttribution(_open_kernel_log(), self.builds)
             attribution.arm(asyncio.get_running_loop())
             self._services.callback(attribution.close)
@@ -243,24 +253,28 @@ class Daemon:
             self.monitor = self._monitor_factory(self.cgroupfs, self.procfs, self.engine_group,
                                                  self.config, attribution)
             self._spawn_task(self.monitor.run())
-        assert self.controller is not None and self.supervisor is not None
         self.commands = Commands(self.cgroupfs, self.engine_group, self.controller,
                                  self.supervisor, monitor=lambda: self.monitor,
                                  reload=self._reload, limits_changed=self._status.update,
-                                 cpu_meter=self._cpu_meter)
+                                 cpu_meter=self._cpu_meter, builds=lambda: self.builds,
+                                 build_defaults=build_defaults, clock=self._clock)
         if self._serve_api:
             server = ApiServer.from_config(self.commands, self.config.api, self.procfs)
             await server.start()
             self._services.push_async_callback(server.close)
         if self.config.metrics.enabled:
             # Imported here: prometheus_client is only worth loading when metrics are on.
-            from ccgroupd.daemon.metrics import EngineGroupCollector, MetricsServer
+            from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
 
             metrics = MetricsServer.from_config(
                 EngineGroupCollector(self.cgroupfs, self.engine_group, lambda: self.supervisor),
-                self.config.metrics)
+                self.config.metrics, more=[BuildsCollector(lambda: self.builds)])
             metrics.start()
             self._services.push_async_callback(asyncio.to_thread, metrics.close)
+
+    def _on_build_pids_event(self) -> None:
+        if self.monitor is not None:
+            self.monitor.pids_event()
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -31,11 +31,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ccgroupd import __version__
+from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.daemon.status import read_or_none, sample_usage
 from ccgroupd.engine.supervisor import EngineState
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -264,6 +270,45 @@ READ_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 16
 
 
+class BuildsCollector(Collector):
+    """The builds' totals: counters and histograms over every build that finished, with no
+    label per build (builds come and go by the thousand; the cardinality stays fixed)."""
+
+    def __init__(self, tracker: Callable[[], BuildTracker | None]) -> None:
+        self._tracker = tracker
+
+    def collect(self) -> Iterable[Metric]:
+        tracker = self._tracker()
+        if tracker is None:
+            return []
+        stats = tracker.stats
+        families: list[Metric] = [GaugeMetricFamily(
+            "ccgroupd_builds_running", "Build groups below the engine group now",
+            value=len(tracker.builds))]
+        for name, documentation, value in (
+                ("ccgroupd_builds_started", "Build groups seen since the daemon started",
+                 stats.started_total),
+                ("ccgroupd_builds_finished", "Builds that ended (one build_finished record "
+                 "each)", stats.finished_total),
+                ("ccgroupd_builds_unaccounted", "Builds whose group was removed before "
+                 "their end could be read (figures from the last sample)",
+                 stats.unaccounted_total),
+                ("ccgroupd_build_oom_kills", "OOM kills the kernel log put in a build",
+                 stats.oom_kills_total)):
+            families.append(CounterMetricFamily(name, documentation, value=value))
+        for name, documentation, histogram in (
+                ("ccgroupd_build_memory_peak_bytes", "Peak memory of each finished build",
+                 stats.memory_peak_bytes),
+                ("ccgroupd_build_cpu_seconds", "CPU time of each finished build",
+                 stats.cpu_seconds),
+                ("ccgroupd_build_duration_seconds", "Wall time of each finished build",
+                 stats.duration_seconds)):
+            families.append(HistogramMetricFamily(name, documentation,
+                                                  buckets=histogram.buckets(),
+                                                  sum_value=histogram.sum))
+        return families
+
+
 class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
@@ -306,9 +351,10 @@ class MetricsServer:
 
     def __init__(self, collector: Collector, address: IPv4Address | IPv6Address,
                  port: int, *, read_timeout_s: float = READ_TIMEOUT_S,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, more: Iterable[Collector] = ()) -> None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
+        for each in (collector, *more):
+            registry.register(each)
         # process_* of the daemon itself (RSS, CPU, open fds), as every exporter has.
         ProcessCollector(registry=registry)
         base = _BoundedWSGIServer if address.version == 4 else _BoundedWSGIServer6
@@ -323,8 +369,9 @@ class MetricsServer:
                                         name="ccgroupd-metrics", daemon=True)
 
     @classmethod
-    def from_config(cls, collector: Collector, settings: MetricsSection) -> MetricsServer:
-        return cls(collector, settings.listen_address, settings.port)
+    def from_config(cls, collector: Collector, settings: MetricsSection,
+                    more: Iterable[Collector] = ()) -> MetricsServer:
+        return cls(collector, settings.listen_address, settings.port, more=more)
 
     @property
     def address(self) -> str:

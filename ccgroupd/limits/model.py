@@ -35,6 +35,7 @@ from ccgroupd.kernel.files import (
     MEMORY_SWAP_MAX,
     PIDS_MAX,
 )
+from ccgroupd.kernel.parsers import CpuMax
 from ccgroupd.values import (
     CPU_PERIOD_USEC,
     DEFAULT_CPU_WEIGHT,
@@ -147,6 +148,11 @@ class Limits(BaseModel):
             if mine is not None and theirs is not None and mine > theirs:
                 shown = format_bytes(theirs) if name.startswith("memory") else theirs
                 raise LimitsError(f"{where}.{name}", mine, f"above the engine's {name} ({shown})")
+
+    def cpu_max(self) -> CpuMax | None:
+        """The cpu.max these limits write, None for no quota."""
+        quota_usec = self.cpu_quota_usec()
+        return None if quota_usec is None else CpuMax(quota_usec, CPU_PERIOD_USEC)
 
     def cpu_quota_usec(self) -> int | None:
         """The cpu.max quota per CPU_PERIOD_USEC, None for no quota."""

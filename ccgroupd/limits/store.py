@@ -27,6 +27,7 @@ from ccgroupd.errors import CcgroupdError, LimitsError
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 STATE_FILE_NAME = "limits.json"
+BUILD_STATE_FILE_NAME = "build-limits.json"  # the build defaults' changes, in the same format
 STATE_FORMAT_VERSION = 1
 
 log = structlog.get_logger("ccgroupd")
@@ -41,9 +42,10 @@ class _InvalidState(ValueError):
 
 
 class StateStore:
-    def __init__(self, state_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: Path, *, name: str = STATE_FILE_NAME,
+                 clock: Callable[[], float] = time.time) -> None:
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / STATE_FILE_NAME
+        self.path = self.state_dir / name
         self._clock = clock
 
     def load(self, base: Limits | None = None,
@@ -95,7 +97,7 @@ class StateStore:
                           indent=2, sort_keys=True) + "\n"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(prefix=f".{STATE_FILE_NAME}.", dir=self.state_dir)
+            fd, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.state_dir)
         except OSError as exc:
             raise StateError(f"cannot write {self.path}: {exc}") from exc
         try:
@@ -112,10 +114,10 @@ class StateStore:
 
     def _set_aside(self, reason: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        target = self.path.with_name(f"{STATE_FILE_NAME}.corrupt-{stamp}")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         suffix = 1
         while target.exists():
-            target = self.path.with_name(f"{STATE_FILE_NAME}.corrupt-{stamp}.{suffix}")
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{suffix}")
             suffix += 1
         try:
             os.replace(self.path, target)

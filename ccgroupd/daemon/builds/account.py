@@ -5,7 +5,7 @@ group before the end could be read."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -17,7 +17,7 @@ from ccgroupd.kernel.files import (
     PIDS_CURRENT,
     PIDS_EVENTS,
 )
-from ccgroupd.kernel.parsers import ParseError, parse_cpu_stat, parse_uint_or_max
+from ccgroupd.kernel.parsers import CpuStat, ParseError, parse_cpu_stat, parse_uint_or_max
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Usage:
     pids_current: int | None = None
     oom_kills: int | None = None  # this group's own (memory.events.local)
     pids_refused: int | None = None  # pids.events "max": forks refused in this group
+    cpu_stat: CpuStat | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, int | None]:
         return {"usage_usec": self.cpu_usage_usec, "memory_current_bytes":
@@ -47,16 +48,17 @@ def read_usage(cgroupfs: Cgroupfs, group: str) -> Usage | None:
         values["throttled_usec"] = stat.throttled_usec
     if not values:  # cpu.stat exists in every group: the group is gone
         return None
-    for field, attribute in (("memory_current_bytes", MEMORY_CURRENT),
-                             ("memory_peak_bytes", MEMORY_PEAK),
-                             ("pids_current", PIDS_CURRENT)):
+    cpu_stat = stat
+    for name, attribute in (("memory_current_bytes", MEMORY_CURRENT),
+                            ("memory_peak_bytes", MEMORY_PEAK),
+                            ("pids_current", PIDS_CURRENT)):
         with contextlib.suppress(CgroupError, ParseError):
-            values[field] = parse_uint_or_max(cgroupfs.read(group, attribute))
-    for field, attribute, key in (("oom_kills", MEMORY_EVENTS_LOCAL, "oom_kill"),
-                                  ("pids_refused", PIDS_EVENTS, "max")):
+            values[name] = parse_uint_or_max(cgroupfs.read(group, attribute))
+    for name, attribute, key in (("oom_kills", MEMORY_EVENTS_LOCAL, "oom_kill"),
+                                 ("pids_refused", PIDS_EVENTS, "max")):
         with contextlib.suppress(CgroupError):
-            values[field] = cgroupfs.read_flat_keyed(group, attribute).get(key, 0)
-    return Usage(**values)
+            values[name] = cgroupfs.read_flat_keyed(group, attribute).get(key, 0)
+    return Usage(**values, cpu_stat=cpu_stat)
 
 
 class Histogram:

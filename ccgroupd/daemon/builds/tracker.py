@@ -21,13 +21,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
 from ccgroupd.daemon.builds.account import Usage, read_usage
 from ccgroupd.daemon.builds.stats import BuildStats
+from ccgroupd.daemon.builds.throttling import BuildThrottling
+from ccgroupd.daemon.builds.treewatch import DIRECTORY, TreeWatch
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_EVENTS, MEMORY_OOM_GROUP, PIDS_EVENTS
@@ -37,7 +38,7 @@ from ccgroupd.limits.builds import BuildGroups, matching_rule, rule_limits
 from ccgroupd.limits.model import Limits
 
 if TYPE_CHECKING:
-    from ccgroupd.config import BuildsSection
+    from ccgroupd.config import BuildsSection, MonitorSection
 
 log = structlog.get_logger("ccgroupd")
 
@@ -47,7 +48,6 @@ COMMAND_CHECK_INTERVAL_S = 0.005
 COMMAND_CHECK_LIMIT = 400  # 2 s of checks; a build still in its runtime's init after that
 # Finished builds remembered for the kernel log's records that name a removed group.
 RECENT_BUILDS_KEPT = 512
-_DIRECTORY = "directory"
 _FRESH_GROUP = Limits().cgroup_values()  # what a new group holds: nothing to write
 
 
@@ -74,7 +74,9 @@ class Build:
 
 class BuildTracker:
     def __init__(self, cgroupfs: Cgroupfs, procfs: Procfs, engine_group: str,
-                 settings: BuildsSection, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 settings: BuildsSection, monitor: MonitorSection, *,
+                 on_pids_event: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cgroupfs = cgroupfs
         self._procfs = procfs
         self.engine_group = engine_group.strip("/")
@@ -86,7 +88,11 @@ class BuildTracker:
         self.builds: dict[str, Build] = {}
         self._recent: OrderedDict[str, str | None] = OrderedDict()
         self.stats = BuildStats()
-        self._inotify: Inotify | None = None
+        self._watch = TreeWatch(self._engine_path)
+        self._throttling = BuildThrottling(monitor)
+        # Before Linux 6.11 a refused fork is counted in the build's own pids.events, which
+        # the monitor sums over the subtree: tell it at once, while the group still exists.
+        self._on_pids_event = on_pids_event
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: asyncio.Future[None] | None = None
         self._limits_failure_logged = False
@@ -97,21 +103,19 @@ class BuildTracker:
         """Track until cancelled; raises what broke the tracking."""
         self._loop = asyncio.get_running_loop()
         self._failure = self._loop.create_future()
-        self._inotify = Inotify()
-        self._loop.add_reader(self._inotify.fileno(), self._on_readable)
+        inotify = self._watch.open()
+        self._loop.add_reader(inotify.fileno(), self._on_readable, inotify)
         try:
             self.rescan()
             await self._failure
         finally:
-            self._loop.remove_reader(self._inotify.fileno())
-            self._inotify.close()
-            self._inotify = None
+            self._loop.remove_reader(inotify.fileno())
+            self._watch.close()
             self._loop = self._failure = None
 
-    def _on_readable(self) -> None:
-        assert self._inotify is not None
+    def _on_readable(self, inotify: Inotify) -> None:
         try:
-            self.handle(self._inotify.read_events())
+            self.handle(inotify.read_events())
         except Exception as exc:  # a reader callback cannot raise into run(): hand it over
             if self._failure is not None and not self._failure.done():
                 self._failure.set_exception(exc)
@@ -119,8 +123,8 @@ class BuildTracker:
     def handle(self, events: list[InotifyEvent]) -> None:
         rescan = False
         for event in events:
-            if event.name == _DIRECTORY:
-                parent = self._relative(event.path)
+            if event.name == DIRECTORY:
+                parent = self._watch.relative(event.path)
                 if event.created is not None:
                     self._appeared(_join(parent, event.created))
                 elif event.deleted is not None:
@@ -128,9 +132,9 @@ class BuildTracker:
                 else:  # the queue overflowed: what was lost is unknown
                     rescan = True
             elif event.name == CGROUP_EVENTS:
-                self._populated_changed(self._relative(event.path.parent))
+                self._populated_changed(self._watch.relative(event.path.parent))
             elif event.name == PIDS_EVENTS:
-                self._pids_changed(self._relative(event.path.parent))
+                self._pids_changed(self._watch.relative(event.path.parent))
         if rescan:
             self.rescan()
 
@@ -140,9 +144,8 @@ class BuildTracker:
         came back."""
         from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 
-        if self._inotify is not None:
-            self._inotify.remove({path for path in self._watched_directories()})
-            self._watch_directory("")
+        self._watch.forget_directories()
+        self._watch.watch_directory("")
         try:
             found = self._cgroupfs.descendants(self.engine_group, max_depth=ENGINE_MAX_DEPTH)
         except CgroupError:
@@ -155,7 +158,7 @@ class BuildTracker:
                 if group not in self.builds:
                     self._appeared(group)
             elif self._groups.may_hold_builds(group):
-                self._watch_directory(group)
+                self._watch.watch_directory(group)
         for group in [group for group in self.builds if group not in present]:
             self._disappeared(group)
 
@@ -171,11 +174,11 @@ class BuildTracker:
             self._write_limits(build, self.defaults, previous=_FRESH_GROUP)
             if self._settings.oom_group:
                 self._write(build, MEMORY_OOM_GROUP, "1")
-            self._watch_files(build)
+            self._watch.watch_build(group)
             self._populated_changed(group)  # it may hold processes already
         elif self._groups.may_hold_builds(group):
             # Watch first, then look: a child made in between is seen either way.
-            self._watch_directory(group)
+            self._watch.watch_directory(group)
             with contextlib.suppress(CgroupError):
                 for child in self._cgroupfs.children(self._group_path(group)):
                     self._appeared(_join(group, child.rsplit("/", 1)[-1]))
@@ -184,10 +187,7 @@ class BuildTracker:
         gone = [g for g in self.builds if g == group or g.startswith(group + "/")]
         for build_group in gone:
             self._finish(self.builds[build_group], final=None)
-        if self._inotify is not None:
-            prefix = self._engine_path / group if group else self._engine_path
-            self._inotify.remove({path for path in self._watched_directories()
-                                  if path == prefix or prefix in path.parents})
+        self._watch.forget_directories(under=group)
 
     def _populated_changed(self, group: str) -> None:
         build = self.builds.get(group)
@@ -207,6 +207,7 @@ class BuildTracker:
     def _pids_changed(self, group: str) -> None:
         build = self.builds.get(group)
         if build is not None:
+            self._on_pids_event()
             usage = read_usage(self._cgroupfs, self._group_path(group))
             if usage is not None:
                 build.sample = usage
@@ -244,7 +245,8 @@ class BuildTracker:
 
     def _finish(self, build: Build, *, final: Usage | None) -> None:
         del self.builds[build.group]
-        self._forget_files(build)
+        self._throttling.forget(build.group)
+        self._watch.forget_build(build.group)
         usage = final or build.sample
         accounting = "final" if final is not None else "sampled" if usage is not None else "none"
         usage = usage or Usage()
@@ -269,13 +271,20 @@ class BuildTracker:
 
     def poll(self) -> None:
         """Read every running build's usage (the housekeeping timer's poll): the fallback
-        accounting and the peak seen where the kernel has no memory.peak."""
+        accounting, the peak seen where the kernel has no memory.peak, and throttling."""
+        throttle_samples = []
         for build in list(self.builds.values()):
-            usage = read_usage(self._cgroupfs, self._group_path(build.group))
-            if usage is not None:
-                build.sample = usage
-                build.peak_seen_bytes = max(build.peak_seen_bytes,
-                                            usage.memory_current_bytes or 0)
+            group = self._group_path(build.group)
+            usage = read_usage(self._cgroupfs, group)
+            if usage is None:
+                continue
+            build.sample = usage
+            build.peak_seen_bytes = max(build.peak_seen_bytes, usage.memory_current_bytes or 0)
+            if usage.cpu_stat is not None and build.limits.cpus is not None:
+                throttle_samples.append((build.group, build.command_line(), usage.cpu_stat,
+                                         build.limits.cpu_max()))
+        self._throttling.sample(throttle_samples, self._clock(),
+                                lambda build: str(self._engine_path / build))
 
     def set_defaults(self, defaults: Limits, *, running: bool) -> None:
         """New default limits for builds that appear from now on, and with ``running`` for
@@ -335,30 +344,6 @@ class BuildTracker:
                 self._limits_failure_logged = True
                 log.warning("build_limits_failed", cgroup=str(exc.path), value=value,
                             errno=exc.errno, error=str(exc))
-
-    def _watch_directory(self, group: str) -> None:
-        if self._inotify is not None:
-            with contextlib.suppress(CgroupError):  # removed meanwhile
-                self._inotify.add_directory(self._engine_path / group if group
-                                            else self._engine_path, _DIRECTORY)
-
-    def _watch_files(self, build: Build) -> None:
-        if self._inotify is not None:
-            with contextlib.suppress(CgroupError):
-                for attribute in (CGROUP_EVENTS, PIDS_EVENTS):
-                    self._inotify.add(self._engine_path / build.group / attribute, attribute)
-
-    def _forget_files(self, build: Build) -> None:
-        if self._inotify is not None:
-            directory = self._engine_path / build.group
-            self._inotify.remove({directory / CGROUP_EVENTS, directory / PIDS_EVENTS})
-
-    def _watched_directories(self) -> list[Path]:
-        assert self._inotify is not None
-        return self._inotify.paths(_DIRECTORY)
-
-    def _relative(self, path: Path) -> str:
-        return "" if path == self._engine_path else str(path.relative_to(self._engine_path))
 
     def _group_path(self, group: str) -> str:
         return _join(self.engine_group, group)

@@ -181,6 +181,12 @@ class Monitor:
         return (self._last_oom_kill_s is not None
                 and self._clock() - self._last_oom_kill_s <= OOM_ATTRIBUTION_WINDOW_S)
 
+    def pids_event(self) -> None:
+        """Some group's pids.events changed (the build tracker watches every build's from
+        its creation; the monitor's own watches start at the next subtree walk)."""
+        if self.state is MonitorState.WATCHING:
+            self.on_changed({PIDS_EVENTS})
+
     # -- driving (run() calls these; tests call them with a fake clock) --------
 
     def start(self) -> None:

@@ -1,0 +1,54 @@
+"""CPU throttling of builds by their own cpu.max: the engine group's cpu.stat does not
+count it (a group is throttled where its quota ran out), so each build's cpu.stat is
+sampled on the daemon's poll. At most one cpu_throttled record per report interval
+names the most throttled build and says how many were throttled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ccgroupd.daemon.monitor.throttle import ThrottleMeter, throttle_fields
+from ccgroupd.kernel.parsers import CpuMax, CpuStat
+
+if TYPE_CHECKING:
+    from ccgroupd.config import MonitorSection
+
+log = structlog.get_logger("ccgroupd")
+
+
+class BuildThrottling:
+    def __init__(self, settings: MonitorSection) -> None:
+        self._settings = settings
+        self._meters: dict[str, ThrottleMeter] = {}
+        self._last_report_s = float("-inf")
+        self._throttled_since_report: set[str] = set()
+
+    def forget(self, build: str) -> None:
+        self._meters.pop(build, None)
+
+    def sample(self, samples: Iterable[tuple[str, str | None, CpuStat, CpuMax | None]],
+               now: float, cgroup_of: Callable[[str], str]) -> None:
+        """(build, command line, cpu.stat, cpu.max) of each running build, read now."""
+        worst: tuple[float, str, str | None, dict[str, int], CpuMax | None] | None = None
+        for build, command, stat, cpu_max in samples:
+            meter = self._meters.setdefault(build, ThrottleMeter(
+                self._settings.throttle_threshold))
+            _throttled, amounts = meter.sample(stat, now)
+            if amounts is None:
+                continue
+            self._throttled_since_report.add(build)
+            share = amounts["delta"] / amounts["periods"]
+            if worst is None or share > worst[0]:
+                worst = (share, build, command, amounts, cpu_max)
+        if worst is None or now - self._last_report_s < self._settings.report_interval_s:
+            return
+        _share, build, command, amounts, cpu_max = worst
+        log.warning("cpu_throttled", cgroup=cgroup_of(build), build=build,
+                    build_command=command,
+                    builds_throttled=len(self._throttled_since_report),
+                    **throttle_fields(amounts, cpu_max))
+        self._last_report_s = now
+        self._throttled_since_report.clear()

@@ -1,0 +1,61 @@
+"""inotify on the engine group's subtree: the directories where builds may appear
+(IN_CREATE and IN_DELETE of child groups), and each build's ``cgroup.events`` and
+``pids.events``. kernfs sends no IN_IGNORED when a group is removed (before Linux 6.11)
+and a watch pins the inode: every watch is dropped here when its group goes."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from ccgroupd.errors import CgroupError
+from ccgroupd.kernel.files import CGROUP_EVENTS, PIDS_EVENTS
+from ccgroupd.kernel.inotify import Inotify
+
+DIRECTORY = "directory"  # the name of directory watches in the events
+BUILD_FILES = (CGROUP_EVENTS, PIDS_EVENTS)
+
+
+class TreeWatch:
+    def __init__(self, engine_path: Path) -> None:
+        self.engine_path = engine_path
+        self.inotify: Inotify | None = None  # while open; without it nothing is watched
+
+    def open(self) -> Inotify:
+        self.inotify = Inotify()
+        return self.inotify
+
+    def close(self) -> None:
+        if self.inotify is not None:
+            self.inotify.close()
+            self.inotify = None
+
+    def path(self, group: str) -> Path:
+        """The directory of a group relative to the engine group ("" is the engine group)."""
+        return self.engine_path / group if group else self.engine_path
+
+    def relative(self, path: Path) -> str:
+        return "" if path == self.engine_path else str(path.relative_to(self.engine_path))
+
+    def watch_directory(self, group: str) -> None:
+        if self.inotify is not None:
+            with contextlib.suppress(CgroupError):  # removed meanwhile
+                self.inotify.add_directory(self.path(group), DIRECTORY)
+
+    def forget_directories(self, under: str | None = None) -> None:
+        """Drop the directory watches of ``under`` and below it (None: all of them)."""
+        if self.inotify is None:
+            return
+        top = None if under is None else self.path(under)
+        self.inotify.remove({path for path in self.inotify.paths(DIRECTORY)
+                             if top is None or path == top or top in path.parents})
+
+    def watch_build(self, group: str) -> None:
+        if self.inotify is not None:
+            with contextlib.suppress(CgroupError):
+                for attribute in BUILD_FILES:
+                    self.inotify.add(self.path(group) / attribute, attribute)
+
+    def forget_build(self, group: str) -> None:
+        if self.inotify is not None:
+            self.inotify.remove({self.path(group) / attribute for attribute in BUILD_FILES})
