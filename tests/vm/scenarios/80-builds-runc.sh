@@ -104,8 +104,9 @@ check "the probe build's oom_score_adj was reset to 0 (the engine's is -900)" \
 
 echo "--- 2. two builds at once (+ a postgres one): the 400M hog is OOM-killed alone"
 mark_journal
-rb_build steady "${py[@]}" spin 40 32
-rb_build pg "$postgres" -S "$build_py" spin 40 48
+# Long enough to outlive the hog, the rule's checks and the builds query under emulation.
+rb_build steady "${py[@]}" spin 90 32
+rb_build pg "$postgres" -S "$build_py" spin 90 48
 check "the steady and postgres builds run" \
     wait_for 90 bash -c "grep -q '^spin' $RB/builds/steady.out && grep -q '^spin' $RB/builds/pg.out"
 rb_build hog "${py[@]}" hog 400
@@ -178,9 +179,11 @@ check "ccgroupd logged pids_max naming buildkit/forks" wait_for 30 test -n "$(pi
 event_records pids_max | jq -c '{MESSAGE, CCGROUPD_BUILD, CCGROUPD_BUILD_COMMAND}'
 check "the pids_max record names the build's command" \
     grep -q 'build.py forks 100' <<<"$(pids_record | jq -r '.CCGROUPD_BUILD_COMMAND // empty')"
+check "every pids_max record since the forks build started names it" \
+    test -z "$(event_records pids_max | jq -c 'select(.CCGROUPD_BUILD != "buildkit/forks")')"
 
 echo "--- 6. build_finished for each build"
-check "the steady and postgres builds ended" wait_for 120 bash -c "[[ -f $RB/builds/steady.rc && -f $RB/builds/pg.rc ]]"
+check "the steady and postgres builds ended" wait_for 180 bash -c "[[ -f $RB/builds/steady.rc && -f $RB/builds/pg.rc ]]"
 finished() {
     event_records build_finished | jq -c --arg b "buildkit/$1" 'select(.CCGROUPD_BUILD == $b)' | tail -1
 }
@@ -196,6 +199,9 @@ check "build_finished of the forks build counts refused forks" \
     test "$(finished forks | jq -r '.CCGROUPD_PIDS_REFUSED // 0')" -ge 1
 check "build_finished of the steady build has its peak memory (> 32 MiB)" \
     test "$(finished steady | jq -r '.CCGROUPD_MEMORY_PEAK_BYTES // 0')" -gt 33554432
+# Not a check: whether ccgroupd read a build's counters before runc removed its group.
+echo "accounting of the build_finished records: $(event_records build_finished |
+    jq -r '.CCGROUPD_ACCOUNTING' | sort | uniq -c | tr -s ' \n' ' ')"
 
 echo "--- 7. a group-level OOM kills a build, not the engine (whose RSS is larger)"
 mark_journal
