@@ -195,19 +195,28 @@ class EngineSection(_Section):
         return list(self.command)
 
 
-class BuildRule(_Section):
+class _WithLimitKeys(_Section):
+    """A table that takes limit keys (memory = "2G") beside its own, as [limits] does."""
+
+    limits: Limits = Limits()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_from_keys(cls, value: object) -> object:
+        if not isinstance(value, Mapping) or "limits" in value:
+            return value
+        limits = {key: item for key, item in value.items() if key in LIMIT_NAMES}
+        rest = {key: item for key, item in value.items() if key not in LIMIT_NAMES}
+        return {**rest, "limits": Limits.from_mapping(limits)}
+
+
+class BuildRule(_WithLimitKeys):
     """Other limits for the builds whose command matches; the first matching rule wins."""
 
     # A glob on the basename of the build's argv[0] ("postgres*") ...
     command: str | None = None
     # ... or a regular expression searched in the whole command line (argv joined by spaces).
     command_regex: str | None = None
-    limits: Limits = Limits()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _limits_from_keys(cls, value: object) -> object:
-        return _split_limit_keys(value)
 
     @field_validator("command_regex")
     @classmethod
@@ -227,24 +236,18 @@ class BuildRule(_Section):
         return self
 
 
-class BuildsSection(_Section):
+class BuildsSection(_WithLimitKeys):
     """Build containers: the groups the engine's runtime makes below its own (BuildKit's
     runc executor: /buildkit/<id> in the engine's cgroup namespace)."""
 
     # Globs on a group's path relative to the engine group: "*" is one path component,
     # "**" any number of them.
     groups: list[str] = Field(default=[DEFAULT_BUILD_GROUPS], min_length=1)
-    # The default limits of every build, written as its group appears.
-    limits: Limits = Limits()
+    # limits: the default limits of every build, written as its group appears.
     # memory.oom.group = 1: the kernel kills a build whole, never half of it.
     oom_group: bool = True
     oom_score_adj: OomScoreAdj = 0
     rules: list[BuildRule] = []
-
-    @model_validator(mode="before")
-    @classmethod
-    def _limits_from_keys(cls, value: object) -> object:
-        return _split_limit_keys(value)
 
     @field_validator("groups")
     @classmethod
@@ -255,16 +258,6 @@ class BuildsSection(_Section):
                 raise ValueError(f"{pattern!r}: a glob like '**/buildkit/*', without empty, "
                                  "'.' or '..' components, and not ending in '**'")
         return patterns
-
-
-def _split_limit_keys(value: object) -> object:
-    """A table that holds limit keys (memory = "2G") beside its own: the limit keys become
-    its ``limits``, as in [limits]."""
-    if not isinstance(value, Mapping) or "limits" in value:
-        return value
-    limits = {key: item for key, item in value.items() if key in LIMIT_NAMES}
-    rest = {key: item for key, item in value.items() if key not in LIMIT_NAMES}
-    return {**rest, "limits": Limits.from_mapping(limits)}
 
 
 class MonitorSection(_Section):

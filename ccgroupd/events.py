@@ -108,10 +108,15 @@ def _oom_kill(f: Fields) -> str:
 
 
 def _cpu_throttled(f: Fields) -> str:
-    return (f"{f.text('cgroup')} was CPU-throttled in {f.percent('throttled_periods_fraction')} "
-            f"of scheduler periods ({f.count('delta', 'period')}) and "
-            f"{f.percent('throttled_time_fraction')} of the time over "
-            f"{f.text('interval_s')} s; cpu.max allows {f.text('limit_cpus')} CPUs")
+    message = (f"{f.text('cgroup')} was CPU-throttled in "
+               f"{f.percent('throttled_periods_fraction')} of scheduler periods "
+               f"({f.count('delta', 'period')}) and {f.percent('throttled_time_fraction')} of "
+               f"the time over {f.text('interval_s')} s; cpu.max allows "
+               f"{f.text('limit_cpus')} CPUs")
+    if f.has("build"):
+        message += (f"; build {f.text('build')}: {f.text('build_command')} (the most "
+                    f"throttled of {f.count('builds_throttled', 'build')})")
+    return message
 
 
 def _pids_max(f: Fields) -> str:

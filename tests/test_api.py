@@ -352,6 +352,23 @@ def test_protocol_errors_get_a_usage_error_reply(tmp_path: Path, line: bytes,
     assert logs == []  # a client's mistake is not the daemon's news
 
 
+def test_an_operation_the_server_does_not_serve_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name added to the protocol before the server serves it once fell through to
+    # restart-engine.
+    monkeypatch.setattr(protocol, "OPS", protocol.OPS | {"future-op"})
+    monkeypatch.setattr(protocol, "READ_OPS", protocol.READ_OPS | {"future-op"})
+    controller = FakeController()
+
+    async def scenario() -> dict[str, Any] | None:
+        async with serving(tmp_path, controller) as server:
+            return await exchange(server.socket_path, b'{"v": 1, "op": "future-op"}\n')
+
+    code, text = error_of(run(scenario()))
+    assert code == EXIT_USAGE and "'future-op' is not served" in text
+    assert controller.calls == []
+
+
 def test_oversized_request_is_refused(tmp_path: Path) -> None:
     async def scenario() -> dict[str, Any] | None:
         async with serving(tmp_path, FakeController()) as server:

@@ -63,6 +63,17 @@ def changed(cgroupfs: Cgroupfs, group: str) -> InotifyEvent:
     return InotifyEvent("cgroup.events", cgroupfs.path(f"{ENGINE}/{group}", "cgroup.events"))
 
 
+def start_build(kernel: FakeKernel, cgroupfs: Cgroupfs, tracker: BuildTracker, name: str,
+                argv: list[str]) -> tuple[str, int]:
+    """A runtime making a build's group, then its first process; returns (group, pid)."""
+    group = f"{BUILDKIT}/{name}"
+    kernel.mkdir(f"{ENGINE}/{group}")
+    tracker.handle([created(cgroupfs, BUILDKIT, name)])
+    pid = kernel.spawn(f"{ENGINE}/{group}", argv[0], argv=argv)
+    tracker.handle([changed(cgroupfs, group)])
+    return group, pid
+
+
 def value(kernel: FakeKernel, group: str, attribute: str) -> str:
     return kernel.group(f"{ENGINE}/{group}").values[attribute]
 
@@ -140,11 +151,7 @@ def test_a_build_that_ends_is_accounted_once_from_its_files(
     clock = FakeTime()
     tracker = tracker_for(cgroupfs, procfs, clock)
     tracker.rescan()
-    group = f"{BUILDKIT}/b2"
-    kernel.mkdir(f"{ENGINE}/{group}")
-    tracker.handle([created(cgroupfs, BUILDKIT, "b2")])
-    pid = kernel.spawn(f"{ENGINE}/{group}", "make", argv=["make", "-j4"])
-    tracker.handle([changed(cgroupfs, group)])
+    group, pid = start_build(kernel, cgroupfs, tracker, "b2", ["make", "-j4"])
     clock.now += 12.5
     kernel.update(f"{ENGINE}/{group}", "memory.peak", str(300 * 1024 * 1024))
     kernel.bump(f"{ENGINE}/{group}", "cpu.stat", usage_usec=4_000_000, throttled_usec=5000)
@@ -171,11 +178,7 @@ def test_a_build_removed_before_its_end_was_read_is_reported_from_its_sample(
         kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs) -> None:
     tracker = tracker_for(cgroupfs, procfs, FakeTime())
     tracker.rescan()
-    group = f"{BUILDKIT}/quick"
-    kernel.mkdir(f"{ENGINE}/{group}")
-    tracker.handle([created(cgroupfs, BUILDKIT, "quick")])
-    kernel.spawn(f"{ENGINE}/{group}", "sh", argv=["sh", "-c", "true"])
-    tracker.handle([changed(cgroupfs, group)])
+    group, _pid = start_build(kernel, cgroupfs, tracker, "quick", ["sh", "-c", "true"])
     kernel.update(f"{ENGINE}/{group}", "memory.current", str(50 * 1024 * 1024))
     tracker.poll()
     with capture_logs() as logs:
@@ -203,11 +206,7 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
         kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs) -> None:
     tracker = tracker_for(cgroupfs, procfs, FakeTime())
     tracker.rescan()
-    group = f"{BUILDKIT}/hog"
-    kernel.mkdir(f"{ENGINE}/{group}")
-    tracker.handle([created(cgroupfs, BUILDKIT, "hog")])
-    pid = kernel.spawn(f"{ENGINE}/{group}", "python3", argv=["python3", "hog.py", "400"])
-    tracker.handle([changed(cgroupfs, group)])
+    group, pid = start_build(kernel, cgroupfs, tracker, "hog", ["python3", "hog.py", "400"])
     kernel.exit(pid)
     kernel.fs.remove_object(str(cgroupfs.path(f"{ENGINE}/{group}")))
     with capture_logs():

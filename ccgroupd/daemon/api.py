@@ -309,7 +309,11 @@ class ApiServer:
         _no_args(op, args)
         if op == protocol.OP_RELOAD:
             return await self._controller.reload(peer)
-        return await self._controller.restart_engine(peer)
+        if op == protocol.OP_RESTART_ENGINE:
+            return await self._controller.restart_engine(peer)
+        # An operation named in protocol.OPS that nothing here serves must not fall through
+        # to another one (it once restarted the engine).
+        raise ProtocolError(f"operation {op!r} is not served by this daemon")
 
     async def _send(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
         writer.write(reply)

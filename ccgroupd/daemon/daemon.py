@@ -40,7 +40,7 @@ from ccgroupd import __version__
 from ccgroupd.config import Config, load_config
 from ccgroupd.daemon.api import ApiServer, Peer
 from ccgroupd.daemon.builds.attribution import KernelLogAttribution
-from ccgroupd.daemon.builds.defaults import BuildDefaults
+from ccgroupd.daemon.builds.service import BuildServices
 from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.controller import LimitController
@@ -56,10 +56,9 @@ from ccgroupd.engine.process import AsyncioSpawner, CommandRunner, ProcessSpawne
 from ccgroupd.engine.supervisor import CgroupEngineGroup, EngineState, Launch, Supervisor
 from ccgroupd.errors import EXIT_ENGINE_FAILED, EXIT_OK, CcgroupdError, CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
-from ccgroupd.kernel.kmsg import Kmsg, open_kmsg
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.model import host_cpu_count
-from ccgroupd.limits.store import BUILD_STATE_FILE_NAME, StateStore
+from ccgroupd.limits.store import StateStore
 from ccgroupd.notify import Notifier
 
 log = structlog.get_logger("ccgroupd")
@@ -90,15 +89,6 @@ def _default_monitor(cgroupfs: Cgroupfs, procfs: Procfs, group: str,
     from ccgroupd.daemon.monitor.core import Monitor
 
     return Monitor(cgroupfs, procfs, group, config.monitor, attribution=attribution)
-
-
-def _open_kernel_log() -> Kmsg | None:
-    try:
-        return open_kmsg()
-    except CgroupError as exc:
-        log.warning("kernel_log_unavailable", file=str(exc.path), errno=exc.errno,
-                    error=str(exc))
-        return None
 
 
 class Daemon:
@@ -136,7 +126,7 @@ class Daemon:
         self.controller: LimitController | None = None
         self.supervisor: Supervisor | None = None
         self.monitor: ViolationMonitor | None = None
-        self.builds: BuildTracker | None = None
+        self.builds: BuildServices | None = None
         self._cpu_meter = CpuMeter(clock)
         self.commands: Commands | None = None
         self._stop_signals = 0
@@ -192,7 +182,8 @@ class Daemon:
                 assert self.controller is not None
                 self._spawn_task(housekeep(
                     self.config.monitor, notifier=self.notifier, controller=self.controller,
-                    polled=lambda: [part for part in (self.monitor, self.builds) if part],
+                    polled=lambda: [part for part in (self.monitor, self.builds and
+                                                      self.builds.tracker) if part],
                     update_status=self._status.update,
                     spawn=self._spawn_task, sleep=self._sleep))
             final = await run
@@ -237,44 +228,29 @@ class Daemon:
         returns; closed again by _shut_down."""
         assert self.controller is not None and self.supervisor is not None
         controller = self.controller
-        build_defaults = BuildDefaults(
-            StateStore(self.config.daemon.state_dir, name=BUILD_STATE_FILE_NAME),
-            self.config.builds.limits, self.config.builds.rules, lambda: controller.limits)
+        self.builds = builds = BuildServices(self.config, lambda: controller.limits)
+        self._services.callback(builds.close)
         if self._monitor_factory is not None:
             # Builds are tracked wherever violations are monitored: a record names the build.
-            self.builds = BuildTracker(
-                self.cgroupfs, self.procfs, self.engine_group, self.config.builds,
-                self.config.monitor, on_pids_event=self._on_build_pids_event, clock=self._clock)
-            self.builds.set_defaults(build_defaults.effective(), running=False)
-            attribution = KernelLogAttribution(_open_kernel_log(), self.builds)
-            attribution.arm(asyncio.get_running_loop())
-            self._services.callback(attribution.close)
-            self._spawn_task(self.builds.run())
+            attribution = builds.track(
+                self.cgroupfs, self.procfs, self.engine_group, self.config,
+                monitor=lambda: self.monitor, clock=self._clock, spawn=self._spawn_task)
             self.monitor = self._monitor_factory(self.cgroupfs, self.procfs, self.engine_group,
                                                  self.config, attribution)
             self._spawn_task(self.monitor.run())
         self.commands = Commands(self.cgroupfs, self.engine_group, self.controller,
                                  self.supervisor, monitor=lambda: self.monitor,
                                  reload=self._reload, limits_changed=self._status.update,
-                                 cpu_meter=self._cpu_meter, builds=lambda: self.builds,
-                                 build_defaults=build_defaults, clock=self._clock)
+                                 cpu_meter=self._cpu_meter, builds=lambda: builds.tracker,
+                                 build_defaults=builds.defaults, clock=self._clock)
         if self._serve_api:
             server = ApiServer.from_config(self.commands, self.config.api, self.procfs)
             await server.start()
             self._services.push_async_callback(server.close)
         if self.config.metrics.enabled:
-            # Imported here: prometheus_client is only worth loading when metrics are on.
-            from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
-
-            metrics = MetricsServer.from_config(
-                EngineGroupCollector(self.cgroupfs, self.engine_group, lambda: self.supervisor),
-                self.config.metrics, more=[BuildsCollector(lambda: self.builds)])
-            metrics.start()
-            self._services.push_async_callback(asyncio.to_thread, metrics.close)
-
-    def _on_build_pids_event(self) -> None:
-        if self.monitor is not None:
-            self.monitor.pids_event()
+            close = _serve_metrics(self.cgroupfs, self.engine_group, lambda: self.supervisor,
+                                   lambda: builds.tracker, self.config)
+            self._services.push_async_callback(asyncio.to_thread, close)
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -346,6 +322,9 @@ class Daemon:
         self.notifier.reloading()
         try:
             config = self._load(self._config_path)
+            assert self.builds is not None
+            build_layers = self.builds.checked_reload(
+                config, self.controller.layers.with_config(config.limits).effective())
             await self.controller.reload(config.limits, peer)
         except CcgroupdError as error:
             log.error("config_reload_failed", error=str(error),  # noqa: TRY400
@@ -353,6 +332,7 @@ class Daemon:
             self.notifier.ready(self.status_line())
             raise
         self.supervisor.reconfigure(self._launch(config), restart_policy(config.engine))
+        self.builds.reloaded(config, build_layers)
         # cgroup, api and daemon settings take effect at the next start.
         self.config = config
         self.notifier.ready(self.status_line())
@@ -371,3 +351,16 @@ def run_daemon(config_path: Path | None) -> int:
 
     configure_logging(config.daemon.log_format)
     return asyncio.run(Daemon(config, config_path).serve())
+
+
+def _serve_metrics(cgroupfs: Cgroupfs, group: str, supervisor: Callable[[], Supervisor | None],
+                   tracker: Callable[[], BuildTracker | None],
+                   config: Config) -> Callable[[], None]:
+    """Start the metrics endpoint; returns what stops it."""
+    # Imported here: prometheus_client is only worth loading when metrics are on.
+    from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
+
+    metrics = MetricsServer.from_config(EngineGroupCollector(cgroupfs, group, supervisor),
+                                        config.metrics, more=[BuildsCollector(tracker)])
+    metrics.start()
+    return metrics.close

@@ -8,7 +8,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from ccgroupd.errors import CgroupError
-from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs, GroupDirectory
 from ccgroupd.kernel.files import (
     CPU_STAT,
     MEMORY_CURRENT,
@@ -41,24 +41,33 @@ class Usage:
 
 def read_usage(cgroupfs: Cgroupfs, group: str) -> Usage | None:
     """Every figure the group still has; None once it is gone (nothing could be read)."""
-    values: dict[str, int | None] = {}
-    with contextlib.suppress(CgroupError, ParseError):
-        stat = parse_cpu_stat(cgroupfs.read(group, CPU_STAT))
-        values["cpu_usage_usec"] = stat.usage_usec
-        values["throttled_usec"] = stat.throttled_usec
-    if not values:  # cpu.stat exists in every group: the group is gone
+    try:
+        directory = cgroupfs.directory(group)
+    except CgroupError:
         return None
-    cpu_stat = stat
-    for name, attribute in (("memory_current_bytes", MEMORY_CURRENT),
-                            ("memory_peak_bytes", MEMORY_PEAK),
-                            ("pids_current", PIDS_CURRENT)):
-        with contextlib.suppress(CgroupError, ParseError):
-            values[name] = parse_uint_or_max(cgroupfs.read(group, attribute))
+    return read_usage_in(directory)
+
+
+def read_usage_in(directory: GroupDirectory) -> Usage | None:
+    """:func:`read_usage` of a checked directory; what tells a build's end comes first."""
+    values: dict[str, int | None] = {}
+    try:
+        stat = parse_cpu_stat(directory.read(CPU_STAT))
+    except (CgroupError, ParseError):
+        return None  # cpu.stat exists in every group: the group is gone
+    values["cpu_usage_usec"] = stat.usage_usec
+    values["throttled_usec"] = stat.throttled_usec
+    with contextlib.suppress(CgroupError, ParseError):
+        values["memory_peak_bytes"] = parse_uint_or_max(directory.read(MEMORY_PEAK))
     for name, attribute, key in (("oom_kills", MEMORY_EVENTS_LOCAL, "oom_kill"),
                                  ("pids_refused", PIDS_EVENTS, "max")):
         with contextlib.suppress(CgroupError):
-            values[name] = cgroupfs.read_flat_keyed(group, attribute).get(key, 0)
-    return Usage(**values, cpu_stat=cpu_stat)
+            values[name] = directory.read_flat_keyed(attribute).get(key, 0)
+    for name, attribute in (("memory_current_bytes", MEMORY_CURRENT),
+                            ("pids_current", PIDS_CURRENT)):
+        with contextlib.suppress(CgroupError, ParseError):
+            values[name] = parse_uint_or_max(directory.read(attribute))
+    return Usage(**values, cpu_stat=stat)
 
 
 class Histogram:

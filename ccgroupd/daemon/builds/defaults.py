@@ -31,6 +31,17 @@ class BuildDefaults:
     def effective(self) -> Limits:
         return self.layers.effective()
 
+    def checked_reload(self, config_limits: Limits, rules: Sequence[BuildRule],
+                       engine_limits: Limits) -> LimitLayers:
+        """The layers with a reloaded [builds] under the changes; raises LimitsError (the
+        reload then changes nothing) if they do not fit the engine's reloaded limits."""
+        layers = self.layers.with_config(config_limits)
+        check_builds(rules, layers.effective(), engine_limits)
+        return layers
+
+    def reloaded(self, layers: LimitLayers, rules: Sequence[BuildRule]) -> None:
+        self.layers, self._rules = layers, rules
+
     def set(self, changes: Mapping[str, object], *, runtime: bool, running: bool,
             tracker: BuildTracker | None, peer: Peer) -> None:
         """Raises LimitsError (nothing changed) for a value that is refused or above the

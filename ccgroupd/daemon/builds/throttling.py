@@ -46,7 +46,7 @@ class BuildThrottling:
         if worst is None or now - self._last_report_s < self._settings.report_interval_s:
             return
         _share, build, command, amounts, cpu_max = worst
-        log.warning("cpu_throttled", cgroup=cgroup_of(build), build=build,
+        log.warning("cpu_throttled", cgroup=cgroup_of(build), delta=amounts["delta"], build=build,
                     build_command=command,
                     builds_throttled=len(self._throttled_since_report),
                     **throttle_fields(amounts, cpu_max))

@@ -20,15 +20,16 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
-from ccgroupd.daemon.builds.account import Usage, read_usage
+from ccgroupd.daemon.builds.account import Usage, read_usage, read_usage_in
+from ccgroupd.daemon.builds.build import Build
 from ccgroupd.daemon.builds.stats import BuildStats
 from ccgroupd.daemon.builds.throttling import BuildThrottling
 from ccgroupd.daemon.builds.treewatch import DIRECTORY, TreeWatch
+from ccgroupd.daemon.builds.writer import LimitWriter
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_EVENTS, MEMORY_OOM_GROUP, PIDS_EVENTS
@@ -49,27 +50,6 @@ COMMAND_CHECK_LIMIT = 400  # 2 s of checks; a build still in its runtime's init 
 # Finished builds remembered for the kernel log's records that name a removed group.
 RECENT_BUILDS_KEPT = 512
 _FRESH_GROUP = Limits().cgroup_values()  # what a new group holds: nothing to write
-
-
-@dataclass
-class Build:
-    group: str  # relative to the engine group
-    created_s: float
-    limits: Limits
-    command: list[str] | None = None
-    populated_seen: bool = False
-    sample: Usage | None = None
-    peak_seen_bytes: int = 0
-    oom_kills_logged: int = 0  # the kernel log's, which outlive the group
-    pids_refused_logged: int = 0
-    command_checks: int = field(default=0, repr=False)
-
-    @property
-    def id(self) -> str:
-        return self.group.rsplit("/", 1)[-1]
-
-    def command_line(self) -> str | None:
-        return None if self.command is None else " ".join(self.command)
 
 
 class BuildTracker:
@@ -95,7 +75,7 @@ class BuildTracker:
         self._on_pids_event = on_pids_event
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: asyncio.Future[None] | None = None
-        self._limits_failure_logged = False
+        self._writer = LimitWriter(self.stats)
 
     # -- running ----------------------------------------------------------------
 
@@ -173,7 +153,7 @@ class BuildTracker:
             self.stats.started()
             self._write_limits(build, self.defaults, previous=_FRESH_GROUP)
             if self._settings.oom_group:
-                self._write(build, MEMORY_OOM_GROUP, "1")
+                self._writer.write(self._watch.directory(build.group), MEMORY_OOM_GROUP, "1")
             self._watch.watch_build(group)
             self._populated_changed(group)  # it may hold processes already
         elif self._groups.may_hold_builds(group):
@@ -193,16 +173,21 @@ class BuildTracker:
         build = self.builds.get(group)
         if build is None:
             return
+        directory = self._watch.directory(group)
+        # A running build's change is its end: read what it used first, then whether it
+        # ended, before the runtime removes the group (runc does within milliseconds).
+        usage = read_usage_in(directory) if build.populated_seen else None
         try:
-            populated = self._cgroupfs.read_flat_keyed(self._group_path(group),
-                                                       CGROUP_EVENTS).get("populated", 0) == 1
+            populated = directory.read_flat_keyed(CGROUP_EVENTS).get("populated", 0) == 1
         except CgroupError:
-            return  # removed: the directory's IN_DELETE finishes it
+            if usage is not None:  # removed just after its figures were read: they are final
+                self._finish(build, final=usage)
+            return  # else the directory's IN_DELETE finishes it from its sample
         if populated and not build.populated_seen:
             build.populated_seen = True
             self._identify(build)
         elif not populated and build.populated_seen:
-            self._finish(build, final=read_usage(self._cgroupfs, self._group_path(group)))
+            self._finish(build, final=usage)
 
     def _pids_changed(self, group: str) -> None:
         build = self.builds.get(group)
@@ -226,7 +211,7 @@ class BuildTracker:
         for pid in pids:
             self._procfs.set_oom_score_adj(pid, self._settings.oom_score_adj)
         argv = self._procfs.cmdline(pids[0])
-        if argv is None or self._in_runtime_init(pids[0], argv):
+        if argv is None or in_runtime_init(argv, self._procfs.comm(pids[0])):
             build.command_checks += 1
             if self._loop is not None and build.command_checks < COMMAND_CHECK_LIMIT:
                 self._loop.call_later(COMMAND_CHECK_INTERVAL_S, self._identify, build)
@@ -237,30 +222,12 @@ class BuildTracker:
             limits = rule_limits(self.defaults, self._settings.rules[rule])
             self._write_limits(build, limits, previous=build.limits.cgroup_values())
 
-    def _in_runtime_init(self, pid: int, argv: list[str]) -> bool:
-        if argv[0].rsplit("/", 1)[-1] in RUNTIME_NAMES and "init" in argv[1:3]:
-            return True
-        comm = self._procfs.comm(pid) or ""
-        return comm.startswith("runc:")
-
     def _finish(self, build: Build, *, final: Usage | None) -> None:
         del self.builds[build.group]
         self._throttling.forget(build.group)
         self._watch.forget_build(build.group)
-        usage = final or build.sample
-        accounting = "final" if final is not None else "sampled" if usage is not None else "none"
-        usage = usage or Usage()
-        peak = max(filter(None, (usage.memory_peak_bytes, build.peak_seen_bytes)), default=None)
-        fields = {
-            "cgroup": str(self._engine_path / build.group), "build": build.group,
-            "command": build.command_line(),
-            "duration_s": round(self._clock() - build.created_s, 3),
-            "cpu_usage_s": (None if usage.cpu_usage_usec is None
-                            else round(usage.cpu_usage_usec / 1_000_000, 3)),
-            "memory_peak_bytes": peak,
-            "oom_kills": max(usage.oom_kills or 0, build.oom_kills_logged),
-            "pids_refused": max(usage.pids_refused or 0, build.pids_refused_logged),
-            "throttled_usec": usage.throttled_usec, "accounting": accounting}
+        fields = build.finished_record(final, self._clock(),
+                                       str(self._engine_path / build.group))
         self.stats.finished(fields)
         log.info("build_finished", **fields)
         self._recent[build.group] = build.command_line()
@@ -299,6 +266,12 @@ class BuildTracker:
                                                                self._settings.rules[rule])
             self._write_limits(build, limits, previous=build.limits.cgroup_values())
 
+    def reconfigure(self, settings: BuildsSection, defaults: Limits) -> None:
+        """A reloaded [builds]: for the builds that appear from now on."""
+        self._settings = settings
+        self._groups = BuildGroups(settings.groups)
+        self.defaults = defaults
+
     def build_of(self, kernel_path: str) -> tuple[str, str | None] | None:
         """The build (relative group, command line) that a path from the kernel's log is in,
         also after the build's group was removed; None outside every build."""
@@ -325,28 +298,22 @@ class BuildTracker:
         if group in self.builds:
             self.builds[group].pids_refused_logged += 1
 
-    # -- the kernel's files -----------------------------------------------------
-
     def _write_limits(self, build: Build, limits: Limits, *, previous: dict[str, str]) -> None:
         build.limits = limits
         for attribute, value in limits.cgroup_values().items():
             if previous.get(attribute) != value:
-                self._write(build, attribute, value)
-
-    def _write(self, build: Build, attribute: str, value: str) -> None:
-        try:
-            self._cgroupfs.write(self._group_path(build.group), attribute, value)
-        except CgroupError as exc:
-            if not self._cgroupfs.exists(self._group_path(build.group)):
-                return  # removed meanwhile: nothing left to limit
-            self.stats.limit_failed()
-            if not self._limits_failure_logged:  # once: the next build would fail alike
-                self._limits_failure_logged = True
-                log.warning("build_limits_failed", cgroup=str(exc.path), value=value,
-                            errno=exc.errno, error=str(exc))
+                self._writer.write(self._watch.directory(build.group), attribute, value)
 
     def _group_path(self, group: str) -> str:
         return _join(self.engine_group, group)
+
+
+def in_runtime_init(argv: list[str], comm: str | None) -> bool:
+    """Whether a build's process is still the runtime's own init ("runc init", whose comm
+    is "runc:[2:INIT]"), not yet the build's command."""
+    if argv[0].rsplit("/", 1)[-1] in RUNTIME_NAMES and "init" in argv[1:3]:
+        return True
+    return (comm or "").startswith("runc:")
 
 
 def _join(parent: str, child: str) -> str:

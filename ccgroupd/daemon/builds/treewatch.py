@@ -9,6 +9,7 @@ import contextlib
 from pathlib import Path
 
 from ccgroupd.errors import CgroupError
+from ccgroupd.kernel.cgroupfs import GroupDirectory
 from ccgroupd.kernel.files import CGROUP_EVENTS, PIDS_EVENTS
 from ccgroupd.kernel.inotify import Inotify
 
@@ -33,6 +34,11 @@ class TreeWatch:
     def path(self, group: str) -> Path:
         """The directory of a group relative to the engine group ("" is the engine group)."""
         return self.engine_path / group if group else self.engine_path
+
+    def directory(self, group: str) -> GroupDirectory:
+        """A build's directory, below the engine group's checked path: the runtime makes
+        groups, never symlinks (cgroupfs has none)."""
+        return GroupDirectory(self.path(group))
 
     def relative(self, path: Path) -> str:
         return "" if path == self.engine_path else str(path.relative_to(self.engine_path))

@@ -43,7 +43,7 @@ from ccgroupd.daemon.monitor.watch import Watch
 from ccgroupd.errors import CgroupError, CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
-from ccgroupd.kernel.cgroupfs import AttributeFile, Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import (
     CGROUP_EVENTS,
     CPU_MAX,
@@ -111,6 +111,8 @@ class Monitor:
         self._cgroupfs = cgroupfs
         self._group = group.strip("/")
         self._cgroup_path = str(cgroupfs.path(self._group))
+        # The counter files, read on every inotify event, by a path checked once.
+        self._directory = cgroupfs.directory(self._group)
         self._settings = settings
         self._attribution = attribution
         self._clock = clock
@@ -129,8 +131,6 @@ class Monitor:
         self._last_oom_kill_s: float | None = None
         self._watch = Watch(cgroupfs, self._group, WATCHED_FILES, on_changed=self.on_changed,
                             on_failure=self._fail)
-        # The counter files read on every inotify event, their paths checked once.
-        self._files: dict[str, AttributeFile] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._failure: BaseException | None = None
@@ -182,8 +182,7 @@ class Monitor:
                 and self._clock() - self._last_oom_kill_s <= OOM_ATTRIBUTION_WINDOW_S)
 
     def pids_event(self) -> None:
-        """Some group's pids.events changed (the build tracker watches every build's from
-        its creation; the monitor's own watches start at the next subtree walk)."""
+        """A build's pids.events changed (the build tracker watches each from its start)."""
         if self.state is MonitorState.WATCHING:
             self.on_changed({PIDS_EVENTS})
 
@@ -293,10 +292,7 @@ class Monitor:
         """A flat-keyed file, or None if it is not there (then the state says whether the
         group vanished or only lacks the file, like memory.swap.events without swap)."""
         try:
-            file = self._files.get(name)
-            if file is None:
-                file = self._files[name] = self._cgroupfs.attribute_file(self._group, name)
-            return file.read_flat_keyed()
+            return self._directory.read_flat_keyed(name)
         except CgroupReadError as exc:
             if exc.errno not in _GONE_ERRNOS:
                 raise
