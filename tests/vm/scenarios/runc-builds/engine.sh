@@ -73,8 +73,9 @@ while True:
 exec 3<>"$dir/requests"
 echo $$ >"$dir/engine.pid"
 while ! $stopping; do
-    # -t 1: a trapped SIGTERM is handled within a second even without requests.
-    if read -r -t 1 verb a b <&3; then
+    # No -t: a read that times out between two bytes of a line loses the bytes it read.
+    # A trapped SIGTERM interrupts the read and runs stop.
+    if read -r verb a b <&3; then
         case $verb in
             build) run_build "$a" "$b" ;;
             hold) hold "$a" ;;
