@@ -365,8 +365,8 @@ def test_package_contents(deb: Path) -> None:
     assert {path: entries.get(path, ["missing"])[0] for path in expected} == expected
     assert {owner for _, owner in entries.values()} == {"root/root"}
     assert not [path for path in entries if "__pycache__" in path or path.endswith(".pyc")]
-    # Only Debian provides these: shipping them too would shadow python3-systemd/-psutil/
-    # -prometheus-client.
+    # Only Debian provides these: shipping them too would shadow python3-systemd and
+    # python3-prometheus-client.
     assert not [path for path in entries if re.search(r"/(systemd|psutil|prometheus_client)/", path)
                 and "/usr/lib/systemd/" not in path]
 
@@ -377,9 +377,10 @@ def test_package_control(deb: Path) -> None:
     assert fields["Version"] == f"{__version__}-1"
     assert fields["Architecture"] == "amd64"
     depends = {relation.strip() for relation in fields["Depends"].split(",")}
-    assert {"python3-systemd", "python3-psutil", "python3-prometheus-client", "adduser",
+    assert {"python3-systemd", "python3-prometheus-client", "adduser",
             "python3 (>= 3.11)",
             "python3 (<< 3.13)"} <= depends
+    assert not [relation for relation in depends if "psutil" in relation]  # see the README
 
 
 def test_package_maintainer_scripts_and_conffiles(deb: Path, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ check "/usr/bin/ccgroupd runs the venv's python" \
     grep -q "^#!$CCGROUPD_PYTHON" "$(readlink -f /usr/bin/ccgroupd)"
 
 check "ccgroupd's dependencies import in the venv" \
-    "$CCGROUPD_PYTHON" -c 'import pydantic_settings, structlog, systemd.journal, psutil'
+    "$CCGROUPD_PYTHON" -c 'import pydantic_settings, structlog, systemd.journal, prometheus_client'
 
 check "ccgroupd.service is installed" test "$(systemctl show -P LoadState ccgroupd.service)" = loaded
 check "ccgroupd.service is not started" \

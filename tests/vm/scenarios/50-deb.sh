@@ -122,7 +122,7 @@ check "man ccgroupctl works" man_shows 1 ccgroupctl "change and inspect the limi
 check "man 8 ccgroupd works" man_shows 8 ccgroupd "keep the Dagger engine"
 check "pydantic 2 and pydantic-core load from /usr/lib/ccgroupd" \
     /usr/bin/python3 -I -S -c 'import sys; sys.path += ["/usr/lib/ccgroupd", "/usr/lib/python3/dist-packages"]
-import pydantic, pydantic_core, pydantic_settings, structlog, systemd.journal, psutil
+import pydantic, pydantic_core, pydantic_settings, structlog, systemd.journal, prometheus_client
 assert pydantic.VERSION.startswith("2."), pydantic.VERSION
 assert pydantic_core.__file__.startswith("/usr/lib/ccgroupd/"), pydantic_core.__file__'
 check "postinst byte-compiled the vendored libraries" test -d /usr/lib/ccgroupd/pydantic/__pycache__
