@@ -22,8 +22,9 @@ assertion; the targets of issue 13 are reported PASS/MISS.
    records naming the build (CCGROUPD_BUILD); interleaved every other round with
    systemd's own OOM line for a plain unit (systemd-run -p MemoryMax=64M), against the same
    kind of kernel line: BENCH_BUILDS_SYSTEMD_OOM (10) rounds. [monitor] report_interval_s is
-   2 s (as in guest-bench.py) and rounds are spaced by 2.5 s: kills within one report window
-   are summed into one record at the window's end.
+   BENCH_BUILDS_REPORT_INTERVAL_S (2, as in guest-bench.py) and rounds are spaced by
+   BENCH_BUILDS_OOM_GAP_S (that + 0.5 s): kills within one report window are summed into one
+   record at the window's end.
 3. scale: BENCH_BUILDS_SCALE (1000) build groups created and removed at
    BENCH_BUILDS_SCALE_RATE (10) per second. runc cannot start 10 containers a second under
    emulation, so this script does what runc does to the group: mkdir
@@ -62,9 +63,12 @@ SCALE_N = int(os.environ.get("BENCH_BUILDS_SCALE", "1000"))
 SCALE_RATE = float(os.environ.get("BENCH_BUILDS_SCALE_RATE", "10"))
 SCALE_LIFE_S = float(os.environ.get("BENCH_BUILDS_SCALE_LIFE_S", "0.5"))
 SETTLE_S = float(os.environ.get("BENCH_BUILDS_SETTLE_S", "10"))
-# As in guest-bench.py; OOM rounds are spaced by more than this: within one report window
-# the daemon sums the kills of several builds into one record at the window's end.
-REPORT_INTERVAL_S = 2.0
+# [monitor] report_interval_s, 2 s as in guest-bench.py (the daemon's default is 10 s); OOM
+# rounds are spaced by OOM_GAP_S, more than that: within one report window the daemon sums
+# the kills of several builds into one record at the window's end (BENCH_BUILDS_OOM_GAP_S=0
+# and BENCH_BUILDS_REPORT_INTERVAL_S=10 show what that costs).
+REPORT_INTERVAL_S = float(os.environ.get("BENCH_BUILDS_REPORT_INTERVAL_S", "2"))
+OOM_GAP_S = float(os.environ.get("BENCH_BUILDS_OOM_GAP_S", str(REPORT_INTERVAL_S + 0.5)))
 
 CGROOT = Path("/sys/fs/cgroup")
 GROUP = CGROOT / "system.slice/ccgroupd.service/dagger-engine"
@@ -80,7 +84,8 @@ OOM_MESSAGE_ID = "fe6faa94e7774663a0da52717891d8ef"
 results: dict[str, Any] = {"targets": [], "errors": [], "parameters": {
     "limits_builds": LIMITS_N, "limits_gap_s": LIMITS_GAP_S, "oom_builds": OOM_N,
     "systemd_oom_rounds": SYSTEMD_OOM_N, "scale_groups": SCALE_N, "scale_rate_per_s": SCALE_RATE,
-    "scale_life_s": SCALE_LIFE_S, "settle_s": SETTLE_S}}
+    "scale_life_s": SCALE_LIFE_S, "settle_s": SETTLE_S, "report_interval_s": REPORT_INTERVAL_S,
+    "oom_gap_s": OOM_GAP_S}}
 
 
 def say(*parts: object) -> None:
@@ -425,7 +430,7 @@ def section_oom() -> None:
         build(build_id, "hog", "400")
         if not wait_for(lambda build_id=build_id: done(build_id), 120):
             say(f"   ! {build_id} did not end")
-        time.sleep(REPORT_INTERVAL_S + 0.5)
+        time.sleep(OOM_GAP_S)
         if systemd_every and rep % systemd_every == 0 and len(theirs) < SYSTEMD_OOM_N:
             systemd = systemd_oom(rep)
             if systemd:
