@@ -124,6 +124,8 @@ def _pids_max(f: Fields) -> str:
                f"{f.count('delta', 'time')} ({f.text('total')} since start)")
     if f.has("build"):
         message += f"; in build {f.text('build')}: {f.text('build_command')}"
+    if f.has("build_limit_pids"):
+        message += f" (its own pids.max {f.text('build_limit_pids')})"
     return message
 
 

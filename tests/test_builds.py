@@ -5,6 +5,7 @@ kernel with runc)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def test_a_build_that_ends_is_accounted_once_from_its_files(
     kernel.exit(pid)
     with capture_logs() as logs:
         tracker.handle([changed(cgroupfs, group)])
-        kernel.fs.remove_object(str(cgroupfs.path(f"{ENGINE}/{group}")))  # runc removes it
+        os.rmdir(cgroupfs.path(f"{ENGINE}/{group}"))  # runc removes it
         tracker.handle([deleted(cgroupfs, BUILDKIT, "b2")])
     finished = [entry for entry in logs if entry["event"] == "build_finished"]
     assert len(finished) == 1
@@ -208,7 +209,7 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
     tracker.rescan()
     group, pid = start_build(kernel, cgroupfs, tracker, "hog", ["python3", "hog.py", "400"])
     kernel.exit(pid)
-    kernel.fs.remove_object(str(cgroupfs.path(f"{ENGINE}/{group}")))
+    os.rmdir(cgroupfs.path(f"{ENGINE}/{group}"))
     with capture_logs():
         tracker.handle([deleted(cgroupfs, BUILDKIT, "hog")])
     lines = [f"oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
@@ -224,7 +225,11 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
     assert tracker.stats.oom_kills_total == 1
     outside = KernelLogAttribution(_Log([parse_message(
         f"cgroup: fork rejected by pids controller in /{ENGINE}/container/init")]), tracker)
-    assert outside.take_pids() == {}
+    assert outside.take_pids({}) == {}
+    # Refusals the monitor counted by group, while the groups existed, name their build.
+    forks, _pid = start_build(kernel, cgroupfs, tracker, "forks", ["make", "-j64"])
+    assert outside.take_pids({forks: 7, "container/init": 2}) == {
+        "build": forks, "build_command": "make -j64", "build_limit_pids": 100}
 
 
 class _Log:
@@ -342,3 +347,28 @@ def test_a_build_throttled_by_its_own_cpu_max_is_named_once_per_report_interval(
     assert record["build"] == f"{BUILDKIT}/busy" and record["build_command"] == "cc busy"
     assert record["throttled_periods_fraction"] == 0.8 and record["limit_cpus"] == 0.5
     assert record["builds_throttled"] == 1
+
+
+def test_an_engine_group_made_again_is_watched_again(tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+
+    engine = tmp_path / ENGINE
+    (engine / BUILDKIT).mkdir(parents=True)
+    tracker = BuildTracker(Cgroupfs(tmp_path), Procfs(tmp_path / "proc"), ENGINE,
+                           builds_section(), MonitorSection(), clock=FakeTime().clock)
+
+    async def scenario() -> list[str]:
+        task = asyncio.create_task(tracker.run())
+        await asyncio.sleep(0.05)
+        shutil.rmtree(engine)  # the engine's restart removed its group and made it again
+        (engine / BUILDKIT).mkdir(parents=True)
+        await asyncio.sleep(0.05)
+        tracker.poll()
+        (engine / BUILDKIT / "after").mkdir()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        return list(tracker.builds)
+
+    with capture_logs():
+        assert asyncio.run(scenario()) == [f"{BUILDKIT}/after"]

@@ -10,7 +10,14 @@ import pytest
 from pyfakefs.fake_filesystem import FakeFilesystem
 
 from ccgroupd.config import Config, DaemonSection, EngineSection, LoadedConfig
-from ccgroupd.daemon.check import Finding, Status, engine_launch_finding, preflight, run_check
+from ccgroupd.daemon.check import (
+    Finding,
+    Status,
+    engine_launch_finding,
+    kernel_log_finding,
+    preflight,
+    run_check,
+)
 from ccgroupd.engine.process import Completed
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
 from ccgroupd.kernel.cgroupfs import Cgroupfs
@@ -249,3 +256,12 @@ def test_check_accepts_docker_with_the_cgroupfs_driver() -> None:
     assert (finding.status, finding.text) == (
         Status.OK, "mode docker: docker uses the cgroupfs driver; image "
         "registry.dagger.io/engine:v0.19.4")
+
+
+def test_the_kernel_log_is_a_warning_when_it_cannot_be_read(tmp_path: Path) -> None:
+    readable = tmp_path / "kmsg"
+    readable.write_text("")
+    assert kernel_log_finding(readable).status is Status.OK
+    missing = kernel_log_finding(tmp_path / "absent")
+    assert missing.status is Status.WARN  # builds are still limited, only named less
+    assert "absent" in missing.text and "while its group exists" in missing.text

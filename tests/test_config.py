@@ -476,3 +476,35 @@ def test_example_commented_out_values_are_valid(tmp_path: Path) -> None:
         "cpus": 4.0, "memory": 8 * 1024**3, "memory_high": 7 * 1024**3, "memory_swap": 0,
         "pids": 10000, "cpu_weight": 100}
     assert config.api.admin_group == "ccgroupd-admin"
+
+
+def test_example_build_rule_is_valid(tmp_path: Path) -> None:
+    rule = [line.removeprefix("#  ") for line in EXAMPLE.read_text().splitlines()
+            if re.match(r"#  [\[\w]", line)]
+    assert rule[0] == "[[builds.rules]]"
+    # The example shows both match forms; a rule takes one.
+    text = "[limits]\nmemory = '8G'\ncpus = 4\n" + "\n".join(
+        line for line in rule if not line.startswith("command_regex"))
+    config = load_config(write(tmp_path, text))
+    (loaded,) = config.builds.rules
+    assert loaded.command == "postgres*"
+    assert loaded.limits.given() == {"memory": 4 * 1024**3, "cpus": 2.0}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[limits]\nmemory = '1G'\n[builds]\nmemory = '2G'\n",
+     "builds.memory = 2147483648: above the engine's memory (1 GiB)"),
+    ("[limits]\npids = 100\n[[builds.rules]]\ncommand = 'x'\npids = 200\n",
+     "builds.rules[0].pids = 200: above the engine's pids (100)"),
+    ("[[builds.rules]]\nmemory = '1G'\n", "a rule needs exactly one of command"),
+    ("[[builds.rules]]\ncommand = 'a'\ncommand_regex = 'b'\nmemory = '1G'\n",
+     "a rule needs exactly one of command"),
+    ("[[builds.rules]]\ncommand_regex = '('\n", "not a regular expression"),
+    ("[builds]\ngroups = ['buildkit/**']\n", "not ending in '**'"),
+    ("[builds]\ngroups = ['../x/*']\n", "without empty, '.' or '..' components"),
+    ("[builds]\noom_score_adj = 2000\n", "builds.oom_score_adj = 2000"),
+])
+def test_bad_builds_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    error = load_error(path)
+    assert error.startswith(f"{path}: ") and message in error

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ccgroupd import protocol
-from ccgroupd.client import argparser, ctl, options
+from ccgroupd.client import argparser, ctl, options, top
 from ccgroupd.config import load_config
 from ccgroupd.errors import (
     EXIT_FAILURE,
@@ -45,30 +45,32 @@ STATUS = {
 
 
 class FakeDaemon:
-    """Answers one connection with a canned reply line (or hangs up) and keeps the request."""
+    """Answers a connection each with canned reply lines, in turn (None: hangs up), and keeps
+    the requests."""
 
-    def __init__(self, path: Path, reply: bytes | None) -> None:
+    def __init__(self, path: Path, reply: bytes | None, *later: bytes) -> None:
         self.path = path
-        self.reply = reply
+        self.replies = [reply, *later]
         self.requests: list[dict[str, Any]] = []
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(os.fspath(path))
         self._listener.listen()
-        self._thread = threading.Thread(target=self._serve_one, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def _serve_one(self) -> None:
-        connection, _ = self._listener.accept()
-        with connection:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = connection.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            self.requests.append(json.loads(data))
-            if self.reply is not None:
-                connection.sendall(self.reply)
+    def _serve(self) -> None:
+        for reply in self.replies:
+            connection, _ = self._listener.accept()
+            with connection:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(json.loads(data))
+                if reply is not None:
+                    connection.sendall(reply)
 
     def close(self) -> None:
         self._listener.close()
@@ -82,7 +84,8 @@ def daemon_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def answering(daemon_path: Path, request: pytest.FixtureRequest) -> Iterator[FakeDaemon]:
-    daemon = FakeDaemon(daemon_path, request.param)
+    replies = request.param if isinstance(request.param, tuple) else (request.param,)
+    daemon = FakeDaemon(daemon_path, *replies)
     yield daemon
     daemon.close()
 
@@ -97,6 +100,32 @@ def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # -- arguments and client-side validation ----------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "args"), [
+    (["set", "--build-cpus", "1", "--build-memory", "2G", "--build-memory-high", "1500M",
+      "--build-swap", "0", "--build-pids", "500", "--build-cpu-weight", "50", "--running"],
+     {"builds": {"cpus": "1", "memory": "2G", "memory_high": "1500M", "memory_swap": "0",
+                 "pids": "500", "cpu_weight": "50"},
+      "running": True, "runtime": False, "force": False}),
+    (["set", "--memory", "8G", "--build-memory=1G", "--runtime"],
+     {"limits": {"memory": "8G"}, "builds": {"memory": "1G"}, "running": False,
+      "runtime": True, "force": False}),
+])
+def test_build_options_become_the_builds_argument(daemon_path: Path, argv: list[str],
+                                                  args: dict[str, Any]) -> None:
+    daemon = FakeDaemon(daemon_path, ok({"in_force": {}}))
+    try:
+        assert ctl.main(["--socket", str(daemon_path), *argv]) == EXIT_OK
+    finally:
+        daemon.close()
+    assert daemon.requests == [{"v": 1, "op": "set", "args": args}]
+
+
+def test_every_limit_has_a_build_option_named_after_its_own() -> None:
+    assert {name: option for name, (option, _) in options.BUILD_SET_OPTIONS.items()} == {
+        name: f"--build-{option[2:]}" for name, (option, _) in options.SET_OPTIONS.items()}
+    assert options.BUILD_SET_OPTIONS["memory_swap"][0] == "--build-swap"
 
 
 def test_set_options_become_one_set_request(daemon_path: Path) -> None:
@@ -129,6 +158,18 @@ def test_set_options_become_one_set_request(daemon_path: Path) -> None:
     (["--timeout", "-1", "status"], EXIT_USAGE, "--timeout must be a positive number"),
     (["--timeout=nan", "status"], EXIT_USAGE, "not nan"),
     (["--timeout", "0", "set", "--cpus", "1"], EXIT_USAGE, "seconds, not 0"),
+    (["set", "--running"], EXIT_USAGE, "--running gives the --build-* limits to running builds"),
+    (["set", "--cpus", "2", "--running"], EXIT_USAGE, "name at least one, e.g. --build-memory"),
+    (["set", "--runtime"], EXIT_USAGE, "set needs at least one limit"),
+    (["set", "--build-cpus", "-1"], EXIT_INVALID,
+     "builds.cpus = '-1': a number of CPUs cannot be negative"),
+    (["set", "--cpus", "2", "--build-swap", "lots"], EXIT_INVALID, "builds.memory_swap = 'lots'"),
+    (["set", "--build-memory", "1G", "--build-memory-high", "2G"], EXIT_INVALID,
+     "builds.memory_high = '2 GiB': memory_high (2 GiB) is above memory (1 GiB)"),
+    (["top", "--interval", "0"], EXIT_USAGE, "--interval must be a positive number"),
+    (["--timeout", "-1", "top", "--once"], EXIT_USAGE, "--timeout must be a positive number"),
+    (["top", "--once", "--interval=-1"], EXIT_USAGE, "seconds, not -1"),
+    (["top", "--sort", "pids"], EXIT_USAGE, "invalid choice: 'pids'"),
 ])
 def test_bad_input_is_one_line_and_never_reaches_the_daemon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int,
@@ -186,13 +227,17 @@ TOKENS = [
     "--cpus", "--cpus=0.5", "4", "-1", "-0.5", "", "x y", "--memory", "--memory=8G", "8G",
     "--memory-high", "--swap", "--swap=0", "--pids", "--cpu-weight", "--json", "--json=1",
     "--runtime", "--force", "--force=", "--", "-", "-h", "--help", "--version", "--mem",
-    "--since", "-f", "--lines=3", "--all",
+    "--since", "-f", "--lines=3", "--all", "--build-cpus", "--build-memory=2G",
+    "--build-swap", "--build-cpu-weight=", "--running", "top", "--once", "--interval",
+    "--sort", "memory",
 ]
 COMMON_COMMAND_LINES = [
     ["status"], ["status", "--json"], ["reset"], ["reload", "--json"], ["restart-engine"],
     ["set", "--cpus", "4", "--memory", "8G"], ["set", "--memory=512M", "--runtime", "--force"],
     ["set", "--memory-high", "6G", "--swap", "0", "--pids", "4096", "--cpu-weight", "200"],
     ["--socket", "/run/x.sock", "--timeout", "30", "set", "--cpus", "max", "--json"],
+    ["set", "--build-memory", "2G", "--build-cpus", "1", "--running"],
+    ["set", "--build-memory-high=1G", "--build-pids", "500", "--build-swap", "0"],
 ]
 
 
@@ -208,7 +253,8 @@ def command_lines() -> Iterator[list[str]]:
         yield line
     before = [[], ["--socket", "/s"], ["--socket=/s"], ["--timeout", "5"], ["--timeout=.5"]]
     after = [["--json"], ["--runtime"], ["--force"], ["--cpus", "4"], ["--memory=8G"],
-             ["--swap", "0"], ["--pids", "x y"], ["--cpu-weight="], ["--memory-high", ""]]
+             ["--swap", "0"], ["--pids", "x y"], ["--cpu-weight="], ["--memory-high", ""],
+             ["--running"], ["--build-cpus", "1"], ["--build-memory-high="]]
     for _ in range(3000):  # well-formed ones, most of them
         line = [*pick.choice(before), pick.choice(TOKENS[:6])]
         for _ in range(pick.randint(0, 4)):
@@ -332,6 +378,66 @@ def test_version_as_a_real_process() -> None:
     assert result.stdout.startswith("ccgroupctl ")
 
 
+# -- top ---------------------------------------------------------------------------
+
+
+def builds_sample(read_at_s: float, engine_usec: int, hog_usec: int | None) -> dict[str, Any]:
+    """A builds reply as the contract of issue 13 has it: the engine, and one build."""
+    no_limits = dict.fromkeys(("memory_high", "memory_swap", "pids", "cpu_weight"))
+    return {"read_at_s": read_at_s,
+            "engine": {"cgroup": "/sys/fs/cgroup/system.slice/ccgroupd.service/dagger-engine",
+                       "usage_usec": engine_usec, "memory_current_bytes": 1073741824,
+                       "memory_peak_bytes": 2147483648, "pids_current": 30,
+                       "limits": {"cpus": 4.0, "memory": 8589934592, **no_limits}},
+            "builds": [{"id": "abc123", "cgroup": "container/buildkit/abc123",
+                        "command": "python3 hog.py 400", "age_s": 3.2 + read_at_s - 100,
+                        "usage_usec": hog_usec, "memory_current_bytes": 222298112,
+                        "memory_peak_bytes": 268435456, "pids_current": 1,
+                        "limits": {"cpus": 1.0, "memory": 268435456, **no_limits}}]}
+
+
+@pytest.mark.parametrize("answering", [
+    (ok(builds_sample(100.0, 2_000_000, 1_000_000)),
+     ok(builds_sample(100.5, 3_000_000, 1_250_000))),
+], indirect=True)
+def test_top_json_prints_the_second_sample_with_cpu_percent(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--socket", str(answering.path), "top", "--json", "--interval", "0.05"]
+    assert ctl.main(argv) == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    assert answering.requests == [{"v": 1, "op": "builds", "args": {}}] * 2
+    assert printed["read_at_s"] == 100.5
+    assert printed["engine"]["cpu_percent"] == 200.0
+    assert [(b["id"], b["cpu_percent"], b["command"]) for b in printed["builds"]] == [
+        ("abc123", 50.0, "python3 hog.py 400")]
+
+
+@pytest.mark.parametrize("answering", [
+    (ok(builds_sample(100.0, 0, None)), ok(builds_sample(101.0, 1_000_000, 500_000))),
+], indirect=True)
+def test_top_without_a_terminal_prints_one_table(answering: FakeDaemon,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # No --once: stdout is captured, not a terminal.
+    assert ctl.main(["--socket", str(answering.path), "top", "--interval", "0.01"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "ID      CPU %      MEM     PEAK  PIDS  AGE  CPUS  MEM MAX  COMMAND",
+        f"engine  100.0    1 GiB    2 GiB    30    -     4    8 GiB  {top.ENGINE_COMMAND}",
+        "abc123      -  212 MiB  256 MiB     1   4s     1  256 MiB  python3 hog.py 400",
+    ]
+
+
+def test_top_from_a_daemon_without_builds_is_its_refusal(
+        daemon_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refusal = ("unknown operation 'builds'; expected one of reload, reset, restart-engine, "
+               "set, status")  # what api.py answers before issue 13
+    daemon = FakeDaemon(daemon_path, protocol.error_reply(EXIT_USAGE, refusal))
+    try:
+        assert ctl.main(["--socket", str(daemon_path), "top", "--once"]) == EXIT_USAGE
+    finally:
+        daemon.close()
+    assert capsys.readouterr().err == f"ccgroupctl: {refusal}\n"
+
+
 # -- human output --------------------------------------------------------------
 
 
@@ -357,12 +463,67 @@ def test_status_for_people() -> None:
     ])
 
 
+BUILDS_STATUS = {
+    "running": 2, "started_total": 10, "finished_total": 8, "unaccounted_total": 1,
+    "largest": {"id": "abc123", "cgroup": "container/buildkit/abc123",
+                "command": "python3 hog.py", "memory_current_bytes": 222298112},
+    "defaults": {"cpus": 1.0, "memory": 2147483648, "memory_high": None, "memory_swap": None,
+                 "pids": 500, "cpu_weight": None},
+}
+
+
+def test_status_shows_the_builds_after_the_events() -> None:
+    lines = ctl.render_status({**STATUS, "builds": BUILDS_STATUS}).splitlines()
+    assert lines[:-2] == ctl.render_status(STATUS).splitlines()  # a daemon without builds
+    assert lines[-2:] == [
+        "builds:  2 running (largest: abc123 python3 hog.py, 212 MiB), 10 started, "
+        "8 finished, 1 without accounting",
+        "  each new build: cpus 1, memory 2 GiB, pids 500",
+    ]
+
+
+@pytest.mark.parametrize(("builds", "lines"), [
+    ({"running": 0, "started_total": 0, "finished_total": 0, "unaccounted_total": 0,
+      "largest": None, "defaults": {"cpus": None, "memory": None}},
+     ["builds:  0 running, 0 started, 0 finished, 0 without accounting",
+      "  each new build: no limits of its own (the engine's apply)"]),
+    ({"running": 1, "largest": {"id": "new", "command": None, "memory_current_bytes": None}},
+     ["builds:  1 running (largest: new, ?), ? started, ? finished, ? without accounting"]),
+])
+def test_status_builds_with_little_to_say(builds: dict[str, Any], lines: list[str]) -> None:
+    status = {"cgroup": {"path": "/x"}, "engine": {}, "limits": {}, "usage": {}, "events": {},
+              "builds": builds}
+    assert ctl.render_status(status).splitlines()[-len(lines):] == lines
+
+
+def test_set_reply_with_builds_shows_their_defaults() -> None:
+    text = ctl.render("set", {**STATUS, "builds": BUILDS_STATUS})
+    assert text.endswith("\n  each new build: cpus 1, memory 2 GiB, pids 500")
+
+
 def test_status_with_unknown_values_still_renders() -> None:
     text = ctl.render_status({"cgroup": {"path": "/x"}, "engine": {"state": "backoff"},
                               "limits": {}, "usage": {}, "events": {}})
     assert "engine:  backoff" in text
     assert "  cpu      ?" in text
     assert "  swap     -" in text
+
+
+def test_status_names_the_file_that_set_each_limit() -> None:
+    limits = {
+        "cpus": {"value": 2, "source": "persisted", "set_by": "/var/lib/ccgroupd/limits.json"},
+        "memory": {"value": 8 * 1024**3, "source": "config",
+                   "set_by": "/etc/ccgroupd/config.d/50-local.toml"},
+        "memory_high": {"value": None, "source": "config", "set_by": "default"},
+        "pids": {"value": 100, "source": "config", "set_by": "environment CCGROUPD_LIMITS__PIDS"},
+        "cpu_weight": {"value": None, "source": "runtime", "set_by": "ccgroupctl set --runtime"},
+    }
+    text = ctl.render_status({**STATUS, "limits": limits})
+    assert "  cpus         2            (persisted: /var/lib/ccgroupd/limits.json)" in text
+    assert "  memory       8 GiB        (config: /etc/ccgroupd/config.d/50-local.toml)" in text
+    assert "  memory_high  max          (default)" in text
+    assert "  pids         100          (config: environment CCGROUPD_LIMITS__PIDS)" in text
+    assert "  cpu_weight   default      (runtime)" in text
 
 
 def test_set_reply_with_the_status_document_shows_the_limits_in_force() -> None:

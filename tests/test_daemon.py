@@ -336,7 +336,8 @@ async def test_start_ready_and_graceful_stop(fs: FakeFilesystem) -> None:
         status = commands(daemon).status()
         assert status["cgroup"]["path"] == f"/sys/fs/cgroup/{ENGINE}"
         assert status["engine"]["state"] == "running"
-        assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "config"}
+        assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "config",
+                                              "set_by": "default"}
 
         assert await stop(daemon, task) == EXIT_OK
 
@@ -415,7 +416,8 @@ async def test_reload_keeps_a_memory_limit_below_usage_and_applies_the_rest(
     assert (kept["limit_bytes"], kept["config_bytes"], kept["usage_bytes"]) == (
         256 * MIB, 128 * MIB, 200 * MIB)
     status = commands(daemon).status()
-    assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "runtime"}
+    assert status["limits"]["memory"] == {"value": 256 * MIB, "source": "runtime",
+                                          "set_by": "ccgroupctl set --runtime"}
     assert len(spawner.processes) == 1
     assert await stop(daemon, task) == EXIT_OK
 
@@ -440,7 +442,8 @@ async def test_a_persisted_value_this_host_cannot_give_does_not_keep_the_daemon_
     assert (aside["limit"], aside["file"]) == (set_aside, "/var/lib/ccgroupd/limits.json")
     status = commands(daemon).status()["limits"]
     assert status[set_aside]["source"] == "config"
-    assert status["pids"] == {"value": 70, "source": "persisted"}
+    assert status["pids"] == {"value": 70, "source": "persisted",
+                              "set_by": "/var/lib/ccgroupd/limits.json"}
     assert kernel.group(ENGINE).values["pids.max"] == "70"
     assert await stop(daemon, task) == EXIT_OK
 
@@ -533,7 +536,8 @@ async def test_set_limits_persists_refuses_oom_and_resets(fs: FakeFilesystem) ->
 
     status = await commands(daemon).set_limits({"memory": "512M"}, runtime=False, force=False,
                                                peer=PEER)
-    assert status["limits"]["memory"] == {"value": 512 * MIB, "source": "persisted"}
+    assert status["limits"]["memory"]["source"] == "persisted"
+    assert status["limits"]["memory"]["value"] == 512 * MIB
     assert kernel.group(ENGINE).values["memory.max"] == str(512 * MIB)
     assert '"memory": "512M"' in Path("/var/lib/ccgroupd/limits.json").read_text()
 

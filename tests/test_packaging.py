@@ -192,6 +192,11 @@ def test_completion_offers_commands_then_their_options() -> None:
     assert complete("ccgroupctl", "events", "--f") == ["--follow"]
     assert complete("ccgroupctl", "--socket", "") == ["FILES"]
     assert complete("ccgroupctl", "set", "--cpus", "") == []
+    assert complete("ccgroupctl", "set", "--build-memory", "") == []
+    assert complete("ccgroupctl", "set", "--run") == ["--running", "--runtime"]
+    assert complete("ccgroupctl", "top", "--") == ["--help", "--interval", "--json", "--once",
+                                                   "--sort"]
+    assert complete("ccgroupctl", "top", "--sort", "") == ["cpu", "memory"]
 
 
 def test_ccgroupd_completion_offers_commands_and_config_files() -> None:

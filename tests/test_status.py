@@ -42,9 +42,15 @@ def test_usage_and_status_document(tmp_path: Path) -> None:
     document = status_document(cgroup_path=str(group), layers=layers, usage=usage,
                                events={"oom_kill": 0},
                                engine={"state": "running", "pid": 9, "uptime_s": 1.5,
-                                       "restarts": 0})
+                                       "restarts": 0},
+                               origins={"limits.cpus": "/etc/ccgroupd/config.d/50-local.toml"},
+                               state_file="/var/lib/ccgroupd/limits.json")
     assert document["cgroup"] == {"path": str(group)}
-    assert document["limits"]["memory"] == {"value": 512 * MiB, "source": "runtime"}
+    assert document["limits"]["memory"] == {"value": 512 * MiB, "source": "runtime",
+                                            "set_by": "ccgroupctl set --runtime"}
+    # The file to edit to change a value: the drop-in that set it, or none ("default").
+    assert document["limits"]["cpus"]["set_by"] == "/etc/ccgroupd/config.d/50-local.toml"
+    assert document["limits"]["pids"]["set_by"] == "default"
     assert set(document) == {"cgroup", "limits", "usage", "events", "engine"}
 
 

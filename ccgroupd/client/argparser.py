@@ -13,6 +13,7 @@ import sys
 
 from ccgroupd import __version__, protocol
 from ccgroupd.client.options import (
+    BUILD_SET_OPTIONS,
     COMMAND_FLAGS,
     SET_OPTIONS,
     SOCKET_ENV,
@@ -34,12 +35,18 @@ status --json schema (version 1; fields are only ever added):
   limits.<name>.value    effective value: cpus (float), memory, memory_high,
                          memory_swap (bytes), pids, cpu_weight (int); null = no limit
   limits.<name>.source   "config", "persisted" (set) or "runtime" (set --runtime)
+  limits.<name>.set_by   what to edit to change it: the config file, drop-in or
+                         variable that set it, "default", or the state file
   usage.cpu_percent      CPU use in % of one CPU (250 = 2.5 CPUs), recent average
   usage.memory_bytes     memory.current; usage.memory_percent = % of memory.max
   usage.swap_bytes       memory.swap.current; usage.pids = pids.current
   events.<name>          violations counted since the daemon started: oom_kill, oom,
                          memory_max, memory_high, swap_max, pids_max, cpu_throttled
   engine                 state, pid, uptime_s, restarts
+  builds                 running, started_total, finished_total, unaccounted_total,
+                         largest (id, cgroup, command, memory_current_bytes) and
+                         defaults (the limits each new build gets); from daemons
+                         that track builds
   any value may be null when the daemon cannot tell (e.g. the engine is restarting).
 
 the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
@@ -113,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "restarts unless --runtime is given; `reset` drops them.")
     for name, (option, text) in SET_OPTIONS.items():
         set_parser.add_argument(option, dest=name, metavar="VALUE", help=text)
+    for name, (option, dest) in BUILD_SET_OPTIONS.items():
+        set_parser.add_argument(option, dest=dest, metavar="VALUE",
+                                help=f"as {SET_OPTIONS[name][0]}, for each new build "
+                                     f"([builds] {name})")
     for option, text in COMMAND_FLAGS[protocol.OP_SET].items():
         set_parser.add_argument(option, action="store_true", help=text)
     commands.add_parser("status", parents=[json_option],
@@ -122,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     for option, text in COMMAND_FLAGS[protocol.OP_RESET].items():
         reset_parser.add_argument(option, action="store_true", help=text)
     commands.add_parser("reload", parents=[json_option], help="re-read the config file")
+    top_parser = commands.add_parser(
+        "top", parents=[json_option], help="live usage and limits of the engine and each build",
+        description="A table of the engine and each running build (CPU, memory, peak, "
+                    "processes, age, limits), refreshed until q. Keys: c sorts by CPU, "
+                    "m by memory. Without a terminal, or with --once or --json, prints once.")
+    top_parser.add_argument("--once", action="store_true",
+                            help="print one table (two samples an interval apart) and exit")
+    top_parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                            help="between samples (default: %(default)g)")
+    top_parser.add_argument("--sort", choices=("cpu", "memory"), default="cpu",
+                            help="order of the builds (default: %(default)s)")
     commands.add_parser("restart-engine", parents=[json_option],
                         help="stop the engine gracefully and start it again")
     events_parser = commands.add_parser(

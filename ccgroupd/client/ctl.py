@@ -17,6 +17,7 @@ import sys
 
 from ccgroupd import protocol
 from ccgroupd.client.options import (
+    BUILD_SET_OPTIONS,
     COMMAND_FLAGS,
     DAEMON_UNIT,
     DEFAULT_TIMEOUT_S,
@@ -32,6 +33,7 @@ from ccgroupd.errors import (
     EXIT_USAGE,
     CcgroupdError,
     CtlError,
+    LimitsError,
 )
 from ccgroupd.values import check_values, describe_limit_value, format_bytes
 
@@ -87,7 +89,8 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
     for token in tokens:
         if "command" not in values and token in COMMAND_FLAGS:
             values["command"] = token
-            value_options = ({option: name for name, (option, _) in SET_OPTIONS.items()}
+            value_options = ({**{option: name for name, (option, _) in SET_OPTIONS.items()},
+                              **dict(BUILD_SET_OPTIONS.values())}
                              if token == protocol.OP_SET else {})
             flags = {option: option[2:] for option in ("--json", *COMMAND_FLAGS[token])}
             values.update(dict.fromkeys(value_options.values()))
@@ -133,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < timeout_s < float("inf"):  # NaN too; the socket would refuse it with a traceback
             raise CtlError(f"--timeout must be a positive number of seconds, not {timeout_s:g}",
                            EXIT_USAGE)
+        if args.command == "top":  # imported here: the other commands' start stays as it was
+            from ccgroupd.client import top
+
+            return top.run(args, lambda: call(args.socket, op, request_args, timeout_s))
         result = call(args.socket, op, request_args, timeout_s)
         if args.json:
             import json
@@ -154,18 +161,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _request_for(args: Arguments) -> tuple[str, dict[str, Any]]:
     if args.command == protocol.OP_RESET:
         return args.command, {"force": True} if args.force else {}
+    if args.command == "top":
+        return protocol.OP_BUILDS, {}
     if args.command != protocol.OP_SET:
         return args.command, {}
     changes = {name: getattr(args, name) for name in SET_OPTIONS
                if getattr(args, name) is not None}
-    if not changes:
-        raise CtlError("set needs at least one limit, e.g. --cpus 4 or --memory 8G",
-                       EXIT_USAGE)
+    builds = {name: getattr(args, dest) for name, (_, dest) in BUILD_SET_OPTIONS.items()
+              if getattr(args, dest) is not None}
+    if args.running and not builds:
+        raise CtlError("--running gives the --build-* limits to running builds: "
+                       "name at least one, e.g. --build-memory 2G", EXIT_USAGE)
+    if not changes and not builds:
+        raise CtlError("set needs at least one limit, e.g. --cpus 4, --memory 8G or "
+                       "--build-memory 2G", EXIT_USAGE)
     # Refuse bad values here, by the config file's rules (raises LimitsError, exit code 3,
     # naming the option); the daemon checks again, with the rest of the limits and the
     # host's CPU count, before anything is written.
     check_values(changes)
-    return protocol.OP_SET, {"limits": changes, "runtime": args.runtime, "force": args.force}
+    try:
+        check_values(builds)
+    except LimitsError as error:  # named as the config file's [builds] key
+        raise LimitsError(f"builds.{error.field}", error.value, error.reason) from None
+    request: dict[str, Any] = {"runtime": args.runtime, "force": args.force}
+    if changes:
+        request["limits"] = changes
+    if builds:  # only then: a daemon that predates them refuses arguments it does not know
+        request.update(builds=builds, running=args.running)
+    return protocol.OP_SET, request
 
 
 # -- talking to the daemon -----------------------------------------------------
@@ -252,6 +275,8 @@ def render(op: str, result: Mapping[str, Any]) -> str:
         lines.extend(_limit_lines(result["limits"]))
     if "engine" in result:
         lines.append(f"engine: {_engine_line(result['engine'])}")
+    if isinstance(result.get("builds"), dict):
+        lines.extend(_builds_lines(result["builds"]))
     return "\n".join(lines) if lines else "done"
 
 
@@ -271,13 +296,51 @@ def render_status(status: Mapping[str, Any]) -> str:
     if events:
         lines.append("events since start:")
         lines.append("  " + ", ".join(f"{name} {count}" for name, count in events.items()))
+    if isinstance(status.get("builds"), dict):  # absent from daemons that predate builds
+        lines.extend(_builds_lines(status["builds"]))
     return "\n".join(lines)
+
+
+def _builds_lines(builds: Mapping[str, Any]) -> list[str]:
+    """The status' builds part: how many, the largest by memory, the defaults in force."""
+    def count(key: str) -> str:
+        value = builds.get(key)
+        return "?" if value is None else str(value)
+
+    running = f"{count('running')} running"
+    largest = builds.get("largest")
+    if isinstance(largest, dict):
+        who = " ".join(str(part) for part in (largest.get("id", "?"), largest.get("command"))
+                       if part is not None)
+        memory = largest.get("memory_current_bytes")
+        running += f" (largest: {who}, {'?' if memory is None else format_bytes(memory)})"
+    lines = [f"builds:  {running}, {count('started_total')} started, "
+             f"{count('finished_total')} finished, "
+             f"{count('unaccounted_total')} without accounting"]
+    if "defaults" in builds:
+        lines.append(f"  each new build: {describe_build_limits(builds['defaults'] or {})}")
+    return lines
+
+
+def describe_build_limits(limits: Mapping[str, Any]) -> str:
+    """The limits set in a build's table ("cpus 1, memory 2 GiB"); unset ones are left out."""
+    named = [f"{name} {describe_limit_value(name, value)}" for name, value in limits.items()
+             if value is not None]
+    return ", ".join(named) if named else "no limits of its own (the engine's apply)"
 
 
 def _limit_lines(limits: Mapping[str, Any]) -> list[str]:
     return [f"  {name:<12} {describe_limit_value(name, entry.get('value')):<12} "
-            f"({entry.get('source', '?')})"
+            f"({_origin(entry)})"
             for name, entry in limits.items()]
+
+
+def _origin(entry: Mapping[str, Any]) -> str:
+    """Where a value came from: "default", "config: FILE", "persisted: FILE", "runtime"."""
+    source, set_by = entry.get("source", "?"), entry.get("set_by")
+    if set_by is None or source == "runtime":  # a daemon before set_by, or nothing to edit
+        return str(source)
+    return "default" if set_by == "default" else f"{source}: {set_by}"
 
 
 def _usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
@@ -304,7 +367,9 @@ def _engine_line(engine: Mapping[str, Any]) -> str:
     if engine.get("pid") is not None:
         parts.append(f"pid {engine['pid']}")
     if engine.get("uptime_s") is not None:
-        parts.append(f"up {_duration(engine['uptime_s'])}")
+        from ccgroupd.client.humanize import duration
+
+        parts.append(f"up {duration(engine['uptime_s'])}")
     if engine.get("restarts") is not None:
         parts.append(f"{engine['restarts']} restarts")
     return ", ".join(parts)
@@ -314,19 +379,6 @@ def _kernel_value(attribute: str, value: str) -> str:
     if attribute.startswith("memory.") and value.isdigit():
         return f"{value} ({format_bytes(int(value))})"
     return value
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 # -- events --------------------------------------------------------------------

@@ -22,6 +22,7 @@ START_HINT = "is it running? systemctl start ccgroupd"
 # and restarting the engine waits for its graceful stop (minutes by default).
 DEFAULT_TIMEOUT_S = {
     protocol.OP_STATUS: 10.0,
+    protocol.OP_BUILDS: 10.0,
     protocol.OP_SET: 120.0,
     protocol.OP_RESET: 120.0,
     protocol.OP_RELOAD: 120.0,
@@ -37,11 +38,18 @@ SET_OPTIONS = {
     "pids": ("--pids", "maximum number of processes (pids.max)"),
     "cpu_weight": ("--cpu-weight", "relative CPU weight 1-10000, default 100 (cpu.weight)"),
 }
+# The same limits as the default of each build (the config file's [builds] table):
+# limit name -> (--build-OPTION, the attribute the parsers give it). Derived, so that
+# a limit's option has one home: --swap is --build-swap.
+BUILD_SET_OPTIONS = {name: (f"--build-{option[2:]}", f"build_{name}")
+                     for name, (option, _) in SET_OPTIONS.items()}
 
 # The on/off options of each command that talks to the daemon, besides --json.
 COMMAND_FLAGS = {
     protocol.OP_SET: {
         "--runtime": "only until the daemon restarts",
+        "--running": "also give the --build-* limits to the builds running now "
+                     "(else only to builds that start from now on)",
         "--force": "allow a memory limit at or below current usage (the kernel will "
                    "OOM-kill inside the group)",
     },

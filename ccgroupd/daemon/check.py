@@ -20,6 +20,7 @@ from ccgroupd.daemon.layout import OPTIONAL_CONTROLLERS, REQUIRED_CONTROLLERS
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE
+from ccgroupd.kernel.kmsg import KMSG_PATH, open_kmsg
 from ccgroupd.kernel.parsers import Mount, ParseError, parse_psi
 from ccgroupd.kernel.procfs import Procfs
 
@@ -69,6 +70,7 @@ def run_check(config_path: Path | None, *, config_only: bool = False,
     host_findings = [] if config_only else preflight(cgroupfs, procfs, euid=os.geteuid())
     if engine is not None and not config_only:
         host_findings.append(engine_launch_finding(engine))
+        host_findings.append(kernel_log_finding())
     for finding in [*config_findings, *host_findings]:
         out.write(_format(finding))
     if any(f.status is Status.FAIL for f in host_findings):
@@ -129,6 +131,19 @@ def engine_launch_finding(engine: EngineSection,
               "docker": f"docker uses the cgroupfs driver; image {engine.image}",
               "runc": f"rootfs {engine.rootfs}"}[engine.mode]
     return Finding(Status.OK, "engine", f"mode {engine.mode}: {detail}")
+
+
+def kernel_log_finding(path: Path = KMSG_PATH) -> Finding:
+    """Whether OOM and pids records can name a build after its group is gone."""
+    try:
+        open_kmsg(path).close()
+    except CgroupError as error:
+        return Finding(Status.WARN, "kernel log",
+                       f"{error}: OOM and pids records name a build only while its group "
+                       "exists (runc removes it as the build exits)",
+                       ("run ccgroupd as root on the host, where /dev/kmsg is readable",))
+    return Finding(Status.OK, "kernel log", f"{path} is readable: OOM and pids records name "
+                   "the build even after the runtime removed its group")
 
 
 def _load_config(config_path: Path | None, *, check_host: bool

@@ -32,7 +32,7 @@ class Commands:
                  reload: Callable[[Peer], Awaitable[None]],
                  limits_changed: Callable[[], None], cpu_meter: CpuMeter,
                  builds: Callable[[], BuildTracker | None], build_defaults: BuildDefaults,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], origins: Callable[[], Mapping[str, str]]) -> None:
         self._cgroupfs = cgroupfs
         self._group = group
         self._controller = controller
@@ -44,6 +44,7 @@ class Commands:
         self._builds = builds
         self._build_defaults = build_defaults
         self._clock = clock
+        self._origins = origins
 
     def status(self) -> dict[str, Any]:
         monitor = self._monitor()
@@ -52,7 +53,8 @@ class Commands:
             usage=read_usage(self._cgroupfs, self._group, self._controller.limits,
                              self._cpu_meter),
             events=monitor.counters() if monitor is not None else {},
-            engine=engine_status(self._supervisor)),
+            engine=engine_status(self._supervisor), origins=self._origins(),
+            state_file=str(self._controller.state_file)),
             "builds": builds_summary(self._builds(), self._cgroupfs, self._group,
                                      self._build_defaults.effective())}
 

@@ -41,6 +41,7 @@ class LimitController:
         self._cgroupfs = cgroupfs
         self._group = group
         self._store = store
+        self.state_file = store.path
         self._host_cpus = host_cpus
         self.layers = LimitLayers(config)
         self.limits: Limits = config  # in force once start() has applied them

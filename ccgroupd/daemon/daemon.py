@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import structlog
 
 from ccgroupd import __version__
-from ccgroupd.config import Config, load_config
+from ccgroupd.config import Config, LoadedConfig, read_config
 from ccgroupd.daemon.api import ApiServer, Peer
 from ccgroupd.daemon.builds.attribution import KernelLogAttribution
 from ccgroupd.daemon.builds.service import BuildServices
@@ -104,7 +104,8 @@ class Daemon:
                  state_store: StateStore | None = None,
                  monitor_factory: MonitorFactory | None = _default_monitor,
                  serve_api: bool = True,
-                 load: Callable[[Path | None], Config] = load_config,
+                 origins: Mapping[str, str] | None = None,
+                 load: Callable[[Path | None], LoadedConfig] = read_config,
                  environ: Mapping[str, str] = os.environ,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -119,6 +120,7 @@ class Daemon:
         self._monitor_factory = monitor_factory
         self._serve_api = serve_api
         self._load = load
+        self.origins = origins or {}  # "limits.memory" -> the file or variable that set it
         self._environ = environ
         self._sleep = sleep
         self._clock = clock
@@ -242,7 +244,8 @@ class Daemon:
                                  self.supervisor, monitor=lambda: self.monitor,
                                  reload=self._reload, limits_changed=self._status.update,
                                  cpu_meter=self._cpu_meter, builds=lambda: builds.tracker,
-                                 build_defaults=builds.defaults, clock=self._clock)
+                                 build_defaults=builds.defaults, clock=self._clock,
+                                 origins=lambda: self.origins)
         if self._serve_api:
             server = ApiServer.from_config(self.commands, self.config.api, self.procfs)
             await server.start()
@@ -321,7 +324,8 @@ class Daemon:
         assert self.supervisor is not None and self.controller is not None
         self.notifier.reloading()
         try:
-            config = self._load(self._config_path)
+            loaded = self._load(self._config_path)
+            config = loaded.config
             assert self.builds is not None
             build_layers = self.builds.checked_reload(
                 config, self.controller.layers.with_config(config.limits).effective())
@@ -334,7 +338,7 @@ class Daemon:
         self.supervisor.reconfigure(self._launch(config), restart_policy(config.engine))
         self.builds.reloaded(config, build_layers)
         # cgroup, api and daemon settings take effect at the next start.
-        self.config = config
+        self.config, self.origins = config, loaded.origins
         self.notifier.ready(self.status_line())
 
     # -- systemd status and watchdog -----------------------------------------------------
@@ -346,11 +350,11 @@ class Daemon:
 
 
 def run_daemon(config_path: Path | None) -> int:
-    config = load_config(config_path)
+    loaded = read_config(config_path)
     from ccgroupd.daemon.logsetup import configure_logging
 
-    configure_logging(config.daemon.log_format)
-    return asyncio.run(Daemon(config, config_path).serve())
+    configure_logging(loaded.config.daemon.log_format)
+    return asyncio.run(Daemon(loaded.config, config_path, origins=loaded.origins).serve())
 
 
 def _serve_metrics(cgroupfs: Cgroupfs, group: str, supervisor: Callable[[], Supervisor | None],

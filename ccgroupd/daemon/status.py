@@ -97,15 +97,23 @@ def read_or_none(read: Callable[[], T]) -> T | None:
 
 
 def status_document(*, cgroup_path: str, layers: LimitLayers, usage: Mapping[str, Any],
-                    events: Mapping[str, int], engine: Mapping[str, Any]) -> dict[str, Any]:
+                    events: Mapping[str, int], engine: Mapping[str, Any],
+                    origins: Mapping[str, str], state_file: str) -> dict[str, Any]:
     """The ``status`` reply (its schema: ``ccgroupctl status --help``).
 
     ``engine`` carries ``state``, ``pid``, ``uptime_s`` and ``restarts``;
-    ``events`` the monitor's counters since the daemon started.
+    ``events`` the monitor's counters since the daemon started; ``origins`` the file or
+    variable that set each config key ("limits.memory" -> "/etc/ccgroupd/config.d/x.toml").
     """
+    limits = layers.describe()
+    for name, entry in limits.items():
+        # Which file (or variable, or command) to change to change this value.
+        entry["set_by"] = {"config": origins.get(f"limits.{name}", "default"),
+                           "persisted": state_file,
+                           "runtime": "ccgroupctl set --runtime"}[str(entry["source"])]
     return {
         "cgroup": {"path": cgroup_path},
-        "limits": layers.describe(),
+        "limits": limits,
         "usage": dict(usage),
         "events": dict(events),
         "engine": dict(engine),

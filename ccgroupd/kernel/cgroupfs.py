@@ -402,3 +402,11 @@ class GroupDirectory:
 
     def exists(self) -> bool:
         return self.path.is_dir()
+
+    def identity(self) -> tuple[int, int] | None:
+        """(device, inode): a group removed and made again at the same path has another."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -102,11 +103,29 @@ class KernelLogAttribution:
             fields["oom_builds"] = per_build
         return fields
 
-    def take_pids(self) -> dict[str, object]:
-        """A pids_max record's build fields (the kernel logs a group's first refusal only)."""
+    def take_pids(self, groups: Mapping[str, int]) -> dict[str, object]:
+        """A pids_max record's build fields: from ``groups``, the refusals the monitor
+        counted by group (relative to the engine group) while the groups existed, and the
+        kernel log's line for each group's first refusal, which outlives the group."""
         self.drain()
         refusals, self._refusals = list(self._refusals), deque(maxlen=PENDING_KEPT)
-        if not refusals:
+        per_build: dict[str, int] = {}
+        commands: dict[str, str | None] = {}
+        for group, count in groups.items():
+            found = self._tracker.build_of(f"/{self._tracker.engine_group}/{group}")
+            if found is not None:
+                per_build[found[0]] = per_build.get(found[0], 0) + count
+                commands[found[0]] = found[1]
+        for build, command in refusals:
+            per_build.setdefault(build, 1)
+            commands[build] = command
+        if not per_build:
             return {}
-        build, command = refusals[-1]
-        return {"build": build, "build_command": command}
+        build = max(per_build, key=lambda name: per_build[name])
+        fields: dict[str, object] = {"build": build, "build_command": commands[build]}
+        running = self._tracker.builds.get(build)
+        if running is not None and running.limits.pids_max is not None:
+            fields["build_limit_pids"] = running.limits.pids_max
+        if len(per_build) > 1:
+            fields["pids_builds"] = per_build
+        return fields

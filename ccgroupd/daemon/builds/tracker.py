@@ -239,6 +239,8 @@ class BuildTracker:
     def poll(self) -> None:
         """Read every running build's usage (the housekeeping timer's poll): the fallback
         accounting, the peak seen where the kernel has no memory.peak, and throttling."""
+        if self._watch.engine_replaced():
+            self.rescan()
         throttle_samples = []
         for build in list(self.builds.values()):
             group = self._group_path(build.group)

@@ -21,6 +21,7 @@ class TreeWatch:
     def __init__(self, engine_path: Path) -> None:
         self.engine_path = engine_path
         self.inotify: Inotify | None = None  # while open; without it nothing is watched
+        self._watched_engine: tuple[int, int] | None = None
 
     def open(self) -> Inotify:
         self.inotify = Inotify()
@@ -43,7 +44,19 @@ class TreeWatch:
     def relative(self, path: Path) -> str:
         return "" if path == self.engine_path else str(path.relative_to(self.engine_path))
 
+    def engine_replaced(self) -> bool:
+        """Whether the engine group was removed and made again since it was watched (its
+        watch then sees nothing: the engine's restart can do that)."""
+        if self.inotify is None:
+            return False
+        # A file system that sends IN_IGNORED dropped the watch; kernfs sends none, but its
+        # inode numbers are not reused soon.
+        return (self.engine_path not in self.inotify.paths(DIRECTORY)
+                or GroupDirectory(self.engine_path).identity() != self._watched_engine)
+
     def watch_directory(self, group: str) -> None:
+        if not group:
+            self._watched_engine = GroupDirectory(self.engine_path).identity()
         if self.inotify is not None:
             with contextlib.suppress(CgroupError):  # removed meanwhile
                 self.inotify.add_directory(self.path(group), DIRECTORY)

@@ -30,6 +30,7 @@ import contextlib
 import enum
 import errno
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -101,7 +102,7 @@ class Attribution(Protocol):
 
     def take_oom(self) -> dict[str, object]: ...
 
-    def take_pids(self) -> dict[str, object]: ...
+    def take_pids(self, groups: Mapping[str, int]) -> dict[str, object]: ...
 
 
 class Monitor:
@@ -126,6 +127,7 @@ class Monitor:
         self._pids_hierarchical = True
         self._last_change_walk_s = float("-inf")
         self._last_pids_refused: dict[str, int] = {}
+        self._pids_refused_in: Counter[str] = Counter()  # by group, until the next record
         self._throttle = ThrottleMeter(settings.throttle_threshold)
         self._last_violation: str | None = None
         self._last_oom_kill_s: float | None = None
@@ -337,7 +339,9 @@ class Monitor:
         from the first poll that finds it, so later refusals there are reported at once.
         """
         current = self._subtree.counter(PIDS_EVENTS, "max", watcher=self._watch.inotify)
-        delta = sum(increases(self._last_pids_refused, current).values())
+        grew = increases(self._last_pids_refused, current)
+        self._pids_refused_in.update(grew)
+        delta = sum(grew.values())
         self._last_pids_refused = current
         if delta:
             self._reports.count("pids_max", delta)
@@ -357,7 +361,9 @@ class Monitor:
                       else limit_fields(self._cgroupfs, self._group, event, amounts))
         if self._attribution is not None and event in ("oom_kill", "pids_max"):
             fields.update(self._attribution.take_oom() if event == "oom_kill"
-                          else self._attribution.take_pids())
+                          else self._attribution.take_pids(self._pids_refused_in))
+        if event == "pids_max":
+            self._pids_refused_in.clear()
         self._log.warning(event, **fields)
         self._last_violation = f"{event} +{delta} at {time.strftime('%H:%M:%S %Z')}"
 
