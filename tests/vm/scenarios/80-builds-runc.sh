@@ -152,7 +152,8 @@ check "the steady build kept the default 256M" \
 
 echo "--- 4. the builds, live"
 top_json=$(rb_builds_json)
-jq -c '.builds[] | {id, command, memory_current_bytes, usage_usec, pids_current, limits}' \
+jq -c '.builds[] | {id, command, cpu_percent, memory_current_bytes, usage_usec, pids_current,
+    limits}' \
     <<<"$top_json" || echo "not a builds reply: ${top_json:0:2000}"
 for id in steady pg; do
     check "top lists the build $id with its usage" \
@@ -163,6 +164,7 @@ check "top lists the postgres build's command and its 512M limit" \
     jq -e '[.builds[] | select(.id == "pg" and (.command | test("postgres-standin"))
         and .limits.memory == 536870912)] | length == 1' <<<"$top_json"
 check "top shows the engine's usage" jq -e '.engine.memory_current_bytes > 0' <<<"$top_json"
+ccgroupctl top --once 2>&1 || echo "(no ccgroupctl top)"
 check "asking for the builds did not restart the engine" \
     test "$(ccgroupctl status --json | jq '.engine.restarts')" = "$restarts_before"
 
