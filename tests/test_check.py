@@ -45,6 +45,7 @@ def _no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def systemd_host(fs: FakeFilesystem, **kernel_options: object) -> FakeKernel:
     fs.create_dir("/run/systemd/system")
+    fs.create_file("/dev/kmsg")  # the kernel's log
     return FakeKernel(fs, **kernel_options)  # type: ignore[arg-type]
 
 
