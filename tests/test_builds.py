@@ -53,15 +53,16 @@ def tracker_for(cgroupfs: Cgroupfs, procfs: Procfs, clock: FakeTime,
 
 
 def created(cgroupfs: Cgroupfs, parent: str, child: str) -> InotifyEvent:
-    return InotifyEvent("directory", cgroupfs.path(f"{ENGINE}/{parent}"), created=child)
+    return InotifyEvent("directory", str(cgroupfs.path(f"{ENGINE}/{parent}")), created=child)
 
 
 def deleted(cgroupfs: Cgroupfs, parent: str, child: str) -> InotifyEvent:
-    return InotifyEvent("directory", cgroupfs.path(f"{ENGINE}/{parent}"), deleted=child)
+    return InotifyEvent("directory", str(cgroupfs.path(f"{ENGINE}/{parent}")), deleted=child)
 
 
 def changed(cgroupfs: Cgroupfs, group: str) -> InotifyEvent:
-    return InotifyEvent("cgroup.events", cgroupfs.path(f"{ENGINE}/{group}", "cgroup.events"))
+    return InotifyEvent("cgroup.events",
+                        str(cgroupfs.path(f"{ENGINE}/{group}", "cgroup.events")))
 
 
 def start_build(kernel: FakeKernel, cgroupfs: Cgroupfs, tracker: BuildTracker, name: str,

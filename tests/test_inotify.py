@@ -113,8 +113,8 @@ def test_a_directory_watch_reports_child_directories_made_and_removed(tmp_path: 
         (tmp_path / "a-file").write_text("not a group")
         (tmp_path / "build1").mkdir()
         (tmp_path / "build1").rmdir()
-        assert watcher.read_events() == [InotifyEvent("dir", tmp_path, created="build1"),
-                                         InotifyEvent("dir", tmp_path, deleted="build1")]
+        assert watcher.read_events() == [InotifyEvent("dir", str(tmp_path), created="build1"),
+                                         InotifyEvent("dir", str(tmp_path), deleted="build1")]
         watcher.remove({tmp_path})
         assert len(watcher) == 0
         (tmp_path / "build2").mkdir()

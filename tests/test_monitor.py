@@ -21,7 +21,7 @@ from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 from ccgroupd.errors import CgroupReadError
 from ccgroupd.eventnames import VIOLATION_EVENTS
 from ccgroupd.events import EVENTS
-from ccgroupd.kernel.cgroupfs import AttributeFile, Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs, GroupDirectory
 from ccgroupd.kernel.files import (
     CGROUP_EVENTS,
     CPU_STAT,
@@ -324,10 +324,10 @@ def test_a_file_gone_between_open_and_read_keeps_the_baseline(
 
 def test_other_read_errors_are_raised(
         monitor: Monitor, cgroupfs: Cgroupfs, monkeypatch: pytest.MonkeyPatch) -> None:
-    def eio(file: AttributeFile) -> dict[str, int]:
-        raise CgroupReadError(file.path, errno=errno.EIO)
+    def eio(directory: GroupDirectory, attribute: str) -> dict[str, int]:
+        raise CgroupReadError(f"{directory.path}/{attribute}", errno=errno.EIO)
 
-    monkeypatch.setattr(AttributeFile, "read_flat_keyed", eio)
+    monkeypatch.setattr(GroupDirectory, "read_flat_keyed", eio)
     with pytest.raises(CgroupReadError, match="Input/output error"):
         monitor.on_changed({MEMORY_EVENTS})
 

@@ -358,7 +358,7 @@ def test_package_contents(deb: Path) -> None:
         "/usr/share/doc/ccgroupd/deployment.md": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/cloud-init.yaml": "-rw-r--r--",
         "/usr/share/doc/ccgroupd/ansible/roles/ccgroupd/tasks/main.yml": "-rw-r--r--",
-        "/usr/lib/python3/dist-packages/ccgroupd/engine/shim.py": "-rw-r--r--",
+        "/usr/lib/ccgroupd/ccgroupd/engine/shim.py": "-rw-r--r--",
         "/usr/lib/ccgroupd/pydantic/__init__.py": "-rw-r--r--",
         "/usr/lib/ccgroupd/pydantic_settings/__init__.py": "-rw-r--r--",
         "/usr/lib/ccgroupd/structlog/__init__.py": "-rw-r--r--",
@@ -370,6 +370,8 @@ def test_package_contents(deb: Path) -> None:
     assert {path: entries.get(path, ["missing"])[0] for path in expected} == expected
     assert {owner for _, owner in entries.values()} == {"root/root"}
     assert not [path for path in entries if "__pycache__" in path or path.endswith(".pyc")]
+    # Private, not in python3's public dist-packages (issue 16, item 1).
+    assert not [path for path in entries if "/dist-packages/" in path]
     # Only Debian provides these: shipping them too would shadow python3-systemd and
     # python3-prometheus-client.
     assert not [path for path in entries if re.search(r"/(systemd|psutil|prometheus_client)/", path)

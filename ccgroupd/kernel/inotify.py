@@ -7,10 +7,13 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ccgroupd.errors import CgroupReadError
+
+PathLike = str | Path
 
 _IN_MODIFY = 0x00000002
 _IN_CREATE = 0x00000100
@@ -28,7 +31,7 @@ _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 @dataclass(frozen=True)
 class InotifyEvent:
     name: str  # what the watch was added as
-    path: Path  # the watched file or directory
+    path: str  # the watched file or directory
     created: str | None = None  # a directory watch: the child directory made ...
     deleted: str | None = None  # ... or removed
 
@@ -44,44 +47,57 @@ class Inotify:
             raise CgroupReadError("inotify", errno=err, detail="inotify_init1 failed")
         self._fd: int = fd
         self._names: dict[int, str] = {}
-        self._paths: dict[int, Path] = {}
+        # Paths as text, both ways: builds come and go by the thousand, and pathlib's
+        # parsing was most of the cost of each (profiled).
+        self._paths: dict[int, str] = {}
+        self._wds: dict[str, int] = {}
         self.overflows = 0
 
     def fileno(self) -> int:
         return self._fd
 
-    def add(self, path: Path, name: str) -> None:
+    def add(self, path: PathLike, name: str) -> None:
         """Watch a file for changes of its value."""
-        self._add(path, name, _IN_MODIFY)
+        self._add(os.fspath(path), name, _IN_MODIFY)
 
-    def add_directory(self, path: Path, name: str) -> None:
+    def add_directory(self, path: PathLike, name: str) -> None:
         """Watch a directory for child directories made and removed."""
-        self._add(path, name, _IN_CREATE | _IN_DELETE | _IN_ONLYDIR)
+        self._add(os.fspath(path), name, _IN_CREATE | _IN_DELETE | _IN_ONLYDIR)
 
-    def _add(self, path: Path, name: str, mask: int) -> None:
+    def _add(self, path: str, name: str, mask: int) -> None:
         wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), mask)
         if wd < 0:
             raise CgroupReadError(path, errno=ctypes.get_errno(), detail="inotify_add_watch failed")
+        self._forget(self._paths.get(wd))  # the same inode under another path
         self._names[wd] = name
         self._paths[wd] = path
+        self._wds[path] = wd
 
-    def remove(self, paths: set[Path]) -> None:
+    def remove(self, paths: Iterable[PathLike]) -> None:
         """Drop the watches of these paths (see prune for why kernfs needs this)."""
-        for wd in [wd for wd, path in self._paths.items() if path in paths]:
-            self._libc.inotify_rm_watch(self._fd, wd)  # EINVAL if the kernel dropped it
+        for path in paths:
+            wd = self._wds.get(os.fspath(path))
+            if wd is not None:
+                self._libc.inotify_rm_watch(self._fd, wd)  # EINVAL if the kernel dropped it
+                self._forget(self._paths[wd])
+
+    def _forget(self, path: str | None) -> None:
+        wd = self._wds.pop(path, None) if path is not None else None
+        if wd is not None:
             del self._names[wd], self._paths[wd]
 
-    def prune(self, name: str, keep: set[Path]) -> None:
+    def prune(self, name: str, keep: Iterable[PathLike]) -> None:
         """Drop the watches of ``name`` files that are not in ``keep``.
 
         A removed cgroup sends no IN_IGNORED (kernfs), and its watch would pin the
         inode and count against fs.inotify.max_user_watches, which root's systemd,
         dockerd and udev share: a walk that no longer finds a group lets it go.
         """
-        self.remove({self._paths[wd] for wd, watched in self._names.items()
-                     if watched == name and self._paths[wd] not in keep})
+        kept = {os.fspath(path) for path in keep}
+        self.remove([self._paths[wd] for wd, watched in self._names.items()
+                     if watched == name and self._paths[wd] not in kept])
 
-    def paths(self, name: str) -> list[Path]:
+    def paths(self, name: str) -> list[str]:
         """The paths watched as ``name``."""
         return [self._paths[wd] for wd, watched in self._names.items() if watched == name]
 
@@ -120,8 +136,7 @@ class Inotify:
                     events.extend(InotifyEvent(self._names[w], self._paths[w])
                                   for w in self._names)
                 elif mask & _IN_IGNORED:
-                    self._names.pop(wd, None)
-                    self._paths.pop(wd, None)
+                    self._forget(self._paths.get(wd))
                 elif wd in self._names and (mask & _IN_ISDIR or not mask & _CHILD_EVENTS):
                     events.append(self._event(wd, mask, os.fsdecode(child.rstrip(b"\0"))))
 

@@ -87,20 +87,27 @@ def record_message(record: str) -> str:
 
 
 def parse_message(message: str) -> KmsgFact | None:
-    """The fact an OOM or pids message states, None for any other message."""
+    """The fact an OOM or pids message states, None for any other message.
+
+    An OOM kill logs dozens of lines (the task list, memory statistics) just before the
+    two that matter, on the daemon's only thread: the others are passed over with a
+    substring test before any regular expression runs."""
     if message.startswith("oom-kill:"):
         match = _OOM_KILL.match(message)
         if match:
             return OomKillLine(task_memcg=match["task_memcg"], oom_memcg=match["oom_memcg"],
                                task=match["task"], pid=int(match["pid"]))
         return None
-    match = _KILLED_PROCESS.search(message)
-    if match:
-        rss_kib = int(match["anon"]) + int(match["file"]) + int(match["shmem"])
-        return KilledProcess(pid=int(match["pid"]), comm=match["comm"], rss_bytes=rss_kib * 1024)
-    match = _FORK_REJECTED.search(message)
-    if match:
-        return ForkRejected(cgroup=match["cgroup"])
+    if "Killed process" in message:
+        match = _KILLED_PROCESS.search(message)
+        if match:
+            rss_kib = int(match["anon"]) + int(match["file"]) + int(match["shmem"])
+            return KilledProcess(pid=int(match["pid"]), comm=match["comm"],
+                                 rss_bytes=rss_kib * 1024)
+    elif "fork rejected" in message:
+        match = _FORK_REJECTED.search(message)
+        if match:
+            return ForkRejected(cgroup=match["cgroup"])
     return None
 
 

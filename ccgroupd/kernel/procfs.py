@@ -43,12 +43,14 @@ class ProcessMemory:
 class Procfs:
     def __init__(self, root: Path | str = PROC_ROOT, page_size: int | None = None) -> None:
         self.root = Path(root)
+        self._root_text = str(self.root).rstrip("/")  # paths of the per-build reads, as text
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
 
     def _read(self, pid: int | str, name: str, encoding: str = "utf-8") -> str:
-        path = self.root / str(pid) / name
+        path = f"{self._root_text}/{pid}/{name}"
         try:
-            return path.read_text(encoding=encoding, errors="replace")
+            with open(path, encoding=encoding, errors="replace") as file:
+                return file.read()
         except OSError as exc:
             raise CgroupReadError.from_oserror(exc, path) from exc
 
@@ -82,16 +84,18 @@ class Procfs:
     def cmdline(self, pid: int) -> list[str] | None:
         """The argv of ``pid``; None if it is gone (or a kernel thread, with none)."""
         try:
-            raw = (self.root / str(pid) / PROC_CMDLINE).read_bytes()
+            with open(f"{self._root_text}/{pid}/{PROC_CMDLINE}", "rb") as file:
+                raw = file.read()
         except OSError:
             return None
         return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]] or None
 
     def set_oom_score_adj(self, pid: int, value: int) -> bool:
         """Write /proc/PID/oom_score_adj; False if the process is gone meanwhile."""
-        path = self.root / str(pid) / PROC_OOM_SCORE_ADJ
+        path = f"{self._root_text}/{pid}/{PROC_OOM_SCORE_ADJ}"
         try:
-            path.write_text(f"{value}\n", encoding="ascii")
+            with open(path, "w", encoding="ascii") as file:
+                file.write(f"{value}\n")
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ESRCH):
                 return False
@@ -102,11 +106,11 @@ class Procfs:
         """RSS and name of each pid still alive; read from statm/comm, the cheapest files."""
         found = []
         for pid in pids:
-            base = self.root / str(pid)
             try:
-                resident_pages = int((base / PROC_STATM).read_text(encoding="ascii").split()[1])
-                comm = (base / PROC_COMM).read_text(encoding="utf-8", errors="replace").strip()
-            except (OSError, IndexError, ValueError):
+                with open(f"{self._root_text}/{pid}/{PROC_STATM}", encoding="ascii") as file:
+                    resident_pages = int(file.read().split()[1])
+                comm = self._read(pid, PROC_COMM).strip()
+            except (OSError, CgroupReadError, IndexError, ValueError):
                 continue  # exited while we looked
             found.append(ProcessMemory(pid, comm, resident_pages * self.page_size))
         return found

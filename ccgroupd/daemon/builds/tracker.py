@@ -112,9 +112,9 @@ class BuildTracker:
                 else:  # the queue overflowed: what was lost is unknown
                     rescan = True
             elif event.name == CGROUP_EVENTS:
-                self._populated_changed(self._watch.relative(event.path.parent))
+                self._populated_changed(self._watch.group_of_file(event.path))
             elif event.name == PIDS_EVENTS:
-                self._pids_changed(self._watch.relative(event.path.parent))
+                self._pids_changed(self._watch.group_of_file(event.path))
         if rescan:
             self.rescan()
 
@@ -203,7 +203,7 @@ class BuildTracker:
         if self.builds.get(build.group) is not build:
             return  # finished meanwhile
         try:
-            pids = self._cgroupfs.procs(self._group_path(build.group))
+            pids = self._watch.directory(build.group).procs()
         except CgroupError:
             return
         if not pids:

@@ -18,8 +18,11 @@ BUILD_FILES = (CGROUP_EVENTS, PIDS_EVENTS)
 
 
 class TreeWatch:
+    """Paths here are text, not pathlib: builds come and go by the thousand, and pathlib's
+    parsing was most of the cost of each (profiled)."""
+
     def __init__(self, engine_path: Path) -> None:
-        self.engine_path = engine_path
+        self.engine_path = str(engine_path)
         self.inotify: Inotify | None = None  # while open; without it nothing is watched
         self._watched_engine: tuple[int, int] | None = None
 
@@ -32,17 +35,21 @@ class TreeWatch:
             self.inotify.close()
             self.inotify = None
 
-    def path(self, group: str) -> Path:
+    def path(self, group: str) -> str:
         """The directory of a group relative to the engine group ("" is the engine group)."""
-        return self.engine_path / group if group else self.engine_path
+        return f"{self.engine_path}/{group}" if group else self.engine_path
 
     def directory(self, group: str) -> GroupDirectory:
         """A build's directory, below the engine group's checked path: the runtime makes
         groups, never symlinks (cgroupfs has none)."""
         return GroupDirectory(self.path(group))
 
-    def relative(self, path: Path) -> str:
-        return "" if path == self.engine_path else str(path.relative_to(self.engine_path))
+    def relative(self, path: str) -> str:
+        """The group of a watched directory, relative to the engine group."""
+        return path[len(self.engine_path) + 1:]
+
+    def group_of_file(self, path: str) -> str:
+        return self.relative(path.rsplit("/", 1)[0])
 
     def engine_replaced(self) -> bool:
         """Whether the engine group was removed and made again since it was watched (its
@@ -66,15 +73,17 @@ class TreeWatch:
         if self.inotify is None:
             return
         top = None if under is None else self.path(under)
-        self.inotify.remove({path for path in self.inotify.paths(DIRECTORY)
-                             if top is None or path == top or top in path.parents})
+        self.inotify.remove([path for path in self.inotify.paths(DIRECTORY)
+                             if top is None or path == top or path.startswith(top + "/")])
 
     def watch_build(self, group: str) -> None:
         if self.inotify is not None:
+            directory = self.path(group)
             with contextlib.suppress(CgroupError):
                 for attribute in BUILD_FILES:
-                    self.inotify.add(self.path(group) / attribute, attribute)
+                    self.inotify.add(f"{directory}/{attribute}", attribute)
 
     def forget_build(self, group: str) -> None:
         if self.inotify is not None:
-            self.inotify.remove({self.path(group) / attribute for attribute in BUILD_FILES})
+            directory = self.path(group)
+            self.inotify.remove([f"{directory}/{attribute}" for attribute in BUILD_FILES])

@@ -244,7 +244,7 @@ leftovers=$(while read -r path; do
 done <<<"$package_files")
 check "nothing of the package's $(wc -l <<<"$package_files") paths is left${leftovers:+: $leftovers}" \
     test -z "$leftovers"
-for path in /etc/ccgroupd /var/lib/ccgroupd /usr/lib/ccgroupd /usr/lib/python3/dist-packages/ccgroupd \
+for path in /etc/ccgroupd /var/lib/ccgroupd /usr/lib/ccgroupd \
     /run/ccgroupd /sys/fs/cgroup/system.slice/ccgroupd.service \
     /etc/systemd/system/multi-user.target.wants/ccgroupd.service \
     /var/lib/systemd/deb-systemd-helper-enabled/ccgroupd.service.dsh-also \
