@@ -507,7 +507,9 @@ SHELL_SCRIPTS = [*(f"packaging/debian/{name}" for name in MAINTAINER_SCRIPTS),
                  "packaging/demo", "packaging/demo-guest",
                  "packaging/run-in-guest", "tests/vm/scenarios/50-deb.sh",
                  "tests/vm/scenarios/70-engine-docker.sh",
-                 "tests/vm/scenarios/70-engine-runc.sh"]
+                 "tests/vm/scenarios/70-engine-runc.sh",
+                 "tests/vm/scenarios/80-builds-runc.sh",
+                 "tests/vm/scenarios/runc-builds/engine.sh"]
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")

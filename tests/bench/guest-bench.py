@@ -28,6 +28,9 @@ One boot, every comparison interleaved in the same guest, medians with min-max:
 4. scale: daemon CPU over 60 s with 1 vs 1,000 processes in the engine group, whole and
    per wake-up (median), and its read syscalls
 5. start: ``systemctl start ccgroupd`` until READY
+6. builds (only when asked: ``tests/bench/run builds``): tests/bench/guest-builds.py, build
+   groups created and removed by the real runc (issue 13): default limits' latency, OOM
+   records with the build's attribution beside systemd's, 1,000 groups at 10/s
 
 Figures only: no timed assertions. Targets are reported PASS/MISS. The JSON goes to
 $CCGROUPD_RESULTS/bench.json. Every section restores the config, stops its units and
@@ -1029,6 +1032,26 @@ def section_start() -> None:
         f"{fmt(stats(floors))}")
 
 
+# -- 6. builds (issue 13; not in the default set) ----------------------------------------------
+
+BUILDS_SCRIPT = os.environ.get("BENCH_BUILDS_SCRIPT", "")
+
+
+def section_builds() -> None:
+    """tests/bench/guest-builds.py (shipped by tests/bench/run as $BENCH_BUILDS_SCRIPT): build
+    groups that the real runc creates and removes; its figures and targets join these."""
+    say("== 6. builds: runc-created build groups (tests/bench/guest-builds.py)")
+    if not BUILDS_SCRIPT:
+        raise RuntimeError("BENCH_BUILDS_SCRIPT is not set (run it through tests/bench/run)")
+    done = subprocess.run([sys.executable, BUILDS_SCRIPT], check=False, timeout=3600)
+    path = RESULTS / "builds-bench.json"
+    builds = json.loads(path.read_text()) if path.exists() else {}
+    results["builds"] = {key: value for key, value in builds.items() if key != "targets"}
+    results["targets"] += builds.get("targets", [])
+    if done.returncode != 0:
+        raise RuntimeError(f"guest-builds.py exited {done.returncode}: {builds.get('errors')}")
+
+
 # -- table -------------------------------------------------------------------------------------
 
 def print_table() -> None:
@@ -1068,6 +1091,26 @@ def print_table() -> None:
             f"x{sc.get('wakeup_ratio')}, read syscalls x{sc.get('read_syscalls_ratio')}")
     if "start_ms" in results:
         say(f"start   systemctl start ccgroupd    {fmt(results['start_ms'])}")
+    builds = results.get("builds", {})
+    if "limits" in builds:
+        lat = builds["limits"]["latency_ms"]
+        say(f"builds  creation -> default limits  median {lat['median']} ms, p95 {lat['p95']} ms "
+            f"(n={lat['n']}); first instruction saw them in "
+            f"{builds['limits']['first_instruction_saw_memory_max']}/"
+            f"{builds['limits']['builds_printed']}")
+    if "oom" in builds:
+        oom = builds["oom"]
+        say(f"builds  oom_kill - kernel line      ccgroupd median {oom['ccgroupd_ms']['median']} "
+            "ms "
+            f"(p95 {oom['ccgroupd_ms']['p95']}), systemd median {oom['systemd_ms']['median']} ms; "
+            f"attributed {oom['attributed']}/{oom['builds']}")
+    if "scale" in builds:
+        sc = builds["scale"]
+        say(f"builds  {sc['groups']} groups at {sc['rate_per_s']}/s: CPU "
+            f"{sc['daemon_cpu_pct_of_core']}%, RSS {sc['rss_kib_before']} -> "
+            f"{sc['rss_kib_after']} KiB, inotify "
+            f"{sc['inotify_watches_before']} -> {sc['inotify_watches_after']}, build_finished "
+            f"{sc['build_finished_records']} {sc['accounting']}")
     say("-" * 100)
     for t in results["targets"]:
         say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
@@ -1080,8 +1123,9 @@ def main() -> int:
     ENGINE.write_text(ENGINE_SOURCE)
     ENGINE.chmod(0o755)
     sections = {"change": section_change, "start": section_start, "report": section_report,
-                "footprint": section_footprint_and_scale, "storm": section_storm}
-    wanted = sys.argv[1:] or list(sections)
+                "footprint": section_footprint_and_scale, "storm": section_storm,
+                "builds": section_builds}
+    wanted = sys.argv[1:] or [name for name in sections if name != "builds"]
     unknown = [name for name in wanted if name not in sections]
     if unknown:
         say(f"unknown sections {unknown}; known: {list(sections)}")
