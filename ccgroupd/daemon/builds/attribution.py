@@ -123,9 +123,9 @@ class KernelLogAttribution:
             return {}
         build = max(per_build, key=lambda name: per_build[name])
         fields: dict[str, object] = {"build": build, "build_command": commands[build]}
-        running = self._tracker.builds.get(build)
-        if running is not None and running.limits.pids_max is not None:
-            fields["build_limit_pids"] = running.limits.pids_max
+        known = self._tracker.known(build)
+        if known is not None and known.limits.pids_max is not None:
+            fields["build_limit_pids"] = known.limits.pids_max
         if len(per_build) > 1:
             fields["pids_builds"] = per_build
         return fields

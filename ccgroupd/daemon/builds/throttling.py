@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ccgroupd.daemon.builds.build import Build
 from ccgroupd.daemon.monitor.throttle import ThrottleMeter, throttle_fields
-from ccgroupd.kernel.parsers import CpuMax, CpuStat
+from ccgroupd.kernel.parsers import CpuMax
 
 if TYPE_CHECKING:
     from ccgroupd.config import MonitorSection
@@ -29,14 +30,17 @@ class BuildThrottling:
     def forget(self, build: str) -> None:
         self._meters.pop(build, None)
 
-    def sample(self, samples: Iterable[tuple[str, str | None, CpuStat, CpuMax | None]],
-               now: float, cgroup_of: Callable[[str], str]) -> None:
-        """(build, command line, cpu.stat, cpu.max) of each running build, read now."""
+    def sample(self, builds: Iterable[Build], now: float,
+               cgroup_of: Callable[[str], str]) -> None:
+        """The running builds, each with its sample read just now."""
         worst: tuple[float, str, str | None, dict[str, int], CpuMax | None] | None = None
-        for build, command, stat, cpu_max in samples:
+        for each in builds:
+            if each.sample is None or each.sample.cpu_stat is None or each.limits.cpus is None:
+                continue  # no cpu.max of its own: nothing of its own throttles it
+            build, command, cpu_max = each.group, each.command_line(), each.limits.cpu_max()
             meter = self._meters.setdefault(build, ThrottleMeter(
                 self._settings.throttle_threshold))
-            _throttled, amounts = meter.sample(stat, now)
+            _throttled, amounts = meter.sample(each.sample.cpu_stat, now)
             if amounts is None:
                 continue
             self._throttled_since_report.add(build)

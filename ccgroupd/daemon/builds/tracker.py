@@ -30,6 +30,7 @@ from ccgroupd.daemon.builds.stats import BuildStats
 from ccgroupd.daemon.builds.throttling import BuildThrottling
 from ccgroupd.daemon.builds.treewatch import DIRECTORY, TreeWatch
 from ccgroupd.daemon.builds.writer import LimitWriter
+from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_EVENTS, MEMORY_OOM_GROUP, PIDS_EVENTS
@@ -70,7 +71,7 @@ class BuildTracker:
         self.defaults = settings.limits
         self._clock = clock
         self.builds: dict[str, Build] = {}
-        self._recent: OrderedDict[str, str | None] = OrderedDict()
+        self._recent: OrderedDict[str, Build] = OrderedDict()  # finished, by group
         self.stats = BuildStats()
         self._watch = TreeWatch(self._engine_path)
         self._throttling = BuildThrottling(monitor)
@@ -126,8 +127,6 @@ class BuildTracker:
         """Walk the engine's subtree: watch where builds may appear, adopt the builds there,
         forget those gone. At the start, after an inotify overflow, after the engine group
         came back."""
-        from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
-
         self._watch.forget_directories()
         self._watch.watch_directory("")
         try:
@@ -168,7 +167,11 @@ class BuildTracker:
                     self._appeared(_join(group, child.rsplit("/", 1)[-1]))
 
     def _disappeared(self, group: str) -> None:
-        gone = [g for g in self.builds if g == group or g.startswith(group + "/")]
+        if self._groups.is_build(group):  # the common case, by the thousand: no directory
+            if group in self.builds:       # watched, and most already finished
+                self._finish(self.builds[group], final=None)
+            return
+        gone = [g for g in self.builds if g.startswith(group + "/")] if group else [*self.builds]
         for build_group in gone:
             self._finish(self.builds[build_group], final=None)
         self._watch.forget_directories(under=group)
@@ -237,7 +240,7 @@ class BuildTracker:
                                        str(self._engine_path / build.group))
         self.stats.finished(fields)
         log.info("build_finished", **fields)
-        self._recent[build.group] = build.command_line()
+        self._recent[build.group] = build
         while len(self._recent) > RECENT_BUILDS_KEPT:
             self._recent.popitem(last=False)
 
@@ -248,18 +251,13 @@ class BuildTracker:
         accounting, the peak seen where the kernel has no memory.peak, and throttling."""
         if self._watch.engine_replaced():
             self.rescan()
-        throttle_samples = []
         for build in list(self.builds.values()):
-            group = self._group_path(build.group)
-            usage = read_usage(self._cgroupfs, group)
-            if usage is None:
-                continue
-            build.sample = usage
-            build.peak_seen_bytes = max(build.peak_seen_bytes, usage.memory_current_bytes or 0)
-            if usage.cpu_stat is not None and build.limits.cpus is not None:
-                throttle_samples.append((build.group, build.command_line(), usage.cpu_stat,
-                                         build.limits.cpu_max()))
-        self._throttling.sample(throttle_samples, self._clock(),
+            usage = read_usage(self._cgroupfs, self._group_path(build.group))
+            if usage is not None:
+                build.sample = usage
+                build.peak_seen_bytes = max(build.peak_seen_bytes,
+                                            usage.memory_current_bytes or 0)
+        self._throttling.sample(self.builds.values(), self._clock(),
                                 lambda build: str(self._engine_path / build))
 
     def set_defaults(self, defaults: Limits, *, running: bool) -> None:
@@ -290,13 +288,14 @@ class BuildTracker:
         parts = kernel_path[len(prefix):].strip("/").split("/")
         for depth in range(len(parts), 0, -1):
             group = "/".join(parts[:depth])
-            if group in self.builds:
-                return group, self.builds[group].command_line()
-            if group in self._recent:
-                return group, self._recent[group]
-            if self._groups.is_build(group):
-                return group, None
+            build = self.known(group)
+            if build is not None or self._groups.is_build(group):
+                return group, None if build is None else build.command_line()
         return None
+
+    def known(self, group: str) -> Build | None:
+        """A running build, or one that finished recently (records may come after its end)."""
+        return self.builds.get(group) or self._recent.get(group)
 
     def note_oom_kill(self, group: str) -> None:
         if group in self.builds:
