@@ -217,6 +217,14 @@ class Cgroupfs:
     def procs(self, group: str) -> list[int]:
         return self._parse(group, CGROUP_PROCS, parse_pids)
 
+    def walk(self, group: str, *, max_depth: int | None = None
+             ) -> list[tuple[str, GroupDirectory]]:
+        """The group and its descendants, parents first, each with its checked directory
+        (reading a file there needs no check of every path component again)."""
+        return [(group.strip("/"), self.directory(group)),
+                *((name, GroupDirectory(path)) for name, path in self._descendants(group,
+                                                                                    max_depth))]
+
     def descendants(self, group: str, *, max_depth: int | None = None) -> list[str]:
         """Every group below ``group`` (down to ``max_depth`` levels), parents first; one
         removed while the walk goes on is left out with its children."""

@@ -9,7 +9,7 @@ import contextlib
 
 from ccgroupd.daemon.monitor.subtree import Subtree, increases
 from ccgroupd.errors import CgroupError
-from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs, GroupDirectory
 from ccgroupd.kernel.files import (
     MEMORY_CURRENT,
     MEMORY_EVENTS_LOCAL,
@@ -65,18 +65,19 @@ class OomSnapshot:
             largest = sorted(((value, key) for key, value in stat.items()
                               if key in MEMORY_STAT_BYTE_KEYS), reverse=True)[:SNAPSHOT_TOP_N]
             snapshot["memory_stat_bytes"] = {key: value for value, key in largest}
-        processes = sorted(self._procfs.process_memory(self._subtree.procs()),
+        groups = self._subtree.groups()  # one walk for both
+        processes = sorted(self._procfs.process_memory(self._subtree.procs(groups)),
                            key=lambda process: process.rss_bytes, reverse=True)
         snapshot["top_processes"] = [{"pid": p.pid, "comm": p.comm, "rss_bytes": p.rss_bytes}
                                      for p in processes[:SNAPSHOT_TOP_N]]
-        oom_groups = self._oom_groups()
+        oom_groups = self._oom_groups(groups)
         if oom_groups:
             snapshot["oom_groups"] = oom_groups
         return snapshot
 
-    def _oom_groups(self) -> dict[str, int]:
+    def _oom_groups(self, groups: list[tuple[str, GroupDirectory]]) -> dict[str, int]:
         """Groups in the subtree whose own processes were OOM-killed since the last look."""
-        current = self._subtree.counter(MEMORY_EVENTS_LOCAL, "oom_kill")
+        current = self._subtree.counter(MEMORY_EVENTS_LOCAL, "oom_kill", groups=groups)
         found = increases(self._last_local_oom_kills, current)
         self._last_local_oom_kills = current
         return found

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from pathlib import Path
 
 from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 from ccgroupd.errors import CgroupError
-from ccgroupd.kernel.cgroupfs import Cgroupfs
+from ccgroupd.kernel.cgroupfs import Cgroupfs, GroupDirectory
 from ccgroupd.kernel.inotify import Inotify
 
 
@@ -18,39 +17,39 @@ class Subtree:
         self._cgroupfs = cgroupfs
         self.group = group.strip("/")
 
-    def groups(self) -> list[str]:
+    def groups(self) -> list[tuple[str, GroupDirectory]]:
         """The group and its descendants down to ENGINE_MAX_DEPTH levels (the engine may
-        not make deeper ones; should it lift that, a deep tree must not stall the loop);
-        one that goes away meanwhile is skipped."""
+        not make deeper ones; should it lift that, a deep tree must not stall the loop),
+        each with its checked directory; one that goes away meanwhile is skipped. Walk
+        once and pass the result to procs() and counter() when both are wanted."""
         try:
-            return [self.group, *self._cgroupfs.descendants(self.group,
-                                                            max_depth=ENGINE_MAX_DEPTH)]
+            return self._cgroupfs.walk(self.group, max_depth=ENGINE_MAX_DEPTH)
         except CgroupError:  # the group itself is gone
-            return [self.group]
+            return [(self.group, GroupDirectory(self._cgroupfs.path(self.group)))]
 
-    def procs(self) -> list[int]:
+    def procs(self, groups: list[tuple[str, GroupDirectory]] | None = None) -> list[int]:
         """Every process in the subtree, as far as the groups are still there."""
         pids = []
-        for group in self.groups():
+        for _name, directory in self.groups() if groups is None else groups:
             with contextlib.suppress(CgroupError):
-                pids.extend(self._cgroupfs.procs(group))
+                pids.extend(directory.procs())
         return pids
 
-    def counter(self, attribute: str, key: str, *,
-                watcher: Inotify | None = None) -> dict[str, int]:
+    def counter(self, attribute: str, key: str, *, watcher: Inotify | None = None,
+                groups: list[tuple[str, GroupDirectory]] | None = None) -> dict[str, int]:
         """One counter of the group and each descendant, by name relative to the group
         ("." for the group itself); with a ``watcher``, each file is watched too
         (watching a watched file again changes nothing)."""
         found: dict[str, int] = {}
-        watched: set[Path] = set()
-        for group in self.groups():
+        watched: set[str] = set()
+        for name, directory in self.groups() if groups is None else groups:
             with contextlib.suppress(CgroupError):
-                file = self._cgroupfs.attribute_file(group, attribute)  # one path walk
-                found[group[len(self.group):].strip("/") or "."] = (
-                    file.read_flat_keyed().get(key, 0))
+                found[name[len(self.group):].strip("/") or "."] = (
+                    directory.read_flat_keyed(attribute).get(key, 0))
                 if watcher is not None:
-                    watcher.add(file.path, attribute)
-                    watched.add(file.path)
+                    path = f"{directory.path}/{attribute}"
+                    watcher.add(path, attribute)
+                    watched.add(path)
         if watcher is not None:
             watcher.prune(attribute, watched)  # the groups that are gone
         return found
