@@ -93,7 +93,10 @@ def _limit_event(what: str, limit_file: str) -> Callable[[Fields], str]:
 
 
 def _oom_kill(f: Fields) -> str:
-    message = (f"OOM killer killed {f.count('delta', 'process', 'processes')} in "
+    # The kernel's count (delta) counts a memory.oom.group victim twice; the kernel log's
+    # distinct pids (victims), where known, do not.
+    killed = 'victims' if f.has("victims") else 'delta'
+    message = (f"OOM killer killed {f.count(killed, 'process', 'processes')} in "
                f"{f.text('cgroup')} ({f.text('total')} since start); "
                f"memory.max {f.size('limit_bytes')}, usage {f.size('usage_bytes')}")
     if f.has("peak_bytes"):

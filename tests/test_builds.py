@@ -218,10 +218,11 @@ def test_the_kernel_log_names_the_build_after_its_group_is_gone(
              f"Memory cgroup out of memory: Killed process {pid} (python3) total-vm:1kB, "
              "anon-rss:409600kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB "
              "oom_score_adj:0"]
+    lines.append(lines[-1])  # memory.oom.group: the kernel kills the victim again
     attribution = KernelLogAttribution(_Log([parse_message(line) for line in lines]), tracker)
     assert attribution.take_oom() == {
         "build": group, "build_command": "python3 hog.py 400", "victim_pid": pid,
-        "victim_comm": "python3", "victim_rss_bytes": 409600 * 1024}
+        "victim_comm": "python3", "victim_rss_bytes": 409600 * 1024, "victims": 1}
     assert attribution.take_oom() == {}  # each kill is told once
     assert tracker.stats.oom_kills_total == 1
     outside = KernelLogAttribution(_Log([parse_message(

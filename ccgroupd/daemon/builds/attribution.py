@@ -43,6 +43,10 @@ class KernelLogAttribution:
         self._tracker = tracker
         self._kills: deque[_Kill] = deque(maxlen=PENDING_KEPT)
         self._refusals: deque[tuple[str, str | None]] = deque(maxlen=PENDING_KEPT)
+        # Distinct pids the kernel said it killed in the engine's builds since the last
+        # record: with memory.oom.group it kills the victim twice and memory.events
+        # counts both.
+        self._victims: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -76,9 +80,10 @@ class KernelLogAttribution:
                     self._kills.append(_Kill(found[0], found[1], fact.pid, fact.task))
             elif isinstance(fact, KilledProcess):
                 for kill in self._kills:
-                    if kill.pid == fact.pid and kill.rss_bytes is None:
-                        kill.rss_bytes = fact.rss_bytes
-                        kill.task = fact.comm
+                    if kill.pid == fact.pid:
+                        self._victims.add(fact.pid)
+                        if kill.rss_bytes is None:
+                            kill.rss_bytes, kill.task = fact.rss_bytes, fact.comm
             elif isinstance(fact, ForkRejected):
                 found = self._tracker.build_of(fact.cgroup)
                 if found is not None:
@@ -95,7 +100,9 @@ class KernelLogAttribution:
         last = kills[-1]
         fields: dict[str, object] = {"build": last.build, "build_command": last.command,
                                      "victim_pid": last.pid, "victim_comm": last.task,
-                                     "victim_rss_bytes": last.rss_bytes}
+                                     "victim_rss_bytes": last.rss_bytes,
+                                     "victims": len(self._victims) or None}
+        self._victims = set()
         per_build: dict[str, int] = {}
         for kill in kills:
             per_build[kill.build] = per_build.get(kill.build, 0) + 1
