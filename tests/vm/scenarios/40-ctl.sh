@@ -95,7 +95,8 @@ check "cpu.max is '200000 100000' when set returns (got '$(engine_file cpu.max)'
 check "memory.max is 512 MiB when set returns (got $(engine_file memory.max))" \
     test "$(engine_file memory.max)" = 536870912
 run_ctl status
-check "status shows the persisted sources" grep -q "memory       512 MiB      (persisted)" <<<"$out"
+check "status shows the persisted source and its file" \
+    grep -qF "memory       512 MiB      (persisted: /var/lib/ccgroupd/limits.json)" <<<"$out"
 
 echo "== persistence"
 restart_daemon
