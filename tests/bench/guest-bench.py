@@ -95,18 +95,27 @@ SCRATCH = CGROOT / "bench-cgset"
 OOM_MESSAGE_ID = "fe6faa94e7774663a0da52717891d8ef"
 KERNEL_OOM = "Memory cgroup out of memory: Killed process"
 
-results: dict[str, Any] = {"targets": [], "notes": [], "errors": []}
-
+sys.path.insert(0, os.environ.get("BENCH_LIB_DIR", ""))  # where tests/bench/run put guestlib
+from guestlib import (  # noqa: E402
+    event_time,
+    fmt,
+    journal,
+    main_pid,
+    monotonic_usec,
+    results,
+    rss_kib,
+    run,
+    say,
+    schedstat_s,
+    stats,
+    target,
+    wait_for,
+)
 
 # -- helpers -------------------------------------------------------------------------------
 
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
 
 
-def run(*command: str, check: bool = True,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout)
 
 
 def timed(command: list[str], after: Callable[[], bool] | None = None,
@@ -123,55 +132,18 @@ def timed(command: list[str], after: Callable[[], bool] | None = None,
     return elapsed_ms, ok
 
 
-def stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "median": None, "min": None, "max": None, "values": []}
-    return {"n": len(values), "median": statistics.median(values), "min": min(values),
-            "max": max(values), "values": [round(v, 3) for v in values]}
 
 
-def fmt(s: dict[str, Any], unit: str = "ms", digits: int = 1) -> str:
-    if not s.get("n"):
-        return "n/a"
-    return (f"{s['median']:.{digits}f} {unit} ({s['min']:.{digits}f}-{s['max']:.{digits}f}, "
-            f"n={s['n']})")
 
 
-def target(name: str, ok: bool | None, figure: str, bound: str = "") -> None:
-    verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
-    results["targets"].append({"target": name, "verdict": verdict, "figure": figure,
-                               "bound": bound})
-    say(f"   target: {name}: {verdict} ({figure})")
 
 
-def monotonic_usec() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
-def journal(*matches: str, kernel: bool = False, since_usec: int = 0) -> list[dict[str, Any]]:
-    run("journalctl", "--sync", check=False)
-    command = ["journalctl", "-b", "-o", "json", "--no-pager", *(["-k"] if kernel else []),
-               *matches]
-    out = run(*command, check=False).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return [r for r in records if int(r["__MONOTONIC_TIMESTAMP"]) >= since_usec]
 
 
-def event_time(record: dict[str, Any]) -> tuple[int, str]:
-    """The record's own monotonic time if the sender gave one, else journald's receive time."""
-    if "_SOURCE_MONOTONIC_TIMESTAMP" in record:
-        return int(record["_SOURCE_MONOTONIC_TIMESTAMP"]), "_SOURCE_MONOTONIC_TIMESTAMP"
-    return int(record["__MONOTONIC_TIMESTAMP"]), "__MONOTONIC_TIMESTAMP"
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with suppress(OSError, ValueError):
-            if predicate():
-                return True
-        time.sleep(step_s)
-    return False
 
 
 # -- the daemon ----------------------------------------------------------------------------
@@ -256,8 +228,6 @@ def stop_daemon() -> None:
     run("systemctl", "reset-failed", "ccgroupd", check=False)
 
 
-def main_pid() -> int:
-    return int(run("systemctl", "show", "-p", "MainPID", "--value", "ccgroupd").stdout)
 
 
 def engine_group() -> Path:
@@ -305,13 +275,6 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def schedstat_s(pid: int) -> float:
-    """On-CPU time of the live threads, from schedstat (ns resolution), in seconds."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def switches(pid: int) -> tuple[int, int]:
@@ -327,11 +290,6 @@ def switches(pid: int) -> tuple[int, int]:
     return voluntary, involuntary
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return -1
 
 
 def io_counts(pid: int) -> dict[str, int]:

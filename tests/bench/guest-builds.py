@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Issue 13's benchmarks: build groups made and removed by the real runc, in the test guest.
 
-    tests/vm/run-in-vm tests/bench/guest-builds.py [SECTION...]      (limits, oom, scale)
+    tests/bench/run builds
 
-or as the ``builds`` section of ``tests/bench/run``. ccgroupd runs under its unit with the
+(which ships it with guestlib.py; SECTIONs limits, oom, scale as its arguments when run
+by hand in the guest). ccgroupd runs under its unit with the
 stand-in engine of tests/vm/scenarios/runc-builds (engine.sh: mode "exec" with a private
 cgroup namespace; it runs ``runc run`` without --keep for each build, with
 linux.cgroupsPath /buildkit/<id>, so runc creates <engine group>/buildkit/<id> and removes
@@ -45,7 +46,6 @@ import math
 import os
 import select
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -81,70 +81,46 @@ RESULTS = Path(os.environ.get("CCGROUPD_RESULTS", "/tmp"))
 BUILD_MEMORY = 256 << 20
 OOM_MESSAGE_ID = "fe6faa94e7774663a0da52717891d8ef"
 
-results: dict[str, Any] = {"targets": [], "errors": [], "parameters": {
+sys.path.insert(0, os.environ.get("BENCH_LIB_DIR", ""))  # where tests/bench/run put guestlib
+from guestlib import (  # noqa: E402
+    event_time,
+    fmt,
+    journal,
+    main_pid,
+    monotonic_usec,
+    results,
+    rss_kib,
+    run,
+    say,
+    schedstat_s,
+    stats,
+    target,
+    wait_for,
+)
+
+results["parameters"] = {
     "limits_builds": LIMITS_N, "limits_gap_s": LIMITS_GAP_S, "oom_builds": OOM_N,
     "systemd_oom_rounds": SYSTEMD_OOM_N, "scale_groups": SCALE_N, "scale_rate_per_s": SCALE_RATE,
     "scale_life_s": SCALE_LIFE_S, "settle_s": SETTLE_S, "report_interval_s": REPORT_INTERVAL_S,
-    "oom_gap_s": OOM_GAP_S}}
+    "oom_gap_s": OOM_GAP_S}
 
 
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
 
 
-def run(*command: str, check: bool = True,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout)
 
 
-def monotonic_usec() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
-def stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0, "median": None, "p95": None, "min": None, "max": None, "values": []}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"n": len(values), "median": round(statistics.median(values), 3), "p95": round(p95, 3),
-            "min": round(ordered[0], 3), "max": round(ordered[-1], 3),
-            "values": [round(v, 3) for v in values]}
 
 
-def fmt(s: dict[str, Any], unit: str = "ms") -> str:
-    if not s.get("n"):
-        return "n/a"
-    return (f"median {s['median']:.1f} {unit}, p95 {s['p95']:.1f} {unit} "
-            f"({s['min']:.1f}-{s['max']:.1f}, n={s['n']})")
 
 
-def target(name: str, ok: bool | None, figure: str) -> None:
-    verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
-    results["targets"].append({"target": name, "verdict": verdict, "figure": figure})
-    say(f"   target: {name}: {verdict} ({figure})")
 
 
-def wait_for(predicate: Any, timeout_s: float, step_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with suppress(OSError, ValueError):
-            if predicate():
-                return True
-        time.sleep(step_s)
-    return False
 
 
-def journal(*matches: str, kernel: bool = False, since_usec: int = 0) -> list[dict[str, Any]]:
-    run("journalctl", "--sync", check=False)
-    out = run("journalctl", "-b", "-o", "json", "--no-pager", *(["-k"] if kernel else []),
-              *matches, check=False).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return [r for r in records if int(r["__MONOTONIC_TIMESTAMP"]) >= since_usec]
 
 
-def event_time(record: dict[str, Any]) -> int:
-    """The record's own monotonic time if the sender gave one, else journald's receive time."""
-    return int(record.get("_SOURCE_MONOTONIC_TIMESTAMP") or record["__MONOTONIC_TIMESTAMP"])
 
 
 # -- inotify ---------------------------------------------------------------------------------
@@ -210,8 +186,6 @@ stop_grace_s = 30
 """)
 
 
-def main_pid() -> int:
-    return int(run("systemctl", "show", "-p", "MainPID", "--value", "ccgroupd").stdout)
 
 
 def start() -> None:
@@ -275,19 +249,8 @@ def seen(build_id: str) -> dict[str, str]:
     return {}
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return -1
 
 
-def schedstat_s(pid: int) -> float:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def inotify_watches(pid: int) -> int:
@@ -381,13 +344,14 @@ def section_limits() -> None:
                          "first_instruction_saw_memory_max": saw_memory,
                          "first_instruction_saw_pids_max": saw_pids,
                          "first_instruction_oom_score_adj_0": saw_adj}
-    say(f"   creation -> memory.max written: {fmt(lat)}; never seen: {len(never)} {never[:5]}; "
+    say(f"   creation -> memory.max written: {fmt(lat, p95=True)}; never seen: {len(never)} "
+        f"{never[:5]}; "
         f"runc run failed: {len(failed)}")
     say(f"   at the build's first instruction: memory.max 256M in {saw_memory}/{printed}, "
         f"pids.max 64 in {saw_pids}/{printed}, oom_score_adj 0 in {saw_adj}/{printed}")
     if lat["n"]:
         target("a build group gets its default limits within 20 ms (median) of its creation",
-               lat["median"] <= 20 and not never, fmt(lat))
+               lat["median"] <= 20 and not never, fmt(lat, p95=True))
 
 
 # -- 2. oom ------------------------------------------------------------------------------------
@@ -414,7 +378,7 @@ def systemd_oom(rep: int) -> dict[str, Any] | None:
         say(f"   ! systemd round {rep}: {len(kills)} kernel lines, {len(records)} OOM records")
         return None
     kernel_usec = int(kills[0]["_SOURCE_MONOTONIC_TIMESTAMP"])
-    return {"latency_ms": (event_time(records[0]) - kernel_usec) / 1000}
+    return {"latency_ms": (event_time(records[0])[0] - kernel_usec) / 1000}
 
 
 def section_oom() -> None:
@@ -455,7 +419,7 @@ def section_oom() -> None:
         record = (mine or unnamed)[0] if mine or unnamed else None
         if line is not None and record is not None:
             kernel_usec = int(line["_SOURCE_MONOTONIC_TIMESTAMP"])
-            entry["latency_ms"] = (event_time(record) - kernel_usec) / 1000
+            entry["latency_ms"] = (event_time(record)[0] - kernel_usec) / 1000
             ours.append(entry["latency_ms"])
         if mine:
             entry.update(victim_comm=mine[0].get("CCGROUPD_VICTIM_COMM"),
@@ -467,12 +431,12 @@ def section_oom() -> None:
                       "attributed": attributed, "builds": OOM_N, "rounds": rounds}
     say(f"   kernel oom-kill lines for {killed}/{OOM_N} builds; ccgroupd records naming the "
         f"build: {attributed}/{killed}")
-    say(f"   ccgroupd oom_kill - kernel oom-kill line: {fmt(s_ours)}")
-    say(f"   systemd OOM line - kernel oom-kill line:  {fmt(s_theirs)}")
+    say(f"   ccgroupd oom_kill - kernel oom-kill line: {fmt(s_ours, p95=True)}")
+    say(f"   systemd OOM line - kernel oom-kill line:  {fmt(s_theirs, p95=True)}")
     if s_ours["n"]:
         target("OOM records with the build's attribution within 100 ms of the kernel's",
                attributed == killed == OOM_N and s_ours["max"] <= 100,
-               f"{attributed}/{OOM_N} attributed; {fmt(s_ours)}")
+               f"{attributed}/{OOM_N} attributed; {fmt(s_ours, p95=True)}")
         if s_theirs["n"]:
             target("ccgroupd's OOM record no later than systemd's (medians)",
                    s_ours["median"] <= s_theirs["median"],

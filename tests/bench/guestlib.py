@@ -1,0 +1,105 @@
+"""What the guest benchmarks share (guest-bench.py, guest-builds.py): running commands,
+reading the journal, statistics and the PASS/MISS targets. tests/bench/run ships it beside
+them into the guest ($BENCH_LIB_DIR). Standard library only: it runs on the guest's
+/usr/bin/python3."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+# The results of the script that imports this: targets, notes and errors, and what the
+# script adds; written to its JSON file at its end.
+results: dict[str, Any] = {"targets": [], "notes": [], "errors": []}
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def run(*command: str, check: bool = True,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "median": None, "p95": None, "min": None, "max": None, "values": []}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return {"n": len(values), "median": statistics.median(values), "p95": p95,
+            "min": ordered[0], "max": ordered[-1], "values": [round(v, 3) for v in values]}
+
+
+def fmt(s: dict[str, Any], unit: str = "ms", digits: int = 1, *, p95: bool = False) -> str:
+    """"12.3 ms (10.1-15.0, n=9)", with p95: "median 12.3 ms, p95 14.9 ms (...)"."""
+    if not s.get("n"):
+        return "n/a"
+    spread = f"({s['min']:.{digits}f}-{s['max']:.{digits}f}, n={s['n']})"
+    if p95:
+        return (f"median {s['median']:.{digits}f} {unit}, p95 {s['p95']:.{digits}f} {unit} "
+                f"{spread}")
+    return f"{s['median']:.{digits}f} {unit} {spread}"
+
+
+def target(name: str, ok: bool | None, figure: str, bound: str = "") -> None:
+    verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
+    results["targets"].append({"target": name, "verdict": verdict, "figure": figure,
+                               "bound": bound})
+    say(f"   target: {name}: {verdict} ({figure})")
+
+
+def monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def journal(*matches: str, kernel: bool = False, since_usec: int = 0) -> list[dict[str, Any]]:
+    run("journalctl", "--sync", check=False)
+    command = ["journalctl", "-b", "-o", "json", "--no-pager", *(["-k"] if kernel else []),
+               *matches]
+    out = run(*command, check=False).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [r for r in records if int(r["__MONOTONIC_TIMESTAMP"]) >= since_usec]
+
+
+def event_time(record: dict[str, Any]) -> tuple[int, str]:
+    """The record's own monotonic time if the sender gave one, else journald's receive time."""
+    if "_SOURCE_MONOTONIC_TIMESTAMP" in record:
+        return int(record["_SOURCE_MONOTONIC_TIMESTAMP"]), "_SOURCE_MONOTONIC_TIMESTAMP"
+    return int(record["__MONOTONIC_TIMESTAMP"]), "__MONOTONIC_TIMESTAMP"
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with suppress(OSError, ValueError):
+            if predicate():
+                return True
+        time.sleep(step_s)
+    return False
+
+
+def main_pid() -> int:
+    return int(run("systemctl", "show", "-p", "MainPID", "--value", "ccgroupd").stdout)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def schedstat_s(pid: int) -> float:
+    """On-CPU time of the live threads, from schedstat (ns resolution), in seconds."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
