@@ -30,7 +30,6 @@ import contextlib
 import enum
 import errno
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,7 +37,7 @@ import structlog
 
 from ccgroupd.daemon.monitor.oom import OomSnapshot, read_limit
 from ccgroupd.daemon.monitor.reports import ReportWindows
-from ccgroupd.daemon.monitor.subtree import Subtree, increases
+from ccgroupd.daemon.monitor.subtree import LocalPidsRefusals, Subtree
 from ccgroupd.daemon.monitor.throttle import ThrottleMeter, throttle_fields
 from ccgroupd.daemon.monitor.watch import Watch
 from ccgroupd.errors import CgroupError, CgroupReadError
@@ -126,8 +125,7 @@ class Monitor:
         self._last_counters: dict[tuple[str, str], int] = {}
         self._pids_hierarchical = True
         self._last_change_walk_s = float("-inf")
-        self._last_pids_refused: dict[str, int] = {}
-        self._pids_refused_in: Counter[str] = Counter()  # by group, until the next record
+        self._local_pids = LocalPidsRefusals(self._subtree)
         self._throttle = ThrottleMeter(settings.throttle_threshold)
         self._last_violation: str | None = None
         self._last_oom_kill_s: float | None = None
@@ -198,7 +196,7 @@ class Monitor:
         current = self._read_current_counters()
         if current is not None:
             self._oom.baseline()
-            self._last_pids_refused = self._subtree.counter(PIDS_EVENTS, "max")
+            self._local_pids.baseline()
             self._prime(current)
 
     def on_changed(self, files: Iterable[str]) -> None:
@@ -309,7 +307,7 @@ class Monitor:
         self.populated = False
         self._last_counters.clear()
         self._oom.forget()
-        self._last_pids_refused.clear()
+        self._local_pids.forget()
         self._throttle.reset()
         self._watch.disarm()
 
@@ -332,17 +330,7 @@ class Monitor:
             self._occurred("cpu_throttled", now, amounts)
 
     def _poll_pids_subtree(self, now: float) -> None:
-        """pids.events of every group in the subtree, for kernels that count refusals locally.
-
-        One small read per group per poll: the cost follows the number of groups
-        (build containers), never the number of processes. Each group's file is watched
-        from the first poll that finds it, so later refusals there are reported at once.
-        """
-        current = self._subtree.counter(PIDS_EVENTS, "max", watcher=self._watch.inotify)
-        grew = increases(self._last_pids_refused, current)
-        self._pids_refused_in.update(grew)
-        delta = sum(grew.values())
-        self._last_pids_refused = current
+        delta = self._local_pids.walk(self._watch.inotify)
         if delta:
             self._reports.count("pids_max", delta)
             self._occurred("pids_max", now, {"delta": delta})
@@ -361,9 +349,9 @@ class Monitor:
                       else limit_fields(self._cgroupfs, self._group, event, amounts))
         if self._attribution is not None and event in ("oom_kill", "pids_max"):
             fields.update(self._attribution.take_oom() if event == "oom_kill"
-                          else self._attribution.take_pids(self._pids_refused_in))
+                          else self._attribution.take_pids(self._local_pids.by_group))
         if event == "pids_max":
-            self._pids_refused_in.clear()
+            self._local_pids.by_group.clear()
         self._log.warning(event, **fields)
         self._last_violation = f"{event} +{delta} at {time.strftime('%H:%M:%S %Z')}"
 

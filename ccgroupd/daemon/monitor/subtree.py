@@ -4,11 +4,13 @@ which come and go while they are walked)."""
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Mapping
 
 from ccgroupd.engine.supervisor import ENGINE_MAX_DEPTH
 from ccgroupd.errors import CgroupError
 from ccgroupd.kernel.cgroupfs import Cgroupfs, GroupDirectory
+from ccgroupd.kernel.files import PIDS_EVENTS
 from ccgroupd.kernel.inotify import Inotify
 
 
@@ -53,6 +55,33 @@ class Subtree:
         if watcher is not None:
             watcher.prune(attribute, watched)  # the groups that are gone
         return found
+
+
+class LocalPidsRefusals:
+    """Refused forks before Linux 6.11, where each group's pids.events counts only its own:
+    summed over the subtree, and kept by group until a record names them."""
+
+    def __init__(self, subtree: Subtree) -> None:
+        self._subtree = subtree
+        self._last: dict[str, int] = {}
+        self.by_group: Counter[str] = Counter()  # since the last record
+
+    def baseline(self) -> None:
+        self._last = self._subtree.counter(PIDS_EVENTS, "max")
+
+    def forget(self) -> None:
+        self._last.clear()
+
+    def walk(self, watcher: Inotify | None) -> int:
+        """The refusals since the last walk. One small read per group: the cost follows the
+        number of groups (build containers), never the number of processes. Each group's
+        file is watched from the first walk that finds it, so later refusals there are
+        reported at once."""
+        current = self._subtree.counter(PIDS_EVENTS, "max", watcher=watcher)
+        grew = increases(self._last, current)
+        self.by_group.update(grew)
+        self._last = current
+        return sum(grew.values())
 
 
 def increases(previous: Mapping[str, int], current: Mapping[str, int]) -> dict[str, int]:
