@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ccgroupd.daemon.builds.account import Usage, read_usage, read_usage_in
+from ccgroupd.daemon.builds.account import Usage, read_usage_in
 from ccgroupd.daemon.builds.build import Build
 from ccgroupd.daemon.builds.stats import BuildStats
 from ccgroupd.daemon.builds.throttling import BuildThrottling
@@ -197,12 +197,9 @@ class BuildTracker:
             self._finish(build, final=usage)
 
     def _pids_changed(self, group: str) -> None:
-        build = self.builds.get(group)
-        if build is not None:
+        # Only passed on: in a fork storm this comes every 10 ms, and the poll samples.
+        if group in self.builds:
             self._on_pids_event()
-            usage = read_usage(self._cgroupfs, self._group_path(group))
-            if usage is not None:
-                build.sample = usage
 
     def _identify(self, build: Build) -> None:
         """Reset the build's oom_score_adj; once its first process runs the build's own
@@ -252,7 +249,7 @@ class BuildTracker:
         if self._watch.engine_replaced():
             self.rescan()
         for build in list(self.builds.values()):
-            usage = read_usage(self._cgroupfs, self._group_path(build.group))
+            usage = read_usage_in(self._watch.directory(build.group))
             if usage is not None:
                 build.sample = usage
                 build.peak_seen_bytes = max(build.peak_seen_bytes,
