@@ -48,6 +48,7 @@ from pydantic_settings import (
 )
 
 from ccgroupd.errors import ConfigError, LimitsError
+from ccgroupd.limits.budget import check_engines
 from ccgroupd.limits.builds import check_builds
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
 from ccgroupd.protocol import DEFAULT_SOCKET_PATH
@@ -56,11 +57,21 @@ DEFAULT_CONFIG_PATH = Path("/etc/ccgroupd/config.toml")
 # Beside the file: the place for what Ansible, cloud-init or an operator adds, so that
 # the packaged file (a conffile) stays untouched and keeps receiving new defaults.
 DROP_IN_DIR = "config.d"
+# Below daemon.state_dir and daemon.runtime_dir: a directory per named engine.
+ENGINES_DIRECTORY = "engines"
+ENGINES_SECTION = "engines"
 ENV_PREFIX = "CCGROUPD_"
 ENV_NESTED_DELIMITER = "__"
 DEFAULT_METRICS_PORT = 9847
 
 DEFAULT_ENGINE_OOM_SCORE_ADJ = -900
+DEFAULT_ENGINES_PARENT = "engines"
+# An engine's name is a cgroup directory, a container name's suffix and a journal field.
+ENGINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# Where a named engine's own directories go by default; $STATE_DIRECTORY and
+# $RUNTIME_DIRECTORY tell the engine, as systemd tells a service.
+ENGINE_STATE_PARENT = Path("/var/lib/dagger")
+ENGINE_RUNTIME_PARENT = Path("/run/dagger")
 DEFAULT_BUILD_GROUPS = "**/buildkit/*"
 
 OomScoreAdj = Annotated[int, Field(ge=-1000, le=1000)]
@@ -90,8 +101,11 @@ class CgroupSection(_Section):
     # What to do with processes already in the group at start: kill them, or
     # refuse to start (someone else is using the group).
     leftover: Literal["kill", "refuse"] = "kill"
+    # With [engines.NAME] tables: the group above them all, which holds [budget]; each
+    # engine runs in <parent>/<NAME>. Relative or absolute as name is.
+    parent: str = DEFAULT_ENGINES_PARENT
 
-    @field_validator("name")
+    @field_validator("name", "parent")
     @classmethod
     def _check_name(cls, name: str) -> str:
         if any(part in ("", ".", "..") for part in name.strip("/").split("/")):
@@ -146,6 +160,10 @@ class EngineSection(_Section):
     # The engine's own processes (the shim sets it before exec): under a group-level OOM
     # the kernel then picks a build, whose processes ccgroupd resets to builds.oom_score_adj.
     oom_score_adj: OomScoreAdj = DEFAULT_ENGINE_OOM_SCORE_ADJ
+    # The engine's own directories, made before each start and named to it in
+    # $STATE_DIRECTORY and $RUNTIME_DIRECTORY (as systemd names a service's).
+    state_directory: AbsolutePath | None = None
+    runtime_directory: AbsolutePath | None = None
 
     @field_validator("restart_max_delay_s")
     @classmethod
@@ -187,6 +205,12 @@ class EngineSection(_Section):
             raise ValueError("engine.command is required with mode = 'runc' (the image's "
                              "entrypoint, e.g. ['/usr/local/bin/dagger-entrypoint.sh'])")
         return self
+
+    def own_directories(self) -> dict[str, Path]:
+        """$STATE_DIRECTORY / $RUNTIME_DIRECTORY -> the directory, for those that are set."""
+        return {variable: directory for variable, directory in
+                (("STATE_DIRECTORY", self.state_directory),
+                 ("RUNTIME_DIRECTORY", self.runtime_directory)) if directory is not None}
 
     def container_command(self) -> list[str]:
         """The argv for docker/runc: docker falls back to the image's default when unset."""
@@ -260,6 +284,17 @@ class BuildsSection(_WithLimitKeys):
         return patterns
 
 
+class EngineTable(EngineSection, _WithLimitKeys):
+    """One of several engines: ``[engines.NAME]`` takes the keys of [engine] and of [limits].
+    Its state_directory and runtime_directory default to /var/lib/dagger/NAME and
+    /run/dagger/NAME, and are bind-mounted into a docker or runc engine."""
+
+    def directories(self, name: str) -> tuple[Path, Path]:
+        """(state, runtime) directories of the engine called ``name``."""
+        return (self.state_directory or ENGINE_STATE_PARENT / name,
+                self.runtime_directory or ENGINE_RUNTIME_PARENT / name)
+
+
 class MonitorSection(_Section):
     cpu_poll_interval_s: PositiveSeconds = 5.0
     # Share of CPU periods throttled (0..1) above which cpu_throttled is reported.
@@ -316,13 +351,17 @@ class Config(BaseSettings):
     cgroup: CgroupSection = CgroupSection()
     limits: Limits = Limits()
     engine: EngineSection = EngineSection()
+    # Several engines, one per table; without any, [engine] and [limits] are the one engine.
+    engines: dict[str, EngineTable] = {}
+    # Limits on the parent of all [engines]: what they may use together.
+    budget: Limits = Limits()
     builds: BuildsSection = BuildsSection()
     monitor: MonitorSection = MonitorSection()
     api: ApiSection = ApiSection()
     metrics: MetricsSection = MetricsSection()
     daemon: DaemonSection = DaemonSection()
 
-    @field_validator("limits", mode="before")
+    @field_validator("limits", "budget", mode="before")
     @classmethod
     def _limits_from_keys(cls, value: object) -> object:
         # [limits] uses the short keys (memory = "8G"), the model the unit-named fields.
@@ -330,10 +369,57 @@ class Config(BaseSettings):
             return Limits.from_mapping(value)
         return value
 
+    @field_validator("engines")
+    @classmethod
+    def _check_engine_names(cls, engines: dict[str, EngineTable]) -> dict[str, EngineTable]:
+        for name in engines:
+            if not ENGINE_NAME.fullmatch(name):
+                raise LimitsError(f"engines.{name}", name,
+                                  "an engine's name is 1-32 of a-z 0-9 _ - and starts with a "
+                                  "letter or digit (it names its cgroup and journal records)")
+        return engines
+
     @model_validator(mode="after")
-    def _builds_within_the_engine(self) -> Config:
-        check_builds(self.builds.rules, self.builds.limits, self.limits)
+    def _check_engines(self) -> Config:
+        if not self.engines:
+            if self.budget.given():
+                raise LimitsError("budget", sorted(self.budget.given()), "a budget holds several engines together: "
+                                  "define them as [engines.NAME] tables, or use [limits]")
+            check_builds(self.builds.rules, self.builds.limits, self.limits)
+            return self
+        for section in ("engine", "limits"):
+            if section in self.model_fields_set:
+                given = getattr(self, section)
+                raise LimitsError(section, sorted(given.model_fields_set), f"[{section}] configures the single engine; "
+                                  "with [engines.NAME] tables give each engine its keys there")
+        check_engines({name: table.limits for name, table in self.engines.items()}, self.budget,
+                      self.builds.rules, self.builds.limits)
+        _check_nothing_shared(self.engines)
         return self
+
+    def engine_configs(self) -> dict[str, Config]:
+        """Each engine's name -> the configuration it runs with, as if it were the only one:
+        its [engine] and [limits], its group below cgroup.parent, and state and runtime
+        directories of its own. Without [engines] tables: the one engine, named after its
+        group."""
+        if not self.engines:
+            return {self.cgroup.name.strip("/").rpartition("/")[2]: self}
+        return {name: self._engine_config(name, table) for name, table in self.engines.items()}
+
+    def _engine_config(self, name: str, table: EngineTable) -> Config:
+        state, runtime = table.directories(name)
+        engine = table.model_copy(update={
+            "state_directory": state, "runtime_directory": runtime,
+            "bind_mounts": (table.bind_mounts if "bind_mounts" in table.model_fields_set
+                            else [state, runtime]),
+            "container_name": (table.container_name if "container_name" in table.model_fields_set
+                               else f"ccgroupd-{name}")})
+        daemon = self.daemon.model_copy(update={
+            "state_dir": self.daemon.state_dir / ENGINES_DIRECTORY / name,
+            "runtime_dir": self.daemon.runtime_dir / ENGINES_DIRECTORY / name})
+        cgroup = self.cgroup.model_copy(update={"name": f"{self.cgroup.parent.rstrip('/')}/{name}"})
+        return self.model_copy(update={"engine": engine, "limits": table.limits, "cgroup": cgroup,
+                                       "daemon": daemon, "engines": {}, "budget": Limits()})
 
     @classmethod
     def settings_customise_sources(
@@ -347,6 +433,34 @@ class Config(BaseSettings):
         # The file arrives as init values (load_config); the environment beats it.
         # No .env file, no secrets directory: one file, one environment.
         return env_settings, init_settings
+
+
+def _check_nothing_shared(engines: Mapping[str, EngineTable]) -> None:
+    """Refuse two engines with one state or runtime directory (or one inside the other's),
+    one readiness socket or one container name: each would break the other."""
+    claimed: dict[tuple[str, object], str] = {}
+    directories: list[tuple[Path, str, str]] = []
+    for name, table in engines.items():
+        state, runtime = table.directories(name)
+        for key, directory in (("state_directory", state), ("runtime_directory", runtime)):
+            for other_directory, other, other_key in directories:
+                if directory.is_relative_to(other_directory) or \
+                        other_directory.is_relative_to(directory):
+                    raise LimitsError(f"engines.{name}.{key}", str(directory),
+                                      f"shares {other_directory} with engines.{other}.{other_key}"
+                                      "; each engine needs directories of its own")
+            directories.append((directory, name, key))
+        container = (table.container_name if "container_name" in table.model_fields_set
+                     else f"ccgroupd-{name}")
+        for key, value in (("ready_socket", table.ready_socket),
+                           ("container_name", container if table.mode != "exec" else None)):
+            if value is None:
+                continue
+            other = claimed.setdefault((key, value), name)
+            if other != name:
+                raise LimitsError(f"engines.{name}.{key}", str(value),
+                                  f"engines.{other} has the same {key}; each engine needs "
+                                  "its own")
 
 
 @dataclass(frozen=True)
@@ -380,6 +494,8 @@ def read_config(path: Path | None = None) -> LoadedConfig:
         files.append(candidate)
         _check_sections(file_values, candidate)
         for section, table in file_values.items():
+            if section == ENGINES_SECTION and isinstance(table, dict):
+                _refuse_defined_twice(table, values.get(section, {}), origins, candidate)
             if isinstance(table, dict):
                 values.setdefault(section, {}).update(table)
                 origins.update({f"{section}.{key}": str(candidate) for key in table})
@@ -401,6 +517,16 @@ def read_config(path: Path | None = None) -> LoadedConfig:
         raise ConfigError(f"environment: {exc}: {exc.__cause__} "
                           "(lists and tables are given as JSON)") from None
     return LoadedConfig(config, tuple(files), origins)
+
+
+def _refuse_defined_twice(engines: Mapping[str, object], earlier: Mapping[str, object],
+                          origins: Mapping[str, str], path: Path) -> None:
+    # A later file's table would replace the whole engine, not extend it: surely a mistake.
+    for name in engines:
+        if name in earlier:
+            raise ConfigError(f"{path}: engines.{name}: an engine of this name is already "
+                              f"defined in {origins[f'{ENGINES_SECTION}.{name}']}; engine "
+                              "names must be unique")
 
 
 def drop_ins(path: Path) -> list[Path]:
@@ -484,7 +610,7 @@ def _describe_one(error: ErrorDetails, origins: Mapping[str, str]) -> str:
     loc = [str(part) for part in error["loc"]]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, LimitsError):
-        if "." in cause.field:  # a check across sections named the whole key
+        if "." in cause.field or not loc:  # a check across sections named the whole key
             loc = cause.field.split(".")
         else:  # Limits.from_mapping named the key inside its table
             loc = [*loc, cause.field]
@@ -517,6 +643,8 @@ def _origin(loc: list[str], origins: Mapping[str, str]) -> str:
 
 def _section_keys(loc: list[str]) -> list[str]:
     model: type[BaseModel] = Config
+    if loc[:1] == [ENGINES_SECTION] and len(loc) >= 2:
+        model, loc = EngineTable, loc[2:]  # engines.NAME.KEY: NAME is the user's
     for part in loc:
         annotation = model.model_fields[part].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

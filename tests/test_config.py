@@ -13,6 +13,7 @@ from ccgroupd.config import (
     BuildsSection,
     CgroupSection,
     Config,
+    EngineTable,
     MonitorSection,
     load_config,
     read_config,
@@ -141,8 +142,8 @@ def test_unknown_key_in_each_section(tmp_path: Path, section: str) -> None:
     ("[engine]\ncomand = ['x']\n", "unknown key engine.comand (did you mean command?)"),
     ("[api]\nzzz = 1\n", "unknown key api.zzz (known: socket, admin_group, status_group, "
                          "max_request_bytes, request_timeout_s)"),
-    ("top_level = 1\n", "unknown key top_level (known: cgroup, limits, engine, builds, "
-                        "monitor, api, metrics, daemon)"),
+    ("top_level = 1\n", "unknown key top_level (known: cgroup, limits, engine, engines, budget, "
+                        "builds, monitor, api, metrics, daemon)"),
     ("[builds]\nmemroy = '1G'\n", "unknown key builds.memroy (did you mean memory?)"),
 ])
 def test_unknown_key_suggests(tmp_path: Path, text: str, message: str) -> None:
@@ -371,7 +372,7 @@ def example_keys() -> dict[str, set[str]]:
     for line in EXAMPLE.read_text().splitlines():
         # "#  [[builds.rules]]": an example table, indented so that uncommenting "# key ="
         # lines leaves it out.
-        if header := re.fullmatch(r"\[(\w+)\]|#  \[\[([\w.]+)\]\]", line):
+        if header := re.fullmatch(r"\[(\w+)\]|#  \[\[?([\w.]+)\]\]?", line):
             section = header[1] or header[2]
             keys[section] = set()
         elif key := re.match(r"(?:# |#  )?(\w+) = ", line):
@@ -386,8 +387,13 @@ def test_example_sets_nothing() -> None:
                 if line and not line.startswith(("#", "["))]
 
 
+def single_engine_example() -> str:
+    """The example up to [budget], which needs [engines.NAME] tables instead of [engine]."""
+    return EXAMPLE.read_text().split("\n[budget]\n")[0]
+
+
 def test_example_uncommented_is_the_real_engine_in_docker(tmp_path: Path) -> None:
-    uncommented = re.sub(r"^# (\w+ = )", r"\1", EXAMPLE.read_text(), flags=re.MULTILINE)
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", single_engine_example(), flags=re.MULTILINE)
     engine = load_config(write(tmp_path, uncommented)).engine
     # The real Dagger engine in Docker, ready when its socket accepts connections.
     assert engine.mode == "docker"
@@ -411,14 +417,18 @@ def test_example_drop_in_in_the_header_is_valid(tmp_path: Path) -> None:
 
 def test_example_shows_every_key_of_every_section() -> None:
     shown = example_keys()
-    assert tuple(shown) == (*SECTIONS[:4], "builds.rules", *SECTIONS[4:])
+    assert tuple(shown) == (*SECTIONS[:4], "builds.rules", *SECTIONS[4:], "budget",
+                            "engines.ci", "engines.web")
+    assert shown["budget"] <= set(LIMIT_NAMES)
+    assert shown["engines.ci"] | shown["engines.web"] <= (
+        set(EngineTable.model_fields) | set(LIMIT_NAMES))
     assert shown["limits"] == set(LIMIT_NAMES)
     # Tables with limits take the limit keys themselves (memory = "2G"), beside their own.
     assert shown["builds"] | {"limits", "rules"} == (
         set(BuildsSection.model_fields) | set(LIMIT_NAMES))
     assert shown["builds.rules"] <= {"command", "command_regex", *LIMIT_NAMES}
     for section in SECTIONS:
-        if section not in ("limits", "builds"):
+        if section not in ("limits", "builds", "budget"):
             assert shown[section] == set(type(getattr(Config(), section)).model_fields), section
 
 
@@ -470,7 +480,7 @@ def test_example_comments_every_key() -> None:
 
 
 def test_example_commented_out_values_are_valid(tmp_path: Path) -> None:
-    uncommented = re.sub(r"^# (\w+ = )", r"\1", EXAMPLE.read_text(), flags=re.MULTILINE)
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", single_engine_example(), flags=re.MULTILINE)
     config = load_config(write(tmp_path, uncommented))
     assert config.limits.to_mapping() == {
         "cpus": 4.0, "memory": 8 * 1024**3, "memory_high": 7 * 1024**3, "memory_swap": 0,
@@ -479,7 +489,7 @@ def test_example_commented_out_values_are_valid(tmp_path: Path) -> None:
 
 
 def test_example_build_rule_is_valid(tmp_path: Path) -> None:
-    rule = [line.removeprefix("#  ") for line in EXAMPLE.read_text().splitlines()
+    rule = [line.removeprefix("#  ") for line in single_engine_example().splitlines()
             if re.match(r"#  [\[\w]", line)]
     assert rule[0] == "[[builds.rules]]"
     # The example shows both match forms; a rule takes one.
@@ -489,6 +499,18 @@ def test_example_build_rule_is_valid(tmp_path: Path) -> None:
     (loaded,) = config.builds.rules
     assert loaded.command == "postgres*"
     assert loaded.limits.given() == {"memory": 4 * 1024**3, "cpus": 2.0}
+
+
+def test_example_engines_are_valid(tmp_path: Path) -> None:
+    several = EXAMPLE.read_text().split("\n[budget]\n")[1]
+    text = "[budget]\n" + "\n".join(re.sub(r"^(?:# (?=\w+ = )|#  )", "", line)
+                                     for line in several.splitlines())
+    config = load_config(write(tmp_path, text))
+    assert config.budget.cpus == 6
+    engines = config.engine_configs()
+    assert list(engines) == ["ci", "web"]
+    assert engines["ci"].limits.given() == {"cpus": 4.0, "memory": 8 * 1024**3}
+    assert engines["web"].engine.mode == "docker"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -508,3 +530,92 @@ def test_bad_builds_settings_name_the_key(tmp_path: Path, text: str, message: st
     path = write(tmp_path, text)
     error = load_error(path)
     assert error.startswith(f"{path}: ") and message in error
+
+
+# -- several engines ------------------------------------------------------------
+
+
+TWO_ENGINES = """
+[budget]
+cpus = 3
+memory = "6G"
+[engines.ci]
+command = ["/bin/ci-engine"]
+cpus = 2
+memory = "4G"
+[engines.web]
+mode = "docker"
+memory = "2G"
+"""
+
+
+def test_each_engine_runs_as_if_alone_below_the_parent(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, TWO_ENGINES))
+    ci, web = config.engine_configs().values()
+    assert (ci.cgroup.name, web.cgroup.name) == ("engines/ci", "engines/web")
+    assert ci.limits.given() == {"cpus": 2.0, "memory": 4 * 1024**3}
+    assert ci.daemon.state_dir == Path("/var/lib/ccgroupd/engines/ci")
+    assert web.daemon.runtime_dir == Path("/run/ccgroupd/engines/web")
+    # Directories of their own, named to the engine and mounted into its container.
+    assert ci.engine.own_directories() == {"STATE_DIRECTORY": Path("/var/lib/dagger/ci"),
+                                           "RUNTIME_DIRECTORY": Path("/run/dagger/ci")}
+    assert web.engine.bind_mounts == [Path("/var/lib/dagger/web"), Path("/run/dagger/web")]
+    assert web.engine.container_name == "ccgroupd-web"
+    assert not ci.engines and ci.budget == Limits()
+
+
+def test_the_single_engine_config_is_one_engine_named_after_its_group() -> None:
+    config = Config()
+    assert config.engine_configs() == {"dagger-engine": config}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (TWO_ENGINES.replace("cpus = 2", "cpus = 4"),
+     "engines.ci.cpus = 4.0: above the budget's cpus (3.0)"),
+    (TWO_ENGINES.replace('memory = "2G"', 'memory = "8G"'),
+     "engines.web.memory = 8589934592: above the budget's memory (6 GiB)"),
+    (TWO_ENGINES + "[engines.Bad]\ncommand = ['x']\n",
+     "engines.Bad = 'Bad': an engine's name is 1-32 of a-z 0-9 _ - and starts with a letter or "
+     "digit (it names its cgroup and journal records)"),
+    ("[budget]\ncpus = 2\n", "budget = ['cpus']: a budget holds several engines together: define "
+     "them as [engines.NAME] tables, or use [limits]"),
+    (TWO_ENGINES + "[limits]\ncpus = 1\n", "limits = ['cpus']: [limits] configures the single "
+     "engine; with [engines.NAME] tables give each engine its keys there"),
+    (TWO_ENGINES + "[engines.web2]\nmode = 'docker'\ncontainer_name = 'ccgroupd-web'\n",
+     "engines.web2.container_name = 'ccgroupd-web': engines.web has the same container_name; "
+     "each engine needs its own"),
+    (TWO_ENGINES + "[engines.ci2]\ncommand = ['x']\nstate_directory = '/var/lib/dagger/ci/x'\n",
+     "engines.ci2.state_directory = '/var/lib/dagger/ci/x': shares /var/lib/dagger/ci with "
+     "engines.ci.state_directory; each engine needs directories of its own"),
+    (TWO_ENGINES.replace('command = ["/bin/ci-engine"]',
+                         'command = ["x"]\nready_socket = "/run/e.sock"')
+     + "ready_socket = '/run/e.sock'\n",
+     "engines.web.ready_socket = '/run/e.sock': engines.ci has the same ready_socket; each "
+     "engine needs its own"),
+    (TWO_ENGINES + "[engines.ci3]\ncommand = ['x']\nmdoe = 'exec'\n",
+     "unknown key engines.ci3.mdoe (did you mean mode?)"),
+    ("[builds]\nmemory = '3G'\n" + TWO_ENGINES,
+     "builds.memory = 3221225472: above the engine's memory (2 GiB) (engine web)"),
+])
+def test_bad_engines_are_refused_naming_the_engine_and_key(tmp_path: Path, text: str,
+                                                           message: str) -> None:
+    path = write(tmp_path, text)
+    assert load_error(path) == f"{path}: {message}"
+
+
+def test_an_engine_defined_in_two_files_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_ENGINES)
+    (tmp_path / "config.d").mkdir()
+    drop_in = tmp_path / "config.d" / "ci.toml"
+    drop_in.write_text("[engines.ci]\ncommand = ['other']\n")
+    assert load_error(path) == (f"{drop_in}: engines.ci: an engine of this name is already "
+                                f"defined in {path}; engine names must be unique")
+
+
+def test_an_engine_per_drop_in_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[budget]\ncpus = 2\n")
+    (tmp_path / "config.d").mkdir()
+    for name in ("alpha", "beta"):
+        (tmp_path / "config.d" / f"{name}.toml").write_text(
+            f"[engines.{name}]\ncommand = ['/bin/{name}']\ncpus = 1\n")
+    assert list(load_config(path).engine_configs()) == ["alpha", "beta"]

@@ -101,15 +101,16 @@ def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
         argv = engine_argv(python, cgroup_root, engine_group, engine.command,
                            private_cgroupns=engine.private_cgroup_namespace,
                            oom_score_adj=engine.oom_score_adj)
-        return Launch(EngineSpec(argv, child_environment(environ, engine.environment),
-                                 engine.working_directory))
+        return Launch(EngineSpec(argv, child_environment(environ, engine_environment(engine)),
+                                 engine.working_directory),
+                      (lambda: prepare_exec(engine)) if engine.own_directories() else None)
     runtime_dir = config.daemon.runtime_dir
     if engine.mode == "docker":
         argv = engine_argv(python, cgroup_root, engine_group, docker_run_argv(engine, engine_group),
                            private_cgroupns=False, leaf=LAUNCHER_LEAF)
         # `docker run -e NAME` takes the value from the client's environment: no
         # secrets on a command line that `ps` shows.
-        env = child_environment(environ, engine.environment)
+        env = child_environment(environ, engine_environment(engine))
         return Launch(EngineSpec(argv, env, Path("/")),
                       lambda: prepare_docker(engine, runner))
     # runc passes its own oom_score_adj on to the container's processes.
@@ -119,7 +120,7 @@ def _mode_launch(config: Config, engine_group: str, environ: Mapping[str, str],
     return Launch(EngineSpec(argv, child_environment(environ, {}), Path("/")),
                   lambda: prepare_runc(engine, runtime_dir),
                   (engine.rootfs, tuple(engine.container_command()),
-                   tuple(sorted(engine.environment.items())), engine.working_directory,
+                   tuple(sorted(engine_environment(engine).items())), engine.working_directory,
                    tuple(engine.bind_mounts)))
 
 
@@ -133,7 +134,7 @@ def docker_run_argv(engine: EngineSection, engine_group: str) -> list[str]:
             "--oom-score-adj", str(engine.oom_score_adj)]
     for directory in engine.bind_mounts:
         argv += ["--volume", f"{directory}:{directory}"]
-    for name in sorted(engine.environment):
+    for name in sorted(engine_environment(engine)):
         argv += ["--env", name]
     return [*argv, *engine.docker_run_args, engine.image, *engine.container_command()]
 
@@ -161,7 +162,7 @@ async def check_docker(engine: EngineSection, runner: CommandRunner) -> None:
 async def prepare_docker(engine: EngineSection, runner: CommandRunner) -> None:
     """Make the bind-mount sources and remove a container of the same name (a crash's
     leftover would make `docker run --name` fail)."""
-    _make_directories(engine.bind_mounts)
+    _make_directories([*engine.bind_mounts, *engine.own_directories().values()])
     completed = await _helper(runner, [engine.docker_command, "rm", "--force",
                                         engine.container_name])
     if completed.returncode != 0 and "no such container" not in completed.output.lower():
@@ -202,9 +203,9 @@ def check_runc(engine: EngineSection) -> None:
 async def prepare_runc(engine: EngineSection, runtime_dir: Path) -> None:
     """Write the bundle's config.json and forget the state of a container that died with
     an earlier daemon (its processes were killed with the engine group)."""
-    _make_directories(engine.bind_mounts)
+    _make_directories([*engine.bind_mounts, *engine.own_directories().values()])
     spec = runtime_spec(rootfs=engine.rootfs, args=engine.container_command(),
-                        env=dict(engine.environment), cwd=str(engine.working_directory),
+                        env=engine_environment(engine), cwd=str(engine.working_directory),
                         cgroups_path=f"/{RUNC_CONTAINER_GROUP}", hostname=engine.container_name,
                         bind_mounts=engine.bind_mounts,
                         host_files=[path for path in HOST_NAME_SERVICE_FILES if path.exists()])
@@ -223,6 +224,16 @@ async def check_launch(engine: EngineSection, runner: CommandRunner) -> None:
         await check_docker(engine, runner)
     elif engine.mode == "runc":
         check_runc(engine)
+
+
+def engine_environment(engine: EngineSection) -> dict[str, str]:
+    """[engine] environment, with $STATE_DIRECTORY and $RUNTIME_DIRECTORY unless it sets them."""
+    own = {variable: str(directory) for variable, directory in engine.own_directories().items()}
+    return {**own, **engine.environment}
+
+
+async def prepare_exec(engine: EngineSection) -> None:
+    _make_directories(list(engine.own_directories().values()))
 
 
 def _make_directories(directories: list[Path]) -> None:

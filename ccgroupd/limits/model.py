@@ -139,7 +139,7 @@ class Limits(BaseModel):
         return {name: value for name, value in self.to_mapping().items()
                 if _FIELD_OF_NAME[name] in self.model_fields_set}
 
-    def check_within(self, outer: Limits, where: str) -> None:
+    def check_within(self, outer: Limits, where: str, *, outer_name: str = "the engine's") -> None:
         """Refuse a limit above ``outer``'s (a build's above the engine's): the kernel would
         hold the lower one anyway, and the number shown would be a lie."""
         for name in _BOUNDED_BY_OUTER:
@@ -147,7 +147,7 @@ class Limits(BaseModel):
             theirs = getattr(outer, _FIELD_OF_NAME[name])
             if mine is not None and theirs is not None and mine > theirs:
                 shown = format_bytes(theirs) if name.startswith("memory") else theirs
-                raise LimitsError(f"{where}.{name}", mine, f"above the engine's {name} ({shown})")
+                raise LimitsError(f"{where}.{name}", mine, f"above {outer_name} {name} ({shown})")
 
     def cpu_max(self) -> CpuMax | None:
         """The cpu.max these limits write, None for no quota."""
