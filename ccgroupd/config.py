@@ -383,15 +383,17 @@ class Config(BaseSettings):
     def _check_engines(self) -> Config:
         if not self.engines:
             if self.budget.given():
-                raise LimitsError("budget", sorted(self.budget.given()), "a budget holds several engines together: "
-                                  "define them as [engines.NAME] tables, or use [limits]")
+                raise LimitsError("budget", sorted(self.budget.given()),
+                                  "a budget holds several engines together: define them as "
+                                  "[engines.NAME] tables, or use [limits]")
             check_builds(self.builds.rules, self.builds.limits, self.limits)
             return self
         for section in ("engine", "limits"):
             if section in self.model_fields_set:
                 given = getattr(self, section)
-                raise LimitsError(section, sorted(given.model_fields_set), f"[{section}] configures the single engine; "
-                                  "with [engines.NAME] tables give each engine its keys there")
+                raise LimitsError(section, sorted(given.model_fields_set),
+                                  f"[{section}] configures the single engine; with "
+                                  "[engines.NAME] tables give each engine its keys there")
         check_engines({name: table.limits for name, table in self.engines.items()}, self.budget,
                       self.builds.rules, self.builds.limits)
         _check_nothing_shared(self.engines)
