@@ -41,6 +41,8 @@ OP_RESTART_ENGINE = "restart-engine"
 CHANGING_OPS = frozenset({OP_SET, OP_RESET, OP_RELOAD, OP_RESTART_ENGINE})
 READ_OPS = frozenset({OP_STATUS, OP_BUILDS})
 OPS = frozenset({*READ_OPS, *CHANGING_OPS})
+# The operations for one engine, named by args "engine" (optional with one engine).
+ENGINE_OPS = frozenset({OP_STATUS, OP_BUILDS, OP_SET, OP_RESET, OP_RESTART_ENGINE})
 
 SET_ARGS = frozenset({"limits", "builds", "running", "runtime", "force"})
 RESET_ARGS = frozenset({"force"})

@@ -87,37 +87,40 @@ class FakeController:
         self.error: Exception | None = None
         self.release: asyncio.Event | None = None
 
-    def status(self) -> dict[str, Any]:
-        self.calls.append(("status",))
+    def status(self, engine: str | None = None) -> dict[str, Any]:
+        self.calls.append(("status",) + ((engine,) if engine else ()))
         if self.error is not None:
             raise self.error
         return {"cgroup": {"path": "/sys/fs/cgroup/engine"}}
 
-    def builds(self) -> dict[str, Any]:
-        self.calls.append(("builds",))
+    def builds(self, engine: str | None = None) -> dict[str, Any]:
+        self.calls.append(("builds",) + ((engine,) if engine else ()))
         return {"read_at_s": 1.0, "engine": {}, "builds": []}
 
     async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
                          peer: Peer, builds: Mapping[str, object] | None = None,
-                         running: bool = False) -> dict[str, Any]:
+                         running: bool = False, engine: str | None = None) -> dict[str, Any]:
         self.calls.append(("set", dict(changes), runtime, force, peer)
-                          + ((dict(builds), running) if builds else ()))
+                          + ((dict(builds), running) if builds else ())
+                          + ((engine,) if engine else ()))
         if self.release is not None:
             await self.release.wait()
         if self.error is not None:
             raise self.error
         return {"in_force": {"cpu.max": "200000 100000"}}
 
-    async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]:
-        self.calls.append(("reset --force" if force else "reset", peer))
+    async def reset(self, peer: Peer, *, force: bool = False,
+                    engine: str | None = None) -> dict[str, Any]:
+        self.calls.append(("reset --force" if force else "reset", peer)
+                          + ((engine,) if engine else ()))
         return {"reset": True}
 
     async def reload(self, peer: Peer) -> dict[str, Any]:
         self.calls.append(("reload", peer))
         return {"reloaded": True}
 
-    async def restart_engine(self, peer: Peer) -> dict[str, Any]:
-        self.calls.append(("restart-engine", peer))
+    async def restart_engine(self, peer: Peer, engine: str | None = None) -> dict[str, Any]:
+        self.calls.append(("restart-engine", peer) + ((engine,) if engine else ()))
         return {"engine": {"state": "running"}}
 
 
@@ -284,6 +287,21 @@ def test_each_operation_reaches_the_controller_with_the_peer(tmp_path: Path) -> 
     ]
 
 
+def test_the_engine_argument_names_the_engine_of_each_operation(tmp_path: Path) -> None:
+    controller = FakeController()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with serving(tmp_path, controller) as server:
+            return [await ask(server.socket_path, op, {"engine": "ci", **args})
+                    for op, args in (("status", {}), ("builds", {}), ("reset", {}),
+                                     ("set", {"limits": {"cpus": "2"}}), ("restart-engine", {}))]
+
+    assert [reply["ok"] for reply in run(scenario())] == [True] * 5
+    assert controller.calls == [
+        ("status", "ci"), ("builds", "ci"), ("reset", ROOT, "ci"),
+        ("set", {"cpus": "2"}, False, False, ROOT, "ci"), ("restart-engine", ROOT, "ci")]
+
+
 def test_refusal_carries_the_error_exit_code_and_message(tmp_path: Path) -> None:
     controller = FakeController()
     controller.error = LimitsError("memory", "512 MiB", "at or below current usage 700 MiB")
@@ -334,6 +352,9 @@ def test_bug_in_an_operation_costs_one_request_not_the_server(tmp_path: Path) ->
      "must be true or false"),
     (b'{"v": 1, "op": "set", "args": {"limits": {"cpus": 1}, "dry": true}}\n',
      "unknown 'set' arguments ['dry']"),
+    (b'{"v": 1, "op": "reload", "args": {"engine": "ci"}}\n',
+     "'reload' is for every engine; it takes no 'engine'"),
+    (b'{"v": 1, "op": "status", "args": {"engine": 1}}\n', "'engine' must be an engine's name"),
 ])
 def test_protocol_errors_get_a_usage_error_reply(tmp_path: Path, line: bytes,
                                                  message: str) -> None:

@@ -193,8 +193,7 @@ def schedule(daemon: Daemon) -> tuple[float, int]:
 
 
 def controller(daemon: Daemon) -> LimitController:
-    assert daemon.controller is not None, "the daemon has not started"
-    return daemon.controller
+    return daemon.engine().controller
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -874,8 +873,9 @@ async def test_builds_get_their_defaults_and_set_changes_them_for_good(
         kernel.mkdir(group)
         kernel.enable(group, "memory", "pids")
     kernel.mkdir(build)
-    assert daemon.builds is not None and daemon.builds.tracker is not None
-    daemon.builds.tracker.rescan()  # what inotify's IN_CREATE does on a real kernel
+    builds = daemon.engine().builds
+    assert builds is not None and builds.tracker is not None
+    builds.tracker.rescan()  # what inotify's IN_CREATE does on a real kernel
     assert kernel.group(build).values["memory.max"] == str(128 * MIB)
     assert kernel.group(build).values["memory.oom.group"] == "1"
     reply = commands(daemon).builds()

@@ -73,25 +73,27 @@ class Peer:
 
 
 class Controller(Protocol):
-    """What the daemon offers the API; implemented by ccgroupd.daemon.commands.
+    """What the daemon offers the API; implemented by ccgroupd.daemon.engines.
 
-    Results are JSON-able dicts sent back verbatim; errors are CcgroupdError
-    subclasses whose ``exit_code`` and message become the error reply.
+    ``engine`` names the engine a request is for (None: the only one, or for status
+    every engine). Results are JSON-able dicts sent back verbatim; errors are
+    CcgroupdError subclasses whose ``exit_code`` and message become the error reply.
     """
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self, engine: str | None = None) -> dict[str, Any]: ...
 
-    def builds(self) -> dict[str, Any]: ...
+    def builds(self, engine: str | None = None) -> dict[str, Any]: ...
 
     async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
                          peer: Peer, builds: Mapping[str, object] | None = None,
-                         running: bool = False) -> dict[str, Any]: ...
+                         running: bool = False, engine: str | None = None) -> dict[str, Any]: ...
 
-    async def reset(self, peer: Peer, *, force: bool = False) -> dict[str, Any]: ...
+    async def reset(self, peer: Peer, *, force: bool = False,
+                    engine: str | None = None) -> dict[str, Any]: ...
 
     async def reload(self, peer: Peer) -> dict[str, Any]: ...
 
-    async def restart_engine(self, peer: Peer) -> dict[str, Any]: ...
+    async def restart_engine(self, peer: Peer, engine: str | None = None) -> dict[str, Any]: ...
 
 
 class PermissionDeniedError(CcgroupdError):
@@ -294,23 +296,25 @@ class ApiServer:
             raise ProtocolError("'args' must be a JSON object")
         if self._access.needs_lookup(peer):
             await asyncio.to_thread(self._access.check, peer, op)
+        engine = _engine_arg(op, args)
         if op == protocol.OP_STATUS:
             _no_args(op, args)
-            return self._controller.status()
+            return self._controller.status(engine)
         if op == protocol.OP_BUILDS:
             _no_args(op, args)
-            return self._controller.builds()
+            return self._controller.builds(engine)
         if op == protocol.OP_SET:
             changes, builds, running, runtime, force = _set_args(args)
             return await self._controller.set_limits(changes, runtime=runtime, force=force,
-                                                     peer=peer, builds=builds, running=running)
+                                                     peer=peer, builds=builds, running=running,
+                                                     engine=engine)
         if op == protocol.OP_RESET:
-            return await self._controller.reset(peer, force=_reset_force(args))
+            return await self._controller.reset(peer, force=_reset_force(args), engine=engine)
         _no_args(op, args)
         if op == protocol.OP_RELOAD:
             return await self._controller.reload(peer)
         if op == protocol.OP_RESTART_ENGINE:
-            return await self._controller.restart_engine(peer)
+            return await self._controller.restart_engine(peer, engine)
         # An operation named in protocol.OPS that nothing here serves must not fall through
         # to another one (it once restarted the engine).
         raise ProtocolError(f"operation {op!r} is not served by this daemon")
@@ -322,6 +326,18 @@ class ApiServer:
                 await writer.drain()
         except (ConnectionError, TimeoutError):
             writer.transport.abort()  # the client is gone or does not read; drop the reply
+
+
+def _engine_arg(op: str, args: dict[str, Any]) -> str | None:
+    """Take 'engine' out of ``args``: the name of the engine the request is for."""
+    if "engine" not in args:
+        return None
+    if op not in protocol.ENGINE_OPS:
+        raise ProtocolError(f"{op!r} is for every engine; it takes no 'engine'")
+    engine = args.pop("engine")
+    if not isinstance(engine, str):
+        raise ProtocolError("'engine' must be an engine's name")
+    return engine
 
 
 def _no_args(op: str, args: dict[str, Any]) -> None:

@@ -32,11 +32,13 @@ class Commands:
                  reload: Callable[[Peer], Awaitable[None]],
                  limits_changed: Callable[[], None], cpu_meter: CpuMeter,
                  builds: Callable[[], BuildTracker | None], build_defaults: BuildDefaults,
-                 clock: Callable[[], float], origins: Callable[[], Mapping[str, str]]) -> None:
+                 clock: Callable[[], float], origins: Callable[[], Mapping[str, str]],
+                 restart: Callable[[], None]) -> None:
         self._cgroupfs = cgroupfs
         self._group = group
         self._controller = controller
-        self._supervisor = supervisor
+        self.supervisor = supervisor  # replaced when a failed engine is started again
+        self._restart = restart
         self._monitor = monitor
         self._reload = reload
         self._limits_changed = limits_changed
@@ -53,7 +55,7 @@ class Commands:
             usage=read_usage(self._cgroupfs, self._group, self._controller.limits,
                              self._cpu_meter),
             events=monitor.counters() if monitor is not None else {},
-            engine=engine_status(self._supervisor), origins=self._origins(),
+            engine=engine_status(self.supervisor), origins=self._origins(),
             state_file=str(self._controller.state_file)),
             "builds": builds_summary(self._builds(), self._cgroupfs, self._group,
                                      self._build_defaults.effective())}
@@ -87,6 +89,6 @@ class Commands:
 
     async def restart_engine(self, peer: Peer) -> dict[str, Any]:
         log.info("engine_restarting", cgroup=self._controller.cgroup_path, delay_s=0,
-                 uid=peer.uid, pid=peer.pid, restarts=self._supervisor.restarts + 1)
-        self._supervisor.request_restart()
+                 uid=peer.uid, pid=peer.pid, restarts=self.supervisor.restarts + 1)
+        self._restart()
         return self.status()

@@ -37,8 +37,10 @@ class LimitController:
     """The engine group's limits: what is asked (the layers), what the kernel holds."""
 
     def __init__(self, cgroupfs: Cgroupfs, group: str, store: StateStore, config: Limits, *,
-                 host_cpus: Callable[[], int] = host_cpu_count) -> None:
+                 host_cpus: Callable[[], int] = host_cpu_count,
+                 check: Callable[[Limits], None] = lambda _limits: None) -> None:
         self._cgroupfs = cgroupfs
+        self._check = check  # what else the limits must fit: the budget and its neighbours
         self._group = group
         self._store = store
         self.state_file = store.path
@@ -53,8 +55,8 @@ class LimitController:
         """Apply the config file's limits and the persisted changes at start-up (the group
         is new or emptied). A persisted value this host cannot give is set aside."""
         config = self.layers.config
-        self.layers = LimitLayers(config, self._store.load(config, usable=self.check_host))
-        limits = self._checked(self.layers)
+        self.layers = LimitLayers(config, self._store.load(config, usable=self._fits))
+        limits = self.checked(self.layers)
         self._apply(limits, previous=None)
         if self.layers.persisted:
             log_limits_changed(self.layers.config, limits, cgroup=self.cgroup_path, peer=None,
@@ -68,14 +70,14 @@ class LimitController:
                   peer: Peer) -> None:
         async with self.lock:
             layers = self.layers.with_set(changes, runtime=runtime)
-            self._refuse_memory_below_usage(self._checked(layers), force=force)
+            self._refuse_memory_below_usage(self.checked(layers), force=force)
             await self._change(layers, peer, "runtime" if runtime else "persistent",
                                persist=not runtime)
 
     async def reset(self, peer: Peer, *, force: bool = False) -> None:
         async with self.lock:
             layers = self.layers.reset()
-            self._refuse_memory_below_usage(self._checked(layers), force=force)
+            self._refuse_memory_below_usage(self.checked(layers), force=force)
             await self._change(layers, peer, "reset", persist=True)
 
     async def reload(self, config: Limits, peer: Peer | None) -> None:
@@ -83,13 +85,13 @@ class LimitController:
         at or below usage is not: the one in force is kept as a runtime change, and said."""
         async with self.lock:
             layers = self.layers.with_config(config)
-            new = self._checked(layers)
+            new = self.checked(layers)
             try:
                 self._refuse_memory_below_usage(new, force=False)
             except MemoryBelowUsageError as refused:
                 kept = self.limits.memory_max_bytes
                 layers = layers.with_set({"memory": kept}, runtime=True)
-                self._checked(layers)
+                self.checked(layers)
                 log.warning("limits_kept", cgroup=self.cgroup_path, file=MEMORY_MAX,
                             limit_bytes=kept, config_bytes=new.memory_max_bytes,
                             usage_bytes=refused.usage_bytes)
@@ -127,10 +129,15 @@ class LimitController:
                               f"this host has no swap accounting (no {MEMORY_SWAP_MAX} in "
                               f"{self.cgroup_path}); leave memory_swap unset")
 
-    def _checked(self, layers: LimitLayers) -> Limits:
+    def checked(self, layers: LimitLayers) -> Limits:
+        """The effective limits of ``layers``; raises LimitsError if they do not fit."""
         limits = layers.effective()
-        self.check_host(limits)
+        self._fits(limits)
         return limits
+
+    def _fits(self, limits: Limits) -> None:
+        self.check_host(limits)
+        self._check(limits)
 
     async def _change(self, layers: LimitLayers, peer: Peer | None, scope: ChangeScope,
                       *, persist: bool) -> None:

@@ -32,68 +32,48 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from ccgroupd import __version__
 from ccgroupd.config import Config, LoadedConfig, read_config
 from ccgroupd.daemon.api import ApiServer, Peer
-from ccgroupd.daemon.builds.attribution import KernelLogAttribution
-from ccgroupd.daemon.builds.service import BuildServices
-from ccgroupd.daemon.builds.tracker import BuildTracker
-from ccgroupd.daemon.commands import Commands
-from ccgroupd.daemon.controller import LimitController
+from ccgroupd.daemon.budget import BudgetGroup
+from ccgroupd.daemon.engines import EngineCommands
 from ccgroupd.daemon.housekeeping import housekeep
-from ccgroupd.daemon.layout import Layout, take_engine_group
-from ccgroupd.daemon.status import (
-    CpuMeter,
-    SystemdStatus,
-    status_line,
-)
-from ccgroupd.engine.launch import check_launch, engine_launch, restart_policy
+from ccgroupd.daemon.layout import Layout, plan_layout, set_up_layout
+from ccgroupd.daemon.status import SystemdStatus, status_line
+from ccgroupd.daemon.unit import EngineUnit, Host, MonitorFactory, ViolationMonitor
+from ccgroupd.engine.launch import check_launch
 from ccgroupd.engine.process import AsyncioSpawner, CommandRunner, ProcessSpawner
-from ccgroupd.engine.supervisor import CgroupEngineGroup, EngineState, Launch, Supervisor
-from ccgroupd.errors import EXIT_ENGINE_FAILED, EXIT_OK, CcgroupdError, CgroupError
+from ccgroupd.engine.supervisor import EngineState
+from ccgroupd.errors import (
+    EXIT_ENGINE_FAILED,
+    EXIT_OK,
+    CcgroupdError,
+    ConfigError,
+)
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
-from ccgroupd.limits.model import host_cpu_count
+from ccgroupd.limits.model import Limits, host_cpu_count
 from ccgroupd.limits.store import StateStore
 from ccgroupd.notify import Notifier
 
 log = structlog.get_logger("ccgroupd")
 
 
-class ViolationMonitor(Protocol):
-    """What the daemon needs of ccgroupd.daemon.monitor.core.Monitor."""
-
-    async def run(self) -> None: ...
-
-    def poll(self) -> None: ...
-
-    def counters(self) -> dict[str, int]: ...
-
-    def last_violation(self) -> str | None: ...
-
-    def recent_oom_kill(self) -> bool: ...
-
-    def pids_event(self) -> None: ...
-
-
-MonitorFactory = Callable[[Cgroupfs, Procfs, str, Config, KernelLogAttribution],
-                          ViolationMonitor]
-
-
 def _default_monitor(cgroupfs: Cgroupfs, procfs: Procfs, group: str,
-                     config: Config, attribution: KernelLogAttribution) -> ViolationMonitor:
+                     config: Config, attribution: Any) -> ViolationMonitor:
     from ccgroupd.daemon.monitor.core import Monitor
 
     return Monitor(cgroupfs, procfs, group, config.monitor, attribution=attribution)
 
 
 class Daemon:
-    """Start-up, signals and background tasks. Limits belong to the LimitController, the
-    engine to the Supervisor, and the control socket's requests to Commands."""
+    """Start-up, signals, reload and background tasks, for every engine. Each engine's
+    parts belong to its EngineUnit, the budget to the BudgetGroup, and the control
+    socket's requests to EngineCommands."""
 
     def __init__(self, config: Config, config_path: Path | None, *,
                  cgroupfs: Cgroupfs | None = None,
@@ -113,41 +93,30 @@ class Daemon:
         self._config_path = config_path
         self.cgroupfs = cgroupfs or Cgroupfs(config.daemon.cgroup_root)
         self.procfs = procfs or Procfs(config.daemon.proc_root)
-        self._spawner = spawner or AsyncioSpawner()
-        self._runner = runner or AsyncioSpawner()
         self.notifier = notifier or Notifier.from_environ(environ)
-        self._state_store = state_store or StateStore(config.daemon.state_dir)
-        self._monitor_factory = monitor_factory
+        # Tests replace the single engine's store; named engines keep theirs per engine.
+        self._state_store = state_store
         self._serve_api = serve_api
         self._load = load
         self.origins = origins or {}  # "limits.memory" -> the file or variable that set it
-        self._environ = environ
-        self._sleep = sleep
-        self._clock = clock
+        self._host = Host(self.cgroupfs, self.procfs, spawner or AsyncioSpawner(),
+                          runner or AsyncioSpawner(), environ, sleep, clock, self._spawn_task,
+                          monitor_factory)
         self.layout: Layout | None = None
-        self.controller: LimitController | None = None
-        self.supervisor: Supervisor | None = None
-        self.monitor: ViolationMonitor | None = None
-        self.builds: BuildServices | None = None
-        self._cpu_meter = CpuMeter(clock)
-        self.commands: Commands | None = None
+        self.engines: dict[str, EngineUnit] = {}
+        self.budget: BudgetGroup | None = None
+        self.commands = EngineCommands(self.engines, lambda: self.budget,
+                                       reload=self._reload)
         self._stop_signals = 0
-        self._engine_up = asyncio.Event()
-        # The engine ended before it was ever up and the policy does not restart it.
-        self._engine_gave_up = asyncio.Event()
+        self._engines_ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._services = contextlib.AsyncExitStack()
         self._background_error: BaseException | None = None
         self._status = SystemdStatus(self.notifier, self.status_line)
 
-    @property
-    def engine_group(self) -> str:
-        assert self.layout is not None, "engine group asked for before start-up"
-        return self.layout.engine
-
-    @property
-    def engine_path(self) -> str:
-        return str(self.cgroupfs.path(self.engine_group))
+    def engine(self, name: str | None = None) -> EngineUnit:
+        """The engine called ``name``; the only one when None. Raises EngineNameError."""
+        return self.commands.unit(name)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -156,197 +125,243 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        run: asyncio.Task[EngineState] | None = None
+        started = False
         try:
-            supervisor = await self._start_up()
+            await self._start_up()
             if self._stop_signals:
                 return EXIT_OK
+            started = True
             await self._start_services()
-            run = asyncio.create_task(supervisor.run())
-            up = asyncio.create_task(self._engine_up.wait())
-            gave_up = asyncio.create_task(self._engine_gave_up.wait())
-            await asyncio.wait({run, up, gave_up}, return_when=asyncio.FIRST_COMPLETED)
-            up.cancel()
-            gave_up.cancel()
-            if self._engine_gave_up.is_set() and not run.done():
-                # No READY=1 will ever come: fail the start instead of waiting for
-                # systemd's TimeoutStartSec.
-                log.error("engine_failed", cgroup=self.engine_path,
-                          reason=(f"it ended before it was ready, and restart = "
-                                  f"{self.config.engine.restart!r} does not start it again"))
-                supervisor.request_stop()
-                await run
-                return EXIT_ENGINE_FAILED
-            if not run.done():
-                self.notifier.ready(self.status_line())
-                log.info("daemon_started", version=__version__, cgroup=self.engine_path,
-                         delegated=self.layout is not None and self.layout.delegated)
-                assert self.controller is not None
-                self._spawn_task(housekeep(
-                    self.config.monitor, notifier=self.notifier, controller=self.controller,
-                    polled=lambda: [part for part in (self.monitor, self.builds and
-                                                      self.builds.tracker) if part],
-                    update_status=self._status.update,
-                    spawn=self._spawn_task, sleep=self._sleep))
-            final = await run
+            if not await self._until_ready():
+                return EXIT_OK if self._stop_signals else EXIT_ENGINE_FAILED
+            self.notifier.ready(self.status_line())
+            log.info("daemon_started", version=__version__, cgroup=self._main_path(),
+                     delegated=self.layout is not None and self.layout.delegated)
+            self._spawn_task(housekeep(
+                self.config.monitor, notifier=self.notifier,
+                parts=lambda: [*self.engines.values(), *([self.budget] if self.budget else [])],
+                update_status=self._status.update, sleep=self._host.sleep))
+            await self._engines_ended.wait()
             if self._background_error is not None:
                 raise self._background_error
-            if final is EngineState.FAILED:
+            states = [unit.state for unit in self.engines.values()]
+            if EngineState.FAILED in states and not self._stop_signals:
                 self.notifier.status(self.status_line())
                 return EXIT_ENGINE_FAILED
             return EXIT_OK
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
-            await self._shut_down(run)
+            await self._shut_down(started)
 
-    async def _start_up(self) -> Supervisor:
+    async def _start_up(self) -> None:
         # The config file's own limits: a host that cannot give them keeps no group. A
         # persisted change that no longer fits (an edited config, a smaller host) is set
         # aside by the controller instead of stopping the daemon.
-        self.config.limits.check_host(host_cpu_count())
-        # Before anything is created: a refused host keeps no group with limits.
-        await check_launch(self.config.engine, self._runner)
-        self.layout = await take_engine_group(
-            self.cgroupfs, self.procfs.cgroup_of("self"), self.config.cgroup.name,
-            self.config.cgroup.leftover, self._sleep)
-        self.controller = LimitController(self.cgroupfs, self.engine_group,
-                                          self._state_store, self.config.limits)
-        self.controller.start()
-        self.supervisor = Supervisor(
-            self._launch(self.config), restart_policy(self.config.engine), self._spawner,
-            CgroupEngineGroup(self.cgroupfs, self.engine_group,
-                              on_recreated=self.controller.reapply),
-            probe_runner=self._runner, clock=self._clock, sleep=self._sleep,
-            on_change=self._on_engine_state,
-            oom_witness=lambda: self.monitor is not None and self.monitor.recent_oom_kill())
-        return self.supervisor
+        engine_configs = self.config.engine_configs()
+        for config in engine_configs.values():
+            config.limits.check_host(host_cpu_count())
+            # Before anything is created: a refused host keeps no group with limits.
+            await check_launch(config.engine, self._host.runner)
+        self.config.budget.check_host(host_cpu_count())
+        own = self.procfs.cgroup_of("self")
+        layouts = {name: plan_layout(self.cgroupfs, own, config.cgroup.name)
+                   for name, config in engine_configs.items()}
+        self.layout = next(iter(layouts.values()))
+        set_up_layout(self.cgroupfs, self.layout)
+        if self.config.engines:
+            self.budget = BudgetGroup(self.cgroupfs, self.layout.engine.rpartition("/")[0],
+                                      self.config.daemon.state_dir, self.config.budget,
+                                      spawn=self._spawn_task)
+            self.budget.controller.start()
+        for name, config in engine_configs.items():
+            await self._add_engine(name, config, layouts[name].engine)
 
-    def _launch(self, config: Config) -> Launch:
-        return engine_launch(config, self.engine_group, self._environ, self._runner)
+    async def _add_engine(self, name: str, config: Config, group: str) -> None:
+        unit = EngineUnit(
+            name, config, self._host, group=group,
+            state_store=(self._state_store if self._state_store is not None
+                         and not self.config.engines else StateStore(config.daemon.state_dir)),
+            origins=self._origins_of(name), reload=self._reload,
+            limits_check=self.commands.check_limits, on_change=self._status.update)
+        self.engines[name] = unit
+        await unit.start(config.cgroup.leftover)
+        assert unit.run_task is not None
+        unit.run_task.add_done_callback(self._on_engine_ended)
+
+    def _origins_of(self, name: str) -> Mapping[str, str]:
+        """Which file set each of the engine's keys: a named engine's are its table's."""
+        if not self.config.engines:
+            return self.origins
+        table = self.origins.get(f"engines.{name}")
+        return {f"limits.{key}": table for key in self.config.engines[name].limits.given()
+                if table is not None}
+
+    def _on_engine_ended(self, _task: asyncio.Task[EngineState]) -> None:
+        if all(unit.run_task is not None and unit.run_task.done()
+               for unit in self.engines.values()):
+            self._engines_ended.set()
+
+    async def _until_ready(self) -> bool:
+        """Wait until each engine is up or has ended; an engine that gave up is stopped
+        (and logged). False if none is up."""
+        for unit in self.engines.values():
+            assert unit.run_task is not None
+            up = asyncio.ensure_future(unit.up.wait())
+            gave_up = asyncio.ensure_future(unit.gave_up.wait())
+            await asyncio.wait({unit.run_task, up, gave_up},
+                               return_when=asyncio.FIRST_COMPLETED)
+            up.cancel()
+            gave_up.cancel()
+            if unit.gave_up.is_set() and not unit.run_task.done():
+                # No READY=1 would ever come: fail the start instead of waiting for
+                # systemd's TimeoutStartSec.
+                with unit.logging_as():
+                    log.error("engine_failed", cgroup=unit.path,
+                              reason=(f"it ended before it was ready, and restart = "
+                                      f"{unit.config.engine.restart!r} does not start it again"))
+                unit.request_stop()
+                await unit.run_task
+        return any(unit.up.is_set() for unit in self.engines.values())
 
     async def _start_services(self) -> None:
-        """The monitor, the control socket and the metrics endpoint, serving once this
-        returns; closed again by _shut_down."""
-        assert self.controller is not None and self.supervisor is not None
-        controller = self.controller
-        self.builds = builds = BuildServices(self.config, lambda: controller.limits)
-        self._services.callback(builds.close)
-        if self._monitor_factory is not None:
-            # Builds are tracked wherever violations are monitored: a record names the build.
-            attribution = builds.track(
-                self.cgroupfs, self.procfs, self.engine_group, self.config,
-                monitor=lambda: self.monitor, clock=self._clock, spawn=self._spawn_task)
-            self.monitor = self._monitor_factory(self.cgroupfs, self.procfs, self.engine_group,
-                                                 self.config, attribution)
-            self._spawn_task(self.monitor.run())
-        self.commands = Commands(self.cgroupfs, self.engine_group, self.controller,
-                                 self.supervisor, monitor=lambda: self.monitor,
-                                 reload=self._reload, limits_changed=self._status.update,
-                                 cpu_meter=self._cpu_meter, builds=lambda: builds.tracker,
-                                 build_defaults=builds.defaults, clock=self._clock,
-                                 origins=lambda: self.origins)
+        """The control socket and the metrics endpoint, serving once this returns; closed
+        again by _shut_down."""
         if self._serve_api:
             server = ApiServer.from_config(self.commands, self.config.api, self.procfs)
             await server.start()
             self._services.push_async_callback(server.close)
         if self.config.metrics.enabled:
-            close = _serve_metrics(self.cgroupfs, self.engine_group, lambda: self.supervisor,
-                                   lambda: builds.tracker, self.config)
+            close = _serve_metrics(self.cgroupfs, self.engines, lambda: self.budget,
+                                   self.config)
             self._services.push_async_callback(asyncio.to_thread, close)
 
-    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._on_task_done)
+        return task
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if task.cancelled() or task.exception() is None:
             return
         # A dead monitor or drift check would leave the daemon up but blind: stop the
-        # engine and fail loudly, so systemd restarts us.
+        # engines and fail loudly, so systemd restarts us.
         if self._background_error is None:
             self._background_error = task.exception()
-        if self.supervisor is not None:
-            self.supervisor.request_stop()
+        for unit in self.engines.values():
+            unit.request_stop()
+        self._engines_ended.set()
 
-    async def _shut_down(self, run: asyncio.Task[EngineState] | None) -> None:
-        if run is not None and not run.done():
-            # Only an error in the daemon itself gets here with the engine still up.
-            assert self.supervisor is not None
-            self.supervisor.request_stop()
-            await run
+    async def _shut_down(self, started: bool) -> None:
+        units = list(self.engines.values())
+        for unit in units:
+            # Only an error in the daemon itself gets here with an engine still up.
+            unit.request_stop()
+        await asyncio.gather(*(unit.run_task for unit in units if unit.run_task is not None),
+                             return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._services.aclose()
-        if self.layout is not None and run is not None:
-            # A group that cannot be removed (a process stuck in D state) is
-            # left for the next start, whose leftover policy deals with it.
-            with contextlib.suppress(CgroupError):
-                self.cgroupfs.remove(self.engine_group)
+        for unit in units:
+            await unit.close(remove_group=started)
+        if self.budget is not None and started:
+            self.budget.remove()
 
-    # -- signals and engine states ------------------------------------------------------
+    # -- signals -------------------------------------------------------------------------
 
     def _on_stop_signal(self, signum: int) -> None:
         self._stop_signals += 1
-        if self.supervisor is None:
-            return  # still starting up: serve() checks _stop_signals before the engine starts
+        if not self.engines:
+            return  # still starting up: serve() checks _stop_signals before the engines start
         if self._stop_signals == 1:
             name = signal.Signals(signum).name
-            log.info("daemon_stopping", reason=name, cgroup=self.engine_path)
-            self.notifier.stopping(f"stopping ({name}): engine {self.supervisor.state.value}")
-            self.supervisor.request_stop()
-        else:
-            self.supervisor.force_stop()
+            log.info("daemon_stopping", reason=name, cgroup=self._main_path())
+            self.notifier.stopping(f"stopping ({name}): {self._engine_states()}")
+        for unit in self.engines.values():
+            unit.request_stop(force=self._stop_signals > 1)
 
     def _on_reload_signal(self) -> None:
-        if self.supervisor is not None and not self._stop_signals:
+        if self.engines and not self._stop_signals:
             self._spawn_task(self._reload_quietly())
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(CcgroupdError):  # logged as config_reload_failed
             await self._reload(peer=None)
 
-    def _on_engine_state(self, state: EngineState) -> None:
-        if state is EngineState.RUNNING:
-            self._engine_up.set()
-        elif (state is EngineState.EXITED and not self._engine_up.is_set()
-              and self.supervisor is not None and not self.supervisor.request_pending):
-            self._engine_gave_up.set()
-        self._status.update()
-
-    # -- reload and systemd's status line ------------------------------------------------
+    # -- reload --------------------------------------------------------------------------
 
     async def _reload(self, peer: Peer | None) -> None:
-        assert self.supervisor is not None and self.controller is not None
+        """Re-read the config: engines are added, removed and changed, and only those whose
+        launch changed restart. Everything is checked before anything changes."""
         self.notifier.reloading()
         try:
             loaded = self._load(self._config_path)
             config = loaded.config
-            assert self.builds is not None
-            build_layers = self.builds.checked_reload(
-                config, self.controller.layers.with_config(config.limits).effective())
-            await self.controller.reload(config.limits, peer)
+            engine_configs = config.engine_configs()
+            if bool(config.engines) != bool(self.config.engines):
+                raise ConfigError("switching between the single [engine] and [engines.NAME] "
+                                  "tables moves every engine's group: restart ccgroupd")
+            for new in engine_configs.values():
+                new.limits.check_host(host_cpu_count())
+            build_layers = {name: unit.check_reload(engine_configs[name])
+                            for name, unit in self.engines.items() if name in engine_configs}
+            if self.budget is not None:
+                self.budget.check_reload(config.budget)
         except CcgroupdError as error:
             log.error("config_reload_failed", error=str(error),  # noqa: TRY400
                       file=str(self._config_path) if self._config_path else None)
             self.notifier.ready(self.status_line())
             raise
-        self.supervisor.reconfigure(self._launch(config), restart_policy(config.engine))
-        self.builds.reloaded(config, build_layers)
-        # cgroup, api and daemon settings take effect at the next start.
+        # cgroup, api, metrics and daemon settings take effect at the next start.
         self.config, self.origins = config, loaded.origins
+        if self.budget is not None:
+            await self.budget.reload(config.budget, peer)
+        for name in [name for name in self.engines if name not in engine_configs]:
+            unit = self.engines.pop(name)
+            self._spawn_task(_remove_engine(unit))
+        for name, unit in self.engines.items():
+            await unit.reload(engine_configs[name], build_layers[name], peer,
+                              self._origins_of(name))
+        assert self.layout is not None
+        for name, new in engine_configs.items():
+            if name not in self.engines:
+                await self._add_engine(name, new, plan_layout(
+                    self.cgroupfs, self.procfs.cgroup_of("self"), new.cgroup.name).engine)
         self.notifier.ready(self.status_line())
 
-    # -- systemd status and watchdog -----------------------------------------------------
+    # -- systemd status ------------------------------------------------------------------
+
+    def _main_path(self) -> str:
+        """The group the daemon's own records name: the budget's, or the one engine's."""
+        if self.budget is not None:
+            return self.budget.controller.cgroup_path
+        return next(iter(self.engines.values())).path if self.engines else ""
+
+    def _engine_states(self) -> str:
+        return ", ".join(f"engine {name} {unit.state.value if unit.state else 'not started'}"
+                         for name, unit in self.engines.items())
 
     def status_line(self) -> str:
-        return status_line(self.controller.limits if self.controller is not None else None,
-                           self.supervisor,
-                           self.monitor.last_violation() if self.monitor is not None else None)
+        """systemd's STATUS=: the one engine's limits and state; with several, each one's."""
+        if self.budget is None and len(self.engines) == 1:
+            unit = next(iter(self.engines.values()))
+            return status_line(unit.controller.limits, unit.supervisor,
+                               unit.monitor.last_violation() if unit.monitor else None)
+        budget = self.budget.controller.limits if self.budget is not None else Limits()
+        return status_line(budget, None, None, engines=[
+            (name, unit.supervisor) for name, unit in self.engines.items()])
+
+
+async def _remove_engine(unit: EngineUnit) -> None:
+    """An engine a reload removed: stopped gracefully, its group removed."""
+    unit.request_stop()
+    if unit.run_task is not None:
+        await asyncio.gather(unit.run_task, return_exceptions=True)
+    await unit.close(remove_group=True)
 
 
 def run_daemon(config_path: Path | None) -> int:
@@ -357,14 +372,15 @@ def run_daemon(config_path: Path | None) -> int:
     return asyncio.run(Daemon(loaded.config, config_path, origins=loaded.origins).serve())
 
 
-def _serve_metrics(cgroupfs: Cgroupfs, group: str, supervisor: Callable[[], Supervisor | None],
-                   tracker: Callable[[], BuildTracker | None],
-                   config: Config) -> Callable[[], None]:
+def _serve_metrics(cgroupfs: Cgroupfs, engines: Mapping[str, EngineUnit],
+                   budget: Callable[[], BudgetGroup | None], config: Config) -> Callable[[], None]:
     """Start the metrics endpoint; returns what stops it."""
     # Imported here: prometheus_client is only worth loading when metrics are on.
     from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
 
-    metrics = MetricsServer.from_config(EngineGroupCollector(cgroupfs, group, supervisor),
-                                        config.metrics, more=[BuildsCollector(tracker)])
+    unit = next(iter(engines.values()))
+    metrics = MetricsServer.from_config(
+        EngineGroupCollector(cgroupfs, unit.group, lambda: unit.supervisor), config.metrics,
+        more=[BuildsCollector(lambda: unit.builds.tracker if unit.builds else None)])
     metrics.start()
     return metrics.close

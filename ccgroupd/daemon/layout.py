@@ -73,6 +73,7 @@ def set_up_layout(cgroupfs: Cgroupfs, layout: Layout) -> None:
     else:
         top = ""
     wanted = {*REQUIRED_CONTROLLERS, *(set(OPTIONAL_CONTROLLERS) & cgroupfs.controllers(top))}
+    cgroupfs.create(parent)  # several engines: the group above them, which holds the budget
     cgroupfs.enable_controllers(parent, wanted, top=top)
 
 

@@ -5,7 +5,7 @@ meter, and the one-line ``STATUS=`` systemd shows."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -134,23 +134,31 @@ def engine_status(supervisor: Supervisor | None) -> dict[str, Any]:
 
 
 def status_line(limits: Limits | None, supervisor: Supervisor | None,
-                violation: str | None) -> str:
-    """systemd's STATUS=: "cpus=2 memory=1 GiB pids=max; engine running (pid 42), ..."."""
+                violation: str | None, *,
+                engines: Sequence[tuple[str, Supervisor | None]] = ()) -> str:
+    """systemd's STATUS=: "cpus=2 memory=1 GiB pids=max; engine running (pid 42), ...";
+    with several ``engines`` (and the budget's limits): "...; ci running (pid 42), web failed"."""
     values = (limits or Limits()).to_mapping()
     line = " ".join(f"{name}={describe_limit_value(name, values[name])}"
                     for name in ("cpus", "memory", "pids"))
-    line += "; engine "
-    if supervisor is None:
-        line += "not started"
-    else:
-        line += supervisor.state.value
-        if supervisor.pid is not None:
-            line += f" (pid {supervisor.pid})"
-        if supervisor.restarts:
-            line += f", {supervisor.restarts} restart{'s' if supervisor.restarts > 1 else ''}"
+    if engines:
+        return line + "; " + ", ".join(f"{name} {_engine_state(engine)}"
+                                       for name, engine in engines)
+    line += f"; engine {_engine_state(supervisor)}"
     if violation:
         line += f"; last violation: {violation}"
     return line
+
+
+def _engine_state(supervisor: Supervisor | None) -> str:
+    if supervisor is None:
+        return "not started"
+    text = supervisor.state.value
+    if supervisor.pid is not None:
+        text += f" (pid {supervisor.pid})"
+    if supervisor.restarts:
+        text += f", {supervisor.restarts} restart{'s' if supervisor.restarts > 1 else ''}"
+    return text
 
 
 class SystemdStatus:

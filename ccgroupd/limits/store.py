@@ -28,6 +28,7 @@ from ccgroupd.limits.model import LIMIT_NAMES, Limits
 
 STATE_FILE_NAME = "limits.json"
 BUILD_STATE_FILE_NAME = "build-limits.json"  # the build defaults' changes, in the same format
+BUDGET_STATE_FILE_NAME = "budget-limits.json"  # the [budget]'s, likewise
 STATE_FORMAT_VERSION = 1
 
 log = structlog.get_logger("ccgroupd")

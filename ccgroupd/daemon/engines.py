@@ -1,0 +1,124 @@
+"""The control socket's requests for several engines: each goes to the engine it names
+(or the only one), ``status`` without a name gives every engine and the budget, and a
+change of one engine's limits is checked against the budget first."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ccgroupd.daemon.commands import Commands
+from ccgroupd.daemon.status import CpuMeter, read_usage
+from ccgroupd.errors import EXIT_USAGE, CcgroupdError
+from ccgroupd.limits.model import Limits
+from ccgroupd.values import DEFAULT_CPU_WEIGHT
+
+if TYPE_CHECKING:
+    from ccgroupd.daemon.api import Peer
+    from ccgroupd.daemon.budget import BudgetGroup
+    from ccgroupd.daemon.unit import EngineUnit
+
+
+class EngineNameError(CcgroupdError):
+    """No engine of that name, or none named where several run."""
+
+    exit_code = EXIT_USAGE
+
+
+class EngineCommands:
+    """Implements ccgroupd.daemon.api.Controller over every engine."""
+
+    def __init__(self, engines: Mapping[str, EngineUnit],
+                 budget: Callable[[], BudgetGroup | None], *,
+                 reload: Callable[[Peer], Awaitable[None]]) -> None:
+        self._engines = engines
+        self._budget = budget
+        self._reload = reload
+        self._budget_cpu = CpuMeter()
+
+    def unit(self, name: str | None) -> EngineUnit:
+        if name is None:
+            if len(self._engines) == 1:
+                return next(iter(self._engines.values()))
+            raise EngineNameError(f"several engines run here ({', '.join(self._engines)}): "
+                                  "name one with --engine NAME")
+        unit = self._engines.get(name)
+        if unit is None:
+            raise EngineNameError(f"no engine named {name!r} (engines: "
+                                  f"{', '.join(self._engines) or 'none'})")
+        return unit
+
+    def _commands(self, name: str | None) -> tuple[EngineUnit, Commands]:
+        unit = self.unit(name)
+        if unit.commands is None:
+            raise EngineNameError(f"engine {unit.name!r} is still starting; try again")
+        return unit, unit.commands
+
+    # -- what the API asks ---------------------------------------------------------------
+
+    def status(self, engine: str | None = None) -> dict[str, Any]:
+        if engine is not None:
+            unit, commands = self._commands(engine)
+            return {"name": unit.name, **commands.status()}
+        documents = [{"name": unit.name, **unit.commands.status()}
+                     for unit in self._engines.values() if unit.commands is not None]
+        overview: dict[str, Any] = {"engines": documents, "budget": self._budget_status()}
+        if len(documents) == 1:
+            # The single-engine fields at the top, as before several engines (one release).
+            return {**documents[0], **overview}
+        return overview
+
+    def builds(self, engine: str | None = None) -> dict[str, Any]:
+        unit, commands = self._commands(engine)
+        return {"name": unit.name, **commands.builds()}
+
+    async def set_limits(self, changes: Mapping[str, object], *, runtime: bool, force: bool,
+                         peer: Peer, builds: Mapping[str, object] | None = None,
+                         running: bool = False, engine: str | None = None) -> dict[str, Any]:
+        unit, commands = self._commands(engine)
+        with unit.logging_as():
+            reply = await commands.set_limits(changes, runtime=runtime, force=force, peer=peer,
+                                              builds=builds, running=running)
+        return {"name": unit.name, **reply}
+
+    async def reset(self, peer: Peer, *, force: bool = False,
+                    engine: str | None = None) -> dict[str, Any]:
+        unit, commands = self._commands(engine)
+        with unit.logging_as():
+            return {"name": unit.name, **await commands.reset(peer, force=force)}
+
+    async def reload(self, peer: Peer) -> dict[str, Any]:
+        await self._reload(peer)
+        return self.status()
+
+    async def restart_engine(self, peer: Peer, engine: str | None = None) -> dict[str, Any]:
+        unit, commands = self._commands(engine)
+        with unit.logging_as():
+            return {"name": unit.name, **await commands.restart_engine(peer)}
+
+    # -- the budget ----------------------------------------------------------------------
+
+    def check_limits(self, name: str, limits: Limits) -> None:
+        """Refuse limits for engine ``name`` that exceed the budget (LimitsError)."""
+        budget = self._budget()
+        if budget is not None:
+            limits.check_within(budget.controller.limits, f"engines.{name}",
+                                outer_name="the budget's")
+
+    def _budget_status(self) -> dict[str, Any] | None:
+        budget = self._budget()
+        if budget is None:
+            return None
+        controller = budget.controller
+        weights = {name: unit.controller.limits.cpu_weight or DEFAULT_CPU_WEIGHT
+                   for name, unit in self._engines.items()}
+        total_weight = sum(weights.values())
+        return {
+            "cgroup": controller.cgroup_path,
+            "limits": controller.layers.describe(),
+            "usage": read_usage(budget.cgroupfs, budget.group, controller.limits,
+                                self._budget_cpu),
+            "shares": {name: {"cpu_weight": weight,
+                              "cpu_share": round(weight / total_weight, 3)}
+                       for name, weight in weights.items()},
+        }
