@@ -24,7 +24,8 @@ kernel in the guest VM are listed in tests/vm/scenarios/10-boundary.py.
 Everything is seen as root would see it. Known simplifications: one write(2) per
 open file (what Cgroupfs does); threads, freezing and io limits are not modelled,
 nor are cgroup.{type,freeze,threads,stat,max.*,pressure}, pids.peak,
-memory.{reclaim,numa_stat,zswap.*} or the hugetlb/rdma/misc/cpuset files; PSI files
+memory.{reclaim,numa_stat,zswap.*}, the hugetlb/rdma/misc files or the cpuset files but a
+read-only cpuset.cpus.effective (and io.weight is read-only too); PSI files
 are read-only text (no triggers); reading cgroup.kill gives "" (the kernel: EINVAL);
 inotify cannot watch a pyfakefs file.
 """
@@ -225,6 +226,8 @@ FILES: dict[str, _File] = {
     "pids.current": _File("pids"),
     "pids.events": _File("pids", counters=("max",)),
     "io.stat": _File("io", on_root=True),
+    "io.weight": _File("io", "default 100"),  # read-only here: io weights are not modelled
+    "cpuset.cpus.effective": _File("cpuset", "0-3"),  # a four-CPU host
 }
 _PSI_FILES = frozenset({"cpu.pressure", "memory.pressure", "io.pressure"})
 

@@ -15,9 +15,11 @@ from ccgroupd.kernel.parsers import (
     Psi,
     PsiLine,
     parse_controllers,
+    parse_cpu_list_count,
     parse_cpu_max,
     parse_cpu_stat,
     parse_flat_keyed,
+    parse_io_weight_default,
     parse_mounts,
     parse_pids,
     parse_proc_cgroup_v2,
@@ -248,9 +250,36 @@ def test_mounts_refuses(text: str) -> None:
         parse_mounts(text)
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0\n", 1), ("0-3\n", 4), ("0-3,8,10-11\n", 7), ("5-5\n", 1), ("", 0),
+])
+def test_cpu_list_count(text: str, expected: int) -> None:
+    assert parse_cpu_list_count(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3-1\n", "a-b\n", "0-\n", "-1\n", "0 1\n"])
+def test_cpu_list_count_refuses(text: str) -> None:
+    with pytest.raises(ParseError, match="cpu list"):
+        parse_cpu_list_count(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("default 100\n", 100), ("default 250\n8:16 50\n254:0 1000\n", 250),
+])
+def test_io_weight_default(text: str, expected: int) -> None:
+    assert parse_io_weight_default(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "8:16 50\n", "default\n", "default x\n"])
+def test_io_weight_default_refuses(text: str) -> None:
+    with pytest.raises(ParseError, match="io.weight"):
+        parse_io_weight_default(text)
+
+
 @pytest.mark.parametrize("parser", [
     parse_uint_or_max, parse_cpu_max, parse_flat_keyed, parse_cpu_stat, parse_psi,
-    parse_proc_cgroup_v2, parse_controllers, parse_pids, parse_mounts,
+    parse_proc_cgroup_v2, parse_controllers, parse_pids, parse_mounts, parse_cpu_list_count,
+    parse_io_weight_default,
 ])
 def test_parse_errors_are_value_errors(parser: Any) -> None:
     # Callers catch ValueError-family errors only: no parser may leak IndexError or KeyError.

@@ -181,6 +181,33 @@ def parse_controllers(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def parse_io_weight_default(text: str) -> int:
+    """``io.weight``: its ``default N`` line (the lines after it are per-device overrides,
+    ``MAJ:MIN N``)."""
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "default":
+            if len(fields) != 2:
+                raise ParseError(f"io.weight: expected 'default N', got {line!r}")
+            return _parse_uint(fields[1], "io.weight default")
+    raise ParseError("io.weight: no 'default' line")
+
+
+def parse_cpu_list_count(text: str) -> int:
+    """How many CPUs a cpu list names (``cpuset.cpus.effective``: ``0-3,8,10-11`` is 7)."""
+    count = 0
+    for item in text.strip().split(","):
+        if not item:
+            continue
+        first, dash, last = item.partition("-")
+        low = _parse_uint(first, "cpu list")
+        high = _parse_uint(last, "cpu list") if dash else low
+        if high < low:
+            raise ParseError(f"cpu list: range {item!r} runs backwards")
+        count += high - low + 1
+    return count
+
+
 def parse_pids(text: str) -> list[int]:
     """``cgroup.procs``: one pid per line."""
     return [_parse_uint(line.strip(), "pid") for line in text.splitlines() if line.strip()]
