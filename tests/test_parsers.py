@@ -272,7 +272,7 @@ def test_io_weight_default(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "8:16 50\n", "default\n", "default x\n"])
 def test_io_weight_default_refuses(text: str) -> None:
-    with pytest.raises(ParseError, match="io.weight"):
+    with pytest.raises(ParseError, match=r"io\.weight"):
         parse_io_weight_default(text)
 
 

@@ -362,9 +362,12 @@ def _serve_metrics(cgroupfs: Cgroupfs, group: str, supervisor: Callable[[], Supe
                    config: Config) -> Callable[[], None]:
     """Start the metrics endpoint; returns what stops it."""
     # Imported here: prometheus_client is only worth loading when metrics are on.
-    from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
+    from ccgroupd.daemon.metrics import MetricsServer
+    from ccgroupd.daemon.metrics_engines import BuildsCollector, EnginesCollector, EngineSource
 
-    metrics = MetricsServer.from_config(EngineGroupCollector(cgroupfs, group, supervisor),
-                                        config.metrics, more=[BuildsCollector(tracker)])
+    # The one engine, named after its group's last component ("dagger-engine").
+    engines = [EngineSource(group.strip("/").rpartition("/")[2], group, supervisor, tracker)]
+    metrics = MetricsServer.from_config(EnginesCollector(cgroupfs, lambda: engines),
+                                        config.metrics, more=[BuildsCollector(lambda: engines)])
     metrics.start()
     return metrics.close
