@@ -18,6 +18,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -496,11 +497,26 @@ def test_alert_rules_use_only_exposed_metrics(fake_kernel: FakeKernel, cgroupfs:
     exprs = re.findall(r"^ +expr: (?:\|\n((?: {10}.*\n)+)|(.*)\n)", RULES_TEXT, re.M)
     used = {name for block, line in exprs for name in METRIC_NAME.findall(block + line)}
 
-    assert len(exprs) == 8
+    assert len(exprs) == 10
     assert used <= every_exposed_name(fake_kernel, cgroupfs)
-    assert "ccgroupd_memory_current_bytes" not in used  # page cache is no alert
+    assert "ccgroupd_memory_current_bytes" not in used  # page cache is no engine's alert
     assert {"ccgroupd_memory_events_total", "ccgroupd_last_sample_timestamp_seconds",
-            "ccgroupd_pids_max", "ccgroupd_engine_restarts_total"} <= used
+            "ccgroupd_pids_max", "ccgroupd_engine_restarts_total",
+            "ccgroupd_budget_memory_current_bytes", "ccgroupd_budget_memory_max_bytes"} <= used
+
+
+def test_every_engine_alert_keeps_and_names_the_engine() -> None:
+    rules = yaml.safe_load(RULES_TEXT)["groups"][0]["rules"]
+    # The daemon being down, and the budget that holds every engine, are no engine's.
+    about_no_engine = {"CcgroupdDown", "CcgroupdBudgetMemoryNearLimit"}
+    engine_rules = [rule for rule in rules if rule["alert"] not in about_no_engine]
+
+    assert len(engine_rules) == len(rules) - 2
+    for rule in engine_rules:
+        assert "{{ $labels.engine }}" in rule["annotations"]["summary"], rule["alert"]
+        # Aggregations would drop the label unless they keep it by name.
+        assert not re.search(r"\b(sum|max|min|avg|count)\b", rule["expr"]) \
+            or "by (engine" in rule["expr"], rule["alert"]
 
 
 def test_every_alert_has_a_runbook_in_the_deployment_guide() -> None:
@@ -520,4 +536,16 @@ def test_alert_rules_pass_promtool() -> None:
     result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_alert_rules_fire_for_one_engine_and_not_the_other() -> None:
+    """ccgroupd-rules.test.yml: two engines on one host, each alert for one of them."""
+    result = subprocess.run(["promtool", "test", "rules", RULES_TESTS.name],
+                            cwd=RULES_TESTS.parent, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = yaml.safe_load(RULES_TESTS.read_text())["tests"][0]["alert_rule_test"]
+    engines = {alert["exp_labels"].get("engine") for test in tests
+               for alert in test["exp_alerts"]}
+    assert {"ci", "web"} <= engines
