@@ -48,6 +48,7 @@ RULES_TESTS = PACKAGING / "prometheus" / "ccgroupd-rules.test.yml"
 DASHBOARD_TEXT = DASHBOARD.read_text()
 RULES_TEXT = RULES.read_text()
 METRIC_NAME = re.compile(r"\bccgroupd_[a-z_]+\b")
+METRIC_SELECTOR = re.compile(r"\bccgroupd_[a-z_]+\b(\{[^}]*\}|)")  # its label matchers
 # Two engines in their budget group, as a host with one engine per project has them.
 BUDGET = "budget"
 BUDGET_PATH = "/sys/fs/cgroup/budget"
@@ -487,9 +488,41 @@ def test_dashboard_queries_only_exposed_metrics_for_the_chosen_hosts(
     assert len(exprs) >= 10
     assert used <= every_exposed_name(fake_kernel, cgroupfs)
     assert all('instance=~"$host"' in expr for expr in exprs)  # one host, or the fleet
-    host = next(v for v in dashboard["templating"]["list"] if v["name"] == "host")
-    assert (host["multi"], host["includeAll"]) == (True, True)
-    assert METRIC_NAME.findall(host["definition"]) == ["ccgroupd_build_info"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert (variables["host"]["multi"], variables["host"]["includeAll"]) == (True, True)
+    assert METRIC_NAME.findall(variables["host"]["definition"]) == ["ccgroupd_build_info"]
+    # One engine, several, or all of them; listed from a metric every engine keeps.
+    engine = variables["engine"]
+    assert (engine["multi"], engine["includeAll"], engine["allValue"]) == (True, True, ".*")
+    assert METRIC_NAME.findall(engine["definition"]) == [
+        "ccgroupd_last_sample_timestamp_seconds"]
+    assert engine["definition"].endswith(", engine)")
+
+
+def test_dashboard_filters_and_names_every_engine(fake_kernel: FakeKernel, cgroupfs: Cgroupfs,
+                                                  engine_group: str) -> None:
+    """Every engine's series is filtered by $engine and named in its legend; the budget's
+    (which has no engine) are not filtered by it, and have a row of their own."""
+    dashboard = json.loads(DASHBOARD_TEXT)
+    targets = [target for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    budget = [target for target in targets if "ccgroupd_budget_" in target["expr"]]
+    engines = [target for target in targets if target not in budget]
+
+    selectors = [matchers for target in engines
+                 for matchers in METRIC_SELECTOR.findall(target["expr"])]
+    assert len(selectors) > len(engines)  # some have two (a ratio)
+    assert all('engine=~"$engine"' in matchers for matchers in selectors)
+    assert all("{{engine}}" in target["legendFormat"] for target in engines
+               if "legendFormat" in target)
+    assert not any("$engine" in target["expr"] for target in budget)
+    assert {name for target in budget for name in METRIC_NAME.findall(target["expr"])} == {
+        "ccgroupd_budget_cpu_usage_seconds_total", "ccgroupd_budget_cpu_limit_cpus",
+        "ccgroupd_budget_memory_current_bytes", "ccgroupd_budget_memory_max_bytes"}
+    assert any(panel["type"] == "row" and panel["title"].startswith("Budget")
+               for panel in dashboard["panels"])
+    annotation = dashboard["annotations"]["list"][0]
+    assert 'engine=~"$engine"' in annotation["expr"]
+    assert "{{engine}}" in annotation["titleFormat"]
 
 
 def test_alert_rules_use_only_exposed_metrics(fake_kernel: FakeKernel, cgroupfs: Cgroupfs,
