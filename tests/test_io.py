@@ -198,6 +198,11 @@ def test_the_kernel_line_names_all_four_keys() -> None:
     assert CI_READS.kernel_line("8:0") == "8:0 rbps=104857600 wbps=max riops=max wiops=max"
 
 
+def test_rates_for_people() -> None:
+    assert CI.describe_rates() == "wbps 50 MiB/s, wiops 1000/s"
+    assert entry(rbps=3 * 512 * MIB, riops=2).describe_rates() == "rbps 1.5 GiB/s, riops 2/s"
+
+
 def test_describe_for_status() -> None:
     assert describe(CI, DISK) == {"path": "/var/lib/dagger/ci", "device": DISK, "rbps": None,
                                   "wbps": 50 * MIB, "riops": None, "wiops": 1000}

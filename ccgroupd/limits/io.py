@@ -27,7 +27,7 @@ from ccgroupd.kernel.blockdev import BlockDevices
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import IO_MAX
 from ccgroupd.kernel.parsers import IO_MAX_KEYS, ParseError, parse_file, parse_io_max
-from ccgroupd.values import UNLIMITED, parse_size
+from ccgroupd.values import UNLIMITED, format_bytes, parse_size
 
 # The kernel refuses 0 (ERANGE) and, from 4.18 up to 6.9 at least, 1 (EINVAL): a rate of 1
 # stalled blk-throttle's low limit. The iops counters are 32 bits: UINT_MAX shows as max.
@@ -110,6 +110,12 @@ class IoMax(BaseModel):
     def kernel_line(self, device: str) -> str:
         """The io.max line for ``device`` (MAJ:MIN), always with all four keys."""
         return _line(device, self.kernel_values())
+
+    def describe_rates(self) -> str:
+        """The limits it sets, for people: "wbps 50 MiB/s, wiops 1000/s"."""
+        return ", ".join(
+            f"{key} {format_bytes(value) if key.endswith('bps') else value}/s"
+            for key, value in self.kernel_values().items() if value is not None)
 
     def to_mapping(self) -> dict[str, object]:
         """The keys people write -> JSON-able values (rates as numbers, None = max)."""
