@@ -319,6 +319,40 @@ def test_an_engine_no_longer_listed_is_forgotten(
                  event="oom_kill") == 1
 
 
+def test_disk_io_per_engine_and_disk(fake_kernel: FakeKernel, cgroupfs: Cgroupfs,
+                                     other_group: str) -> None:
+    fake_kernel.add_disk("vda", "254:0")
+    fake_kernel.add_disk("vdb", "254:16")
+    fake_kernel.update(GROUP, "io.stat",
+                       "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
+                       "254:16 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0")
+    fake_kernel.update(OTHER_GROUP, "io.stat",
+                       "254:0 rbytes=1 wbytes=2 rios=1 wios=1 dbytes=0 dios=0")
+    cgroupfs.write(GROUP, "io.max", "254:0 wbps=10485760")
+    engines = [source(ENGINE, GROUP), source(OTHER, OTHER_GROUP)]
+    collector = EnginesCollector(cgroupfs, lambda: engines)
+
+    samples = scrape(collector)
+
+    assert value(samples, "ccgroupd_io_read_bytes_total", device="254:0") == 4096
+    assert value(samples, "ccgroupd_io_written_bytes_total", device="254:0") == 8192
+    assert value(samples, "ccgroupd_io_read_bytes_total", device="254:16") == 100
+    assert value(samples, "ccgroupd_io_written_bytes_total", OTHER, OTHER_PATH,
+                 device="254:0") == 2
+    assert value(samples, "ccgroupd_io_max_write_bytes_per_second",
+                 device="254:0") == 10485760
+    # rbps is max, and the other engine has no io.max at all: no series.
+    assert not [labels for name, labels in samples
+                if name == "ccgroupd_io_max_read_bytes_per_second"
+                or (name == "ccgroupd_io_max_write_bytes_per_second"
+                    and ("engine", OTHER) in labels)]
+
+    cgroupfs.remove(GROUP)  # recreated: io.stat starts again
+    fake_kernel.mkdir(GROUP)
+    fake_kernel.update(GROUP, "io.stat", "254:0 rbytes=10 wbytes=0 rios=1 wios=0 dbytes=0 dios=0")
+    assert value(scrape(collector), "ccgroupd_io_read_bytes_total", device="254:0") == 4106
+
+
 def test_monotonic_counter_adds_the_value_seen_before_each_reset() -> None:
     counters = MonotonicCounters()
     totals = [counters.total("oom_kill", current) for current in (2, 5, 1, 1, 0, 4)]
@@ -457,6 +491,10 @@ def every_exposed_name(fake_kernel: FakeKernel, cgroupfs: Cgroupfs) -> set[str]:
                                 ("memory.high", str(384 * MiB)), ("pids.max", "100"),
                                 ("memory.min", str(MiB)), ("memory.low", str(MiB))):
             cgroupfs.write(group, attribute, text)
+    fake_kernel.add_disk("vda", "254:0")
+    cgroupfs.write(GROUP, "io.max", "254:0 rbps=1048576 wbps=1048576")
+    fake_kernel.update(GROUP, "io.stat",
+                       "254:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0")
     engines = [source(ENGINE, GROUP, FakeEngine())]
     return names(scrape(EnginesCollector(cgroupfs, lambda: engines,
                                          budget_group=lambda: BUDGET)))

@@ -4,7 +4,7 @@ readers: ccgroupd.daemon.metrics_group).
 
 A scrape reads a dozen small files of each engine group (``cpu.{max,weight,stat}``,
 ``memory.{max,high,low,min,swap.max,current,swap.current,stat,events,swap.events}``,
-``pids.{max,current,events}``, ``io.weight``, ``cpuset.cpus.effective``,
+``pids.{max,current,events}``, ``io.{weight,stat,max}``, ``cpuset.cpus.effective``,
 ``{cpu,memory,io}.pressure``) and a few of the budget group above them, and nothing per
 process; it runs in the HTTP server's thread, so the monitoring loop never waits for it.
 The daemon's own process metrics (``process_*``) come with it.

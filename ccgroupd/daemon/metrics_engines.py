@@ -103,6 +103,7 @@ class EnginesCollector(Collector):
         complete = sampler.usage()
         sampler.events()
         sampler.pressure()
+        sampler.io()
         view = source.engine()
         if view is not None:
             self._engine_view(families, labels, view)

@@ -27,7 +27,9 @@ from ccgroupd.kernel.files import (
     CPU_PRESSURE,
     CPU_WEIGHT,
     CPUSET_CPUS_EFFECTIVE,
+    IO_MAX,
     IO_PRESSURE,
+    IO_STAT,
     IO_WEIGHT,
     MEMORY_EVENTS,
     MEMORY_HIGH,
@@ -45,6 +47,8 @@ from ccgroupd.kernel.parsers import (
     Psi,
     parse_cpu_list_count,
     parse_cpu_max,
+    parse_io_max,
+    parse_io_stat,
     parse_io_weight_default,
     parse_psi,
     parse_uint_or_max,
@@ -59,6 +63,10 @@ PIDS_EVENT_KEYS = ("max",)
 # all non-idle tasks were stalled at once.
 PRESSURE_KINDS = (("some", "waiting"), ("full", "stalled"))
 PRESSURE_FILES = (("cpu", CPU_PRESSURE), ("memory", MEMORY_PRESSURE), ("io", IO_PRESSURE))
+# Disk I/O by device: io.stat's byte counters and io.max's byte rates.
+IO_STAT_BYTES = (("rbytes", "io_read_bytes"), ("wbytes", "io_written_bytes"))
+IO_MAX_BYTES = (("rbps", "io_max_read_bytes_per_second"),
+                ("wbps", "io_max_write_bytes_per_second"))
 PREFIX = "ccgroupd_"
 M = TypeVar("M", bound=Metric)
 BUDGET_PREFIX = "ccgroupd_budget_"
@@ -268,3 +276,24 @@ class GroupSampler:
 
     def _read_psi(self, attribute: str) -> Psi:
         return parse_psi(self._cgroupfs.read(self._group, attribute))
+
+    # -- disk I/O ------------------------------------------------------------------------
+
+    def io(self) -> None:
+        """Bytes read and written per disk (io.stat), and the rates io.max allows (absent
+        when ``max``, or for a disk io.max does not list)."""
+        stats = read_or_none(lambda: parse_io_stat(self._cgroupfs.read(self._group, IO_STAT)))
+        for device, counters in (stats or {}).items():
+            for key, name in IO_STAT_BYTES:
+                if key in counters:
+                    total = self._counters.total(f"{IO_STAT} {device} {key}", counters[key])
+                    self._families.counter(self._prefix + name, f"io.stat {key}, by disk",
+                                           {**self._labels, "device": device}, total)
+        limits = read_or_none(lambda: parse_io_max(self._cgroupfs.read(self._group, IO_MAX)))
+        for device, values in (limits or {}).items():
+            for key, name in IO_MAX_BYTES:
+                value = values.get(key)
+                if value is not None:
+                    self._families.gauge(self._prefix + name,
+                                         f"io.max {key}, by disk (absent when max)",
+                                         {**self._labels, "device": device}, value)
