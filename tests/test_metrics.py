@@ -268,6 +268,14 @@ def test_two_engines_are_one_family_each_with_a_sample_per_engine(
     assert text.count("ccgroupd_build_info{") == 1
 
 
+def test_an_engine_listed_twice_is_exposed_once(cgroupfs: Cgroupfs, engine_group: str) -> None:
+    engines = [source(ENGINE, GROUP), source(ENGINE, GROUP)]
+    text = render(EnginesCollector(cgroupfs, lambda: engines))
+
+    assert text.count('ccgroupd_memory_current_bytes{cgroup="/sys/fs/cgroup/budget/ci",'
+                      'engine="ci"}') == 1
+
+
 def test_counters_stay_monotonic_per_engine_when_a_group_is_recreated(
         fake_kernel: FakeKernel, cgroupfs: Cgroupfs, other_group: str) -> None:
     engines = [source(ENGINE, GROUP), source(OTHER, OTHER_GROUP)]

@@ -86,6 +86,8 @@ class EnginesCollector(Collector):
         listed: dict[tuple[str, str], _EngineSeries] = {}
         for source in self._engines():
             key = (source.name, source.group.strip("/"))
+            if key in listed:
+                continue  # listed twice: its series once (Prometheus refuses duplicates)
             series = listed[key] = self._series.get(key) or _EngineSeries(MonotonicCounters())
             self._engine(families, source, series)
         self._series = listed  # an engine no longer listed is forgotten
