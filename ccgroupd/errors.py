@@ -127,6 +127,21 @@ class LimitsError(CcgroupdError, ValueError):
         super().__init__(f"{field} = {value!r}: {reason}")
 
 
+class IoDeviceError(CcgroupdError):
+    """The whole disk behind an ``io_max`` path cannot be found: the path is missing, on no
+    block device (tmpfs, overlay, btrfs), or sysfs does not say which disk. Names the path,
+    the device numbers when known and the errno when a system call failed."""
+
+    exit_code = EXIT_INVALID  # the configuration names a path this host cannot limit
+
+    def __init__(self, message: str, *, path: os.PathLike[str] | str,
+                 device: str | None = None, errno: int | None = None) -> None:
+        self.path = os.fspath(path)
+        self.device = device  # "MAJ:MIN"
+        self.errno = errno
+        super().__init__(message)
+
+
 class CtlError(CcgroupdError):
     """What ccgroupctl reports: a refusal with the daemon's exit code, or its own failure."""
 

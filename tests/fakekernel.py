@@ -22,11 +22,18 @@ after every change, so readers need no hook. Facts checked against a real 6.1
 kernel in the guest VM are listed in tests/vm/scenarios/10-boundary.py.
 
 Everything is seen as root would see it. Known simplifications: one write(2) per
-open file (what Cgroupfs does); threads, freezing and io limits are not modelled,
-nor are cgroup.{type,freeze,threads,stat,max.*,pressure}, pids.peak,
-memory.{reclaim,numa_stat,zswap.*} or the hugetlb/rdma/misc/cpuset files; PSI files
+open file (what Cgroupfs does); threads and freezing are not modelled, nor are
+io.{latency,cost.*}, cgroup.{type,freeze,threads,stat,max.*,pressure}, pids.peak,
+memory.{reclaim,numa_stat,zswap.*}, the hugetlb/rdma/misc files or the cpuset files but a
+read-only cpuset.cpus.effective; io.weight is read-only text (set with update); PSI files
 are read-only text (no triggers); reading cgroup.kill gives "" (the kernel: EINVAL);
 inotify cannot watch a pyfakefs file.
+
+Block devices: :meth:`FakeKernel.add_disk` puts a disk and its partitions into sysfs as
+the kernel links them (``/sys/dev/block/MAJ:MIN``); io.max takes limits for those disks
+only. A fake file has no real device, so :meth:`FakeKernel.stat` is os.stat with the
+device :meth:`FakeKernel.put_on` gave the path (or pyfakefs' own, which has major 0).
+io.max values must be digits or max: 6.1 would read "1M" as 1, which Cgroupfs never writes.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -61,6 +68,10 @@ _CPU_MAX_PERIOD_USEC = 1_000_000  # period: at most 1 s
 _CPU_MAX_QUOTA_USEC = (1 << 44) - 1
 _CPU_WEIGHT_RANGE = range(1, 10_001)
 _MEMPARSE_SHIFTS = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+# io.max: "max" is U64_MAX for a byte rate and UINT_MAX for an I/O rate (blk-throttle.c).
+_IO_MAX_KEYS = ("rbps", "wbps", "riops", "wiops")
+_U64_MAX = 2**64 - 1
+_UINT_MAX = 2**32 - 1
 _CPU_STAT_CORE_KEYS = ("usage_usec", "user_usec", "system_usec")
 _CPU_STAT_CPU_KEYS = ("nr_periods", "nr_throttled", "throttled_usec", "nr_bursts", "burst_usec")
 _PSI_IDLE = (
@@ -169,6 +180,53 @@ def _write_oom_group(kernel: FakeKernel, group: str, text: str) -> None:
     kernel.group(group).values["memory.oom.group"] = text.strip()
 
 
+def _io_max_unlimited(key: str) -> int:
+    return _UINT_MAX if key.endswith("iops") else _U64_MAX
+
+
+def _read_io_max(text: str) -> dict[str, dict[str, int]]:
+    """The limits an io.max text shows, every key present (max as the kernel stores it)."""
+    limits = {}
+    for line in text.splitlines():
+        device, *pairs = line.split()
+        values = dict(pair.split("=") for pair in pairs)
+        limits[device] = {key: _io_max_unlimited(key) if values[key] == "max" else int(values[key])
+                          for key in _IO_MAX_KEYS}
+    return limits
+
+
+def _write_io_max(kernel: FakeKernel, group: str, text: str) -> None:
+    # As blk-throttle's tg_set_limit on 6.1: one device per write, "MAJ:MIN key=value...";
+    # the keys not named keep their value; 0 is ERANGE, 1 and unknown keys are EINVAL.
+    first = text.split(maxsplit=1)[0] if text.split() else ""
+    rest = text.lstrip()[len(first):]
+    major, sep, minor = first.partition(":")
+    if not (sep and major.isdigit() and minor.isdigit() and rest[:1].isspace()):
+        raise _einval("io.max takes 'MAJ:MIN key=value ...'")
+    device = f"{int(major)}:{int(minor)}"
+    if device not in kernel.disks:  # partitions too: io.max takes whole disks only
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), device)
+    state = kernel.group(group).values
+    limits = _read_io_max(state["io.max"])
+    new = limits.get(device, {key: _io_max_unlimited(key) for key in _IO_MAX_KEYS})
+    for token in rest.split():
+        key, sep, raw = token.partition("=")
+        if not sep or (raw != "max" and not raw.isdigit()):
+            raise _einval(f"bad io.max token {token!r}")
+        value = _U64_MAX if raw == "max" else int(raw)
+        if value == 0:
+            raise OSError(errno.ERANGE, "io.max: 0 is out of range")
+        if key not in _IO_MAX_KEYS or value <= 1:
+            raise _einval(f"bad io.max token {token!r}")
+        new[key] = min(value, _io_max_unlimited(key))
+    limits[device] = new
+    state["io.max"] = "\n".join(
+        f"{dev} " + " ".join(f"{key}={'max' if value == _io_max_unlimited(key) else value}"
+                             for key, value in values.items())
+        for dev, values in limits.items()
+        if any(value != _io_max_unlimited(key) for key, value in values.items()))
+
+
 def _write_procs(kernel: FakeKernel, group: str, text: str) -> None:
     kernel.migrate(group, text)
 
@@ -224,7 +282,10 @@ FILES: dict[str, _File] = {
     "pids.max": _File("pids", "max", write=_write_pids_max),
     "pids.current": _File("pids"),
     "pids.events": _File("pids", counters=("max",)),
-    "io.stat": _File("io", on_root=True),
+    "io.stat": _File("io", on_root=True),  # set with FakeKernel.update
+    "io.max": _File("io", write=_write_io_max),
+    "io.weight": _File("io", "default 100"),  # read-only here: set with FakeKernel.update
+    "cpuset.cpus.effective": _File("cpuset", "0-3"),  # a four-CPU host
 }
 _PSI_FILES = frozenset({"cpu.pressure", "memory.pressure", "io.pressure"})
 
@@ -256,7 +317,7 @@ class FakeKernel:
                  mount_point: str = "/sys/fs/cgroup", proc_root: str = "/proc",
                  swap_accounting: bool = True, psi: bool = True,
                  cgroup_kill: bool = True, init_comm: str = "systemd", self_group: str = "",
-                 exit_on_kill: bool = True) -> None:
+                 exit_on_kill: bool = True, sys_root: str = "/sys") -> None:
         self.fs = fs
         # The daemon writes limits from a worker thread (asyncio.to_thread) while the
         # loop may be killing processes: one kernel-side change at a time, as the real
@@ -285,6 +346,9 @@ class FakeKernel:
         self.self_pid = FIRST_FAKE_PID
         self._next_pid = FIRST_FAKE_PID + 1
         self.mounts = self._mounts(layout)
+        self.sys_root = PurePosixPath(sys_root)
+        self.disks: dict[str, str] = {}  # MAJ:MIN -> name, of whole disks (io.max takes them)
+        self._devices_of_paths: dict[PurePosixPath, str] = {}  # see put_on
 
         fs.create_dir(self.root)
         for mount in self.mounts:
@@ -380,6 +444,44 @@ class FakeKernel:
             raise FileNotFoundError(errno.ENOENT, "no such interface file", attribute)
         self.group(group).values[attribute] = text.strip()
         self._render()
+
+    def add_disk(self, name: str, device: str, partitions: Mapping[str, str] | None = None, *,
+                 bus: str = "devices/pci0000:00/0000:00:04.0/virtio1") -> None:
+        """A disk and its partitions (name -> MAJ:MIN) in sysfs, as the kernel shows them:
+        ``dev/block/254:1 -> ../../devices/.../block/vda/vda1``, whose directory has a
+        ``partition`` file. ``bus="devices/virtual"`` for a dm device."""
+        disk_dir = self.sys_root / bus / "block" / name
+        entries = {device: disk_dir}
+        self.fs.create_file(str(disk_dir / "dev"), contents=f"{device}\n")
+        for number, (part_name, part_device) in enumerate((partitions or {}).items(), 1):
+            entries[part_device] = disk_dir / part_name
+            self.fs.create_file(str(disk_dir / part_name / "dev"), contents=f"{part_device}\n")
+            self.fs.create_file(str(disk_dir / part_name / "partition"), contents=f"{number}\n")
+        links = self.sys_root / "dev" / "block"
+        for numbers, target in entries.items():
+            self.fs.create_symlink(str(links / numbers), os.path.relpath(target, links))
+        self.disks[device] = name
+
+    def put_on(self, path: str, device: str) -> None:
+        """Files at and below ``path`` are on ``device`` (MAJ:MIN), as :meth:`stat` says."""
+        self._devices_of_paths[PurePosixPath(path)] = device
+
+    def stat(self, path: str) -> os.stat_result:
+        """os.stat, with the device put_on gave the path (its nearest such ancestor)."""
+        found = os.stat(path)
+        absolute = PurePosixPath(self.fs.absnormpath(path))
+        device = next((self._devices_of_paths[p] for p in [absolute, *absolute.parents]
+                       if p in self._devices_of_paths), None)
+        if device is None:
+            return found
+        major, minor = (int(number) for number in device.split(":"))
+        return os.stat_result((found.st_mode, found.st_ino, os.makedev(major, minor),
+                               found.st_nlink, found.st_uid, found.st_gid, found.st_size,
+                               int(found.st_atime), int(found.st_mtime), int(found.st_ctime)))
+
+    def blockdevices_args(self) -> dict[str, Any]:
+        """Arguments for ccgroupd.kernel.blockdev.BlockDevices bound to this kernel."""
+        return {"sys_root": Path(self.sys_root), "stat": self.stat}
 
     def set_mounts(self, mounts: Iterable[FakeMount]) -> None:
         self.mounts = list(mounts)

@@ -255,7 +255,7 @@ def test_metrics_count_builds_without_a_label_per_build(
         kernel: FakeKernel, cgroupfs: Cgroupfs, procfs: Procfs) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from ccgroupd.daemon.metrics import BuildsCollector
+    from ccgroupd.daemon.metrics_engines import BuildsCollector, EngineSource
 
     tracker = tracker_for(cgroupfs, procfs, FakeTime())
     tracker.rescan()
@@ -271,13 +271,14 @@ def test_metrics_count_builds_without_a_label_per_build(
             with capture_logs():
                 tracker.handle([changed(cgroupfs, group)])
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BuildsCollector(lambda: tracker))
+    engines = [EngineSource("ci", ENGINE, lambda: None, lambda: tracker)]
+    registry.register(BuildsCollector(lambda: engines))
     text = generate_latest(registry).decode()
-    assert "ccgroupd_builds_running 1.0" in text
-    assert "ccgroupd_builds_started_total 3.0" in text
-    assert "ccgroupd_builds_finished_total 2.0" in text
-    assert 'ccgroupd_build_memory_peak_bytes_bucket{le="268435456.0"} 2.0' in text
-    assert 'ccgroupd_build_memory_peak_bytes_bucket{le="67108864.0"} 0.0' in text
+    assert 'ccgroupd_builds_running{engine="ci"} 1.0' in text
+    assert 'ccgroupd_builds_started_total{engine="ci"} 3.0' in text
+    assert 'ccgroupd_builds_finished_total{engine="ci"} 2.0' in text
+    assert 'ccgroupd_build_memory_peak_bytes_bucket{engine="ci",le="268435456.0"} 2.0' in text
+    assert 'ccgroupd_build_memory_peak_bytes_bucket{engine="ci",le="67108864.0"} 0.0' in text
     assert "m1" not in text and "m2" not in text  # no label per build
 
 

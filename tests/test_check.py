@@ -14,14 +14,17 @@ from ccgroupd.daemon.check import (
     Finding,
     Status,
     engine_launch_finding,
+    io_path_findings,
     kernel_log_finding,
     preflight,
     run_check,
 )
 from ccgroupd.engine.process import Completed
 from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED
+from ccgroupd.kernel.blockdev import BlockDevices
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
+from ccgroupd.limits.io import IoMax
 from ccgroupd.main import main
 from doubles import ScriptedCommands
 from fakekernel import FakeKernel, FakeMount
@@ -31,6 +34,10 @@ SERVICE = "system.slice/ccgroupd.service"
 # values inside a fake file system (pathlib.Path loses _flavour there, on Python 3.11).
 CONFIG_PATH = "/etc/ccgroupd/config.toml"
 # Made before pyfakefs patches pathlib: pydantic's Path fields do not load under it.
+CI_WRITES = IoMax(path=Path("/var/lib/dagger/ci"), wbps="50M", wiops=1000)
+CI_HOME = IoMax(path=Path("/home/ci"), riops=500)
+CACHE_ON_TMPFS = IoMax(path=Path("/run/cache"), rbps="10M")
+MISSING = IoMax(path=Path("/var/lib/dagger/gone"), wbps="1G")
 SRV_CONFIG = LoadedConfig(
     Config(daemon=DaemonSection(cgroup_root=Path("/srv/cg"), proc_root=Path("/srv/proc"))),
     (Path(CONFIG_PATH),), {"daemon.cgroup_root": CONFIG_PATH})
@@ -138,6 +145,75 @@ def test_missing_io_is_fine(fs: FakeFilesystem) -> None:
     findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["controllers"].status is Status.OK
     assert "optional io missing" in findings["controllers"].text
+    assert findings["disk I/O"].status is Status.WARN
+    assert findings["disk I/O"].text == (
+        "io is missing from /sys/fs/cgroup/cgroup.controllers: io_max and io_weight cannot be "
+        "enforced; CPU, memory and pids limits work without it")
+    assert "cgroup_disable=io" in findings["disk I/O"].advice[0]
+
+
+def test_the_io_controller_is_offered(fs: FakeFilesystem) -> None:
+    systemd_host(fs)
+    finding = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))["disk I/O"]
+    assert finding.status is Status.OK
+    assert "io_max and io_weight can be enforced" in finding.text
+
+
+def disk_host(fs: FakeFilesystem) -> BlockDevices:
+    """A systemd host whose / is on vda1 (254:1) and /run on a tmpfs (0:45)."""
+    kernel = systemd_host(fs, self_group=f"{SERVICE}/supervisor")
+    os.setxattr(f"/sys/fs/cgroup/{SERVICE}", "trusted.delegate", b"1")
+    kernel.add_disk("vda", "254:0", {"vda1": "254:1"})
+    for path in ("/var/lib/dagger/ci", "/home/ci", "/run/cache"):
+        fs.create_dir(path)
+    kernel.put_on("/", "254:1")
+    kernel.put_on("/run", "0:45")
+    return BlockDevices(**kernel.blockdevices_args())
+
+
+def test_io_max_paths_on_disks_pass(fs: FakeFilesystem) -> None:
+    devices = disk_host(fs)
+    out = io.StringIO()
+    code = run_check(None, out=out, io_entries=[("ci", CI_WRITES), ("nightly", CI_HOME)],
+                     devices=devices)
+    assert code == EXIT_OK, out.getvalue()
+    assert ("OK disk I/O engine ci: /var/lib/dagger/ci is on disk 254:0: wbps 50 MiB/s, "
+            "wiops 1000/s") in unwrapped(out.getvalue())
+    assert "engine nightly: /home/ci is on disk 254:0: riops 500/s" in unwrapped(out.getvalue())
+
+
+def test_io_max_paths_on_no_disk_fail_the_configuration(fs: FakeFilesystem) -> None:
+    devices = disk_host(fs)
+    out = io.StringIO()
+    code = run_check(None, out=out, io_entries=[("ci", MISSING), ("cache", CACHE_ON_TMPFS)],
+                     devices=devices)
+    assert code == EXIT_INVALID
+    flat = unwrapped(out.getvalue())
+    assert "FAIL config" not in flat
+    assert ("FAIL disk I/O engine ci: io_max: cannot stat /var/lib/dagger/gone: [Errno 2] No "
+            "such file or directory (the path does not exist; create it first or name its "
+            "parent)") in flat
+    assert ("FAIL disk I/O engine cache: io_max: /run/cache is on no block device (device "
+            "0:45") in flat
+    assert "The host is usable, but the configuration is not" in flat
+
+
+def test_two_io_max_entries_of_an_engine_on_one_disk_fail(fs: FakeFilesystem) -> None:
+    devices = disk_host(fs)
+    findings = io_path_findings([("ci", CI_WRITES), ("ci", CI_HOME), ("nightly", CI_HOME)],
+                                devices)
+    assert [f.status for f in findings] == [Status.OK, Status.OK, Status.OK, Status.FAIL]
+    assert findings[-1].text == (
+        "engine ci: io_max = '/home/ci': /var/lib/dagger/ci and /home/ci are both on disk "
+        "254:0; io.max limits a whole disk, so give one entry per disk")
+
+
+def test_config_only_does_not_look_for_disks(fs: FakeFilesystem) -> None:
+    FakeKernel(fs, layout="hybrid", controllers=["hugetlb"], init_comm="process_api")
+    out = io.StringIO()
+    assert run_check(None, config_only=True, out=out, io_entries=[("ci", MISSING)],
+                     devices=BlockDevices()) == EXIT_OK
+    assert "disk I/O" not in out.getvalue()
 
 
 def test_old_kernel_without_cgroup_kill_or_psi_warns(fs: FakeFilesystem) -> None:

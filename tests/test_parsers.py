@@ -15,9 +15,14 @@ from ccgroupd.kernel.parsers import (
     Psi,
     PsiLine,
     parse_controllers,
+    parse_cpu_list_count,
     parse_cpu_max,
     parse_cpu_stat,
+    parse_device,
     parse_flat_keyed,
+    parse_io_max,
+    parse_io_stat,
+    parse_io_weight_default,
     parse_mounts,
     parse_pids,
     parse_proc_cgroup_v2,
@@ -248,9 +253,103 @@ def test_mounts_refuses(text: str) -> None:
         parse_mounts(text)
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("254:0\n", "254:0"),
+    ("8:16", "8:16"),
+    (" 259:03 ", "259:3"),  # the kernel never pads; a leading zero still means 3
+])
+def test_device(text: str, expected: str) -> None:
+    assert parse_device(text) == expected
+
+
+@pytest.mark.parametrize("text", ["254", "254:", ":0", "a:b", "-1:0", "254:0:1", ""])
+def test_device_refuses(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_device(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", {}),
+    ("254:0 rbps=max wbps=10485760 riops=max wiops=max\n",
+     {"254:0": {"rbps": None, "wbps": 10485760, "riops": None, "wiops": None}}),
+    ("8:0 rbps=2097152 wbps=max riops=max wiops=120\n"
+     "254:0 rbps=max wbps=max riops=1000 wiops=max\n",
+     {"8:0": {"rbps": 2097152, "wbps": None, "riops": None, "wiops": 120},
+      "254:0": {"rbps": None, "wbps": None, "riops": 1000, "wiops": None}}),
+])
+def test_io_max(text: str, expected: dict[str, dict[str, int | None]]) -> None:
+    assert parse_io_max(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("254:0 rbps=max wbps=max riops=max\n", "io.max 254:0: missing wiops"),
+    ("254:0 rbps=1M wbps=max riops=max wiops=max\n", "io.max 254:0 rbps"),
+    ("254:0 rbps wbps=max riops=max wiops=max\n", "line 1: expected key=value, got 'rbps'"),
+    ("vda rbps=max wbps=max riops=max wiops=max\n", "line 1: expected a device number"),
+    ("254:0 rbps=2 wbps=max riops=max wiops=max\n254:0 rbps=3 wbps=max riops=max wiops=max",
+     "line 2: device 254:0 listed twice"),
+    ("254:0 rbps=2 rbps=3 wbps=max riops=max wiops=max\n", "duplicate key 'rbps'"),
+])
+def test_io_max_refuses(text: str, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
+        parse_io_max(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", {}),
+    ("254:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n",
+     {"254:0": {"rbytes": 1, "wbytes": 2, "rios": 3, "wios": 4, "dbytes": 0, "dios": 0}}),
+    ("254:0 \n", {"254:0": {}}),  # 6.1: a device that did no I/O yet
+    # io.cost and io.latency append keys of their own, some not whole numbers.
+    ("8:0 rbytes=5 wbytes=6 rios=1 wios=2 dbytes=0 dios=0 cost.vrate=100.00 cost.usage=7 "
+     "depth=max use_delay=-1\n",
+     {"8:0": {"rbytes": 5, "wbytes": 6, "rios": 1, "wios": 2, "dbytes": 0, "dios": 0,
+              "cost.usage": 7}}),
+])
+def test_io_stat(text: str, expected: dict[str, dict[str, int]]) -> None:
+    assert parse_io_stat(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("254:0 rbytes=x wbytes=2\n", "io.stat 254:0 rbytes"),
+    ("254:0 rbytes=1\n254:0 rbytes=2\n", "listed twice"),
+    ("rbytes=1\n", "line 1: expected a device number"),
+])
+def test_io_stat_refuses(text: str, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
+        parse_io_stat(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0\n", 1), ("0-3\n", 4), ("0-3,8,10-11\n", 7), ("5-5\n", 1), ("", 0),
+])
+def test_cpu_list_count(text: str, expected: int) -> None:
+    assert parse_cpu_list_count(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3-1\n", "a-b\n", "0-\n", "-1\n", "0 1\n"])
+def test_cpu_list_count_refuses(text: str) -> None:
+    with pytest.raises(ParseError, match="cpu list"):
+        parse_cpu_list_count(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("default 100\n", 100), ("default 250\n8:16 50\n254:0 1000\n", 250),
+])
+def test_io_weight_default(text: str, expected: int) -> None:
+    assert parse_io_weight_default(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "8:16 50\n", "default\n", "default x\n"])
+def test_io_weight_default_refuses(text: str) -> None:
+    with pytest.raises(ParseError, match=r"io\.weight"):
+        parse_io_weight_default(text)
+
+
 @pytest.mark.parametrize("parser", [
     parse_uint_or_max, parse_cpu_max, parse_flat_keyed, parse_cpu_stat, parse_psi,
-    parse_proc_cgroup_v2, parse_controllers, parse_pids, parse_mounts,
+    parse_proc_cgroup_v2, parse_controllers, parse_pids, parse_mounts, parse_device,
+    parse_io_max, parse_io_stat, parse_cpu_list_count, parse_io_weight_default,
 ])
 def test_parse_errors_are_value_errors(parser: Any) -> None:
     # Callers catch ValueError-family errors only: no parser may leak IndexError or KeyError.

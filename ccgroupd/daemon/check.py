@@ -11,13 +11,22 @@ import enum
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ccgroupd.daemon.layout import OPTIONAL_CONTROLLERS, REQUIRED_CONTROLLERS
-from ccgroupd.errors import EXIT_INVALID, EXIT_OK, EXIT_UNSUPPORTED, CcgroupdError, CgroupError
+from ccgroupd.errors import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_UNSUPPORTED,
+    CcgroupdError,
+    CgroupError,
+    IoDeviceError,
+    LimitsError,
+)
+from ccgroupd.kernel.blockdev import BlockDevices
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.files import CGROUP_KILL, CGROUP_SUBTREE_CONTROL, CPU_PRESSURE
 from ccgroupd.kernel.kmsg import KMSG_PATH, open_kmsg
@@ -27,6 +36,7 @@ from ccgroupd.kernel.procfs import Procfs
 if TYPE_CHECKING:
     from ccgroupd.config import EngineSection
     from ccgroupd.engine.process import CommandRunner
+    from ccgroupd.limits.io import IoMax
 
 SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 _WIDTH = 100
@@ -58,16 +68,22 @@ class Finding:
 
 
 def run_check(config_path: Path | None, *, config_only: bool = False,
-              out: TextIO | None = None) -> int:
+              out: TextIO | None = None, io_entries: Sequence[tuple[str, IoMax]] = (),
+              devices: BlockDevices | None = None) -> int:
     """Print the preflight; 0 if ccgroupd can run here, 6 if the host cannot, 3 for a bad config.
 
     ``config_only``: the configuration alone, for a validator (Ansible's ``validate:``)
     that must not depend on the host it runs on: 0 or 3.
+    ``io_entries``: (engine name, io_max entry) pairs, whose paths must be on disks of
+    this host (a config failure, 3: the daemon would refuse them); looked up in
+    ``devices`` (default: /sys). Not looked at with ``config_only``.
     """
     out = out or sys.stdout
     config_findings, (cgroupfs, procfs), engine = _load_config(config_path,
                                                                check_host=not config_only)
     host_findings = [] if config_only else preflight(cgroupfs, procfs, euid=os.geteuid())
+    if not config_only:
+        config_findings += io_path_findings(io_entries, devices or BlockDevices())
     if engine is not None and not config_only:
         host_findings.append(engine_launch_finding(engine))
         host_findings.append(kernel_log_finding())
@@ -99,6 +115,7 @@ def preflight(cgroupfs: Cgroupfs, procfs: Procfs, *, euid: int,
                                 f"{cgroupfs.root}"))
         return findings
     findings.append(_guarded(_controllers, cgroupfs))
+    findings.append(_guarded(_io_controller, cgroupfs))
     findings.append(_guarded(lambda fs: _cgroup_kill(fs, procfs.cgroup_of("self")), cgroupfs))
     findings.append(_guarded(_psi, cgroupfs))
     findings.append(_guarded(
@@ -263,9 +280,46 @@ def _controllers(cgroupfs: Cgroupfs) -> Finding:
     optional = [c for c in OPTIONAL_CONTROLLERS if c not in available]
     if optional:
         return Finding(Status.OK, "controllers",
-                       f"{shown} (optional {' '.join(optional)} missing: disk I/O is not "
-                       "limited, which ccgroupd does not need)")
+                       f"{shown} (optional {' '.join(optional)} missing: see disk I/O)")
     return Finding(Status.OK, "controllers", shown)
+
+
+def _io_controller(cgroupfs: Cgroupfs) -> Finding:
+    """Whether engines' disk I/O limits can be enforced: ccgroupd runs without them."""
+    if "io" in cgroupfs.controllers(""):
+        return Finding(Status.OK, "disk I/O", "the io controller is offered: io_max and "
+                       "io_weight can be enforced")
+    return Finding(
+        Status.WARN, "disk I/O",
+        f"io is missing from {cgroupfs.root}/cgroup.controllers: io_max and io_weight cannot "
+        "be enforced; CPU, memory and pids limits work without it",
+        ("the kernel command line disables it (cgroup_disable=io) or a cgroup v1 blkio "
+         "hierarchy holds it; remove that and reboot",))
+
+
+def io_path_findings(io_entries: Sequence[tuple[str, IoMax]],
+                     devices: BlockDevices) -> list[Finding]:
+    """One line per io_max entry: the disk its path is on, or why it is on none; and a
+    failure for an engine with two entries on one disk."""
+    from ccgroupd.limits.io import io_max_lines
+
+    findings = []
+    entries: dict[str, list[IoMax]] = {}
+    for engine, entry in io_entries:
+        try:
+            device = devices.disk_of(entry.path)
+        except IoDeviceError as error:
+            findings.append(Finding(Status.FAIL, "disk I/O", f"engine {engine}: io_max: {error}"))
+            continue
+        findings.append(Finding(Status.OK, "disk I/O", f"engine {engine}: {entry.path} is on "
+                                f"disk {device}: {entry.describe_rates()}"))
+        entries.setdefault(engine, []).append(entry)
+    for engine, own in entries.items():
+        try:
+            io_max_lines(own, devices)
+        except (IoDeviceError, LimitsError) as error:
+            findings.append(Finding(Status.FAIL, "disk I/O", f"engine {engine}: {error}"))
+    return findings
 
 
 def _delegation(cgroupfs: Cgroupfs, own: str, under_systemd: bool) -> Finding:

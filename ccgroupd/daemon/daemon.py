@@ -376,11 +376,20 @@ def _serve_metrics(cgroupfs: Cgroupfs, engines: Mapping[str, EngineUnit],
                    budget: Callable[[], BudgetGroup | None], config: Config) -> Callable[[], None]:
     """Start the metrics endpoint; returns what stops it."""
     # Imported here: prometheus_client is only worth loading when metrics are on.
-    from ccgroupd.daemon.metrics import BuildsCollector, EngineGroupCollector, MetricsServer
+    from ccgroupd.daemon.metrics import MetricsServer
+    from ccgroupd.daemon.metrics_engines import BuildsCollector, EnginesCollector, EngineSource
 
-    unit = next(iter(engines.values()))
+    def sources() -> list[EngineSource]:
+        # Read on each scrape (a thread): a reload adds and removes engines.
+        return [EngineSource(unit.name, unit.group, unit.current_supervisor, unit.tracker)
+                for unit in list(engines.values())]
+
+    def budget_group() -> str | None:
+        group = budget()
+        return group.group if group is not None else None
+
     metrics = MetricsServer.from_config(
-        EngineGroupCollector(cgroupfs, unit.group, lambda: unit.supervisor), config.metrics,
-        more=[BuildsCollector(lambda: unit.builds.tracker if unit.builds else None)])
+        EnginesCollector(cgroupfs, sources, budget_group=budget_group), config.metrics,
+        more=[BuildsCollector(sources)])
     metrics.start()
     return metrics.close

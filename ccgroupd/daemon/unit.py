@@ -23,6 +23,7 @@ from ccgroupd.config import Config
 from ccgroupd.daemon.api import Peer
 from ccgroupd.daemon.builds.attribution import KernelLogAttribution
 from ccgroupd.daemon.builds.service import BuildServices
+from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.controller import LimitController
 from ccgroupd.daemon.layout import claim_engine_group
@@ -244,6 +245,12 @@ class EngineUnit:
         """What the housekeeping tick polls: the monitor and the build tracker, once up."""
         tracker = self.builds.tracker if self.builds is not None else None
         return [part for part in (self.monitor, tracker) if part is not None]
+
+    def current_supervisor(self) -> Supervisor | None:
+        return self.supervisor
+
+    def tracker(self) -> BuildTracker | None:
+        return self.builds.tracker if self.builds is not None else None
 
     @property
     def state(self) -> EngineState | None:

@@ -181,9 +181,106 @@ def parse_controllers(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def parse_io_weight_default(text: str) -> int:
+    """``io.weight``: its ``default N`` line (the lines after it are per-device overrides,
+    ``MAJ:MIN N``)."""
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "default":
+            if len(fields) != 2:
+                raise ParseError(f"io.weight: expected 'default N', got {line!r}")
+            return _parse_uint(fields[1], "io.weight default")
+    raise ParseError("io.weight: no 'default' line")
+
+
+def parse_cpu_list_count(text: str) -> int:
+    """How many CPUs a cpu list names (``cpuset.cpus.effective``: ``0-3,8,10-11`` is 7)."""
+    count = 0
+    for item in text.strip().split(","):
+        if not item:
+            continue
+        first, dash, last = item.partition("-")
+        low = _parse_uint(first, "cpu list")
+        high = _parse_uint(last, "cpu list") if dash else low
+        if high < low:
+            raise ParseError(f"cpu list: range {item!r} runs backwards")
+        count += high - low + 1
+    return count
+
+
 def parse_pids(text: str) -> list[int]:
     """``cgroup.procs``: one pid per line."""
     return [_parse_uint(line.strip(), "pid") for line in text.splitlines() if line.strip()]
+
+
+# io.max: the keys of a device's line, in the kernel's order; each a number or "max".
+IO_MAX_KEYS = ("rbps", "wbps", "riops", "wiops")
+# io.stat: the counters every kernel since 4.19 prints for a device that did I/O.
+IO_STAT_KEYS = ("rbytes", "wbytes", "rios", "wios", "dbytes", "dios")
+
+
+def parse_device(text: str) -> str:
+    """A block device number ``MAJ:MIN`` (a sysfs ``dev`` file, an io.max or io.stat line)."""
+    major, sep, minor = text.strip().partition(":")
+    if not sep:
+        raise ParseError(f"expected a device number MAJ:MIN, got {text.strip()!r}")
+    return f"{_parse_uint(major, 'device major')}:{_parse_uint(minor, 'device minor')}"
+
+
+def _parse_device_lines(text: str, what: str) -> dict[str, dict[str, str]]:
+    """``MAJ:MIN key=value ...`` lines: device -> raw values. A device may have no values."""
+    devices: dict[str, dict[str, str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        first, *pairs = line.split()
+        try:
+            device = parse_device(first)
+        except ParseError as exc:
+            raise ParseError(f"{what} line {number}: {exc}") from None
+        if device in devices:
+            raise ParseError(f"{what} line {number}: device {device} listed twice")
+        values: dict[str, str] = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep or not key:
+                raise ParseError(f"{what} line {number}: expected key=value, got {pair!r}")
+            if key in values:
+                raise ParseError(f"{what} line {number}: duplicate key {key!r}")
+            values[key] = raw
+        devices[device] = values
+    return devices
+
+
+def parse_io_max(text: str) -> dict[str, dict[str, int | None]]:
+    """``io.max``: device -> {rbps, wbps, riops, wiops}, None for ``max``.
+
+    The kernel lists only devices with at least one limit, so an empty file is {}.
+    """
+    limits: dict[str, dict[str, int | None]] = {}
+    for device, raw in _parse_device_lines(text, "io.max").items():
+        missing = [key for key in IO_MAX_KEYS if key not in raw]
+        if missing:
+            raise ParseError(f"io.max {device}: missing {', '.join(missing)}")
+        limits[device] = {key: None if value == UNLIMITED
+                          else _parse_uint(value, f"io.max {device} {key}")
+                          for key, value in raw.items()}
+    return limits
+
+
+def parse_io_stat(text: str) -> dict[str, dict[str, int]]:
+    """``io.stat``: device -> counters (rbytes, wbytes, rios, wios, dbytes, dios).
+
+    A device may show no counters at all (6.1 prints a bare ``MAJ:MIN`` for one that did
+    no I/O yet), and the io.cost and io.latency policies append their own keys, some of
+    them not whole numbers (``cost.vrate=100.00``, ``depth=max``): those are left out.
+    """
+    stats: dict[str, dict[str, int]] = {}
+    for device, raw in _parse_device_lines(text, "io.stat").items():
+        stats[device] = {key: _parse_uint(value, f"io.stat {device} {key}")
+                         for key, value in raw.items()
+                         if key in IO_STAT_KEYS or (value.isascii() and value.isdigit())}
+    return stats
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ pairs = [
     ("cpu.stat nr_throttled", ("ccgroupd_cpu_throttled_periods_total", None), 1, 0),
     ("cpu.stat throttled_usec", ("ccgroupd_cpu_throttled_seconds_total", None), 1e-6, 0),
 ] + [(f"memory.events {key}", ("ccgroupd_memory_events_total", key), 1, 0)
-     for key in ("high", "max", "oom", "oom_kill")]
+     for key in ("low", "high", "max", "oom", "oom_kill")]
 failures = 0
 for file_key, metric, scale, slack in pairs:
     low, high = sorted((before[file_key], after[file_key]))
