@@ -11,6 +11,9 @@ from __future__ import annotations
 
 ENGINE_NAME_PATTERN = "[a-z0-9][a-z0-9_-]{0,31}"
 MAX_ENGINE_NAME_LENGTH = 32
+# The journald field of the daemon's records that names their engine: the daemon's logging
+# makes CCGROUPD_<KEY> of each key a record carries, so it is the key "engine".
+ENGINE_JOURNAL_FIELD = "CCGROUPD_ENGINE"
 _FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _REST = _FIRST | frozenset("_-")
 

@@ -21,9 +21,17 @@ from ccgroupd.client.options import (
     COMMAND_FLAGS,
     DAEMON_UNIT,
     DEFAULT_TIMEOUT_S,
+    ENGINE_COMMANDS,
+    ENGINE_OPTION,
     SET_OPTIONS,
     START_HINT,
     default_socket_path,
+)
+from ccgroupd.enginenames import (
+    ENGINE_JOURNAL_FIELD,
+    ENGINE_NAME_PATTERN,
+    MAX_ENGINE_NAME_LENGTH,
+    is_engine_name,
 )
 from ccgroupd.errors import (
     EXIT_FAILURE,
@@ -76,14 +84,15 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
     """The command lines people script, parsed as argparse would, without importing it.
 
     argparse (with re, enum and gettext) was over half of ccgroupctl's start-up time
-    in the emulated guest. This reads `[--socket P] [--timeout S] COMMAND [OPTION...]`
-    for the commands in COMMAND_FLAGS and returns None for anything else: help,
-    --version, `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads
+    in the emulated guest. This reads `[--socket P] [--timeout S] [--engine N] COMMAND
+    [OPTION...]` for the commands in COMMAND_FLAGS and returns None for anything else:
+    help, --version, `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads
     it and writes the help or the error. tests/test_ctl.py checks that both parsers
     agree on every command line this one accepts.
     """
-    values: dict[str, Any] = {"socket": default_socket_path(), "timeout": None}
-    value_options: dict[str, str] = {"--socket": "socket", "--timeout": "timeout"}
+    values: dict[str, Any] = {"socket": default_socket_path(), "timeout": None, "engine": None}
+    value_options: dict[str, str] = {"--socket": "socket", "--timeout": "timeout",
+                                     ENGINE_OPTION: "engine"}
     flags: dict[str, str] = {}
     tokens = iter(argv)
     for token in tokens:
@@ -95,6 +104,8 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
             flags = {option: option[2:] for option in ("--json", *COMMAND_FLAGS[token])}
             values.update(dict.fromkeys(value_options.values()))
             values.update(dict.fromkeys(flags.values(), False))
+            if token in ENGINE_COMMANDS:  # after the command too; the last one given counts
+                value_options[ENGINE_OPTION] = "engine"
             continue
         option, equals, value = token.partition("=")
         if token in flags:
@@ -129,6 +140,7 @@ def parse_args(argv: Sequence[str]) -> Arguments:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_engine_option(args)
         if args.command == "events":
             return show_events(args)
         op, request_args = _request_for(args)
@@ -158,7 +170,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def check_engine_option(args: Arguments) -> None:
+    """Refuse --engine with a command that takes none, or a name no engine can have,
+    before anything is asked (the name goes into requests and journal matches)."""
+    if args.engine is None:
+        return
+    if args.command not in ENGINE_COMMANDS:
+        raise CtlError(f"{args.command} acts on every engine on this host: "
+                       f"leave out {ENGINE_OPTION}", EXIT_USAGE)
+    if not is_engine_name(args.engine):
+        raise CtlError(f"{ENGINE_OPTION} {protocol.shown(args.engine)}: not an engine name "
+                       f"({ENGINE_NAME_PATTERN}: lower-case letters, digits, _ and -, "
+                       f"at most {MAX_ENGINE_NAME_LENGTH})", EXIT_USAGE)
+
+
 def _request_for(args: Arguments) -> tuple[str, dict[str, Any]]:
+    """The operation and its arguments; ``engine`` only when named (a daemon that predates
+    engine names refuses arguments it does not know)."""
+    op, request = _command_request(args)
+    if args.engine is not None:
+        request["engine"] = args.engine
+    return op, request
+
+
+def _command_request(args: Arguments) -> tuple[str, dict[str, Any]]:
     if args.command == protocol.OP_RESET:
         return args.command, {"force": True} if args.force else {}
     if args.command == "top":
@@ -394,9 +429,13 @@ def show_events(args: Arguments) -> int:
     names = _all_event_names() if args.all else VIOLATION_EVENTS
     # SYSLOG_IDENTIFIER and CCGROUPD_EVENT are the sender's to set: any local process can
     # write them. _SYSTEMD_UNIT and _UID are journald's own: only the daemon's records.
+    # journalctl ANDs matches of different fields and ORs those of one field: these read
+    # "from the daemon, and one of the events, (and of this engine)".
     command = ["journalctl", "--no-pager", "-o", "json", "--lines", str(args.lines),
                "SYSLOG_IDENTIFIER=ccgroupd", f"_SYSTEMD_UNIT={DAEMON_UNIT}", "_UID=0",
                *(f"CCGROUPD_EVENT={name}" for name in names)]
+    if args.engine is not None:
+        command.append(f"{ENGINE_JOURNAL_FIELD}={args.engine}")
     if args.since:
         command += ["--since", args.since]
     if args.follow:
@@ -410,7 +449,8 @@ def show_events(args: Arguments) -> int:
     try:
         for line in journal.stdout:
             record = _parse_record(line)
-            if record is not None and _from_the_daemon(record):
+            if (record is not None and _from_the_daemon(record)
+                    and args.engine in (None, record.get(ENGINE_JOURNAL_FIELD))):
                 print(json.dumps(record, sort_keys=True) if args.json else summarize(record),
                       flush=True)
     except KeyboardInterrupt:
@@ -442,7 +482,8 @@ def _parse_record(line: str) -> dict[str, Any] | None:
 
 
 def summarize(record: Mapping[str, Any]) -> str:
-    """One line: local time, event name, the record's human MESSAGE."""
+    """One line: local time, event name, the engine's name (when the record has one) and the
+    record's human MESSAGE."""
     import time
 
     try:
@@ -453,7 +494,9 @@ def summarize(record: Mapping[str, Any]) -> str:
     message = record.get("MESSAGE", "")
     if not isinstance(message, str):  # journald hands non-UTF-8 fields over as byte lists
         message = bytes(message).decode(errors="replace")
-    return f"{when} {record.get('CCGROUPD_EVENT', '?'):<14} {' '.join(message.split())}"
+    engine = record.get(ENGINE_JOURNAL_FIELD)
+    who = f"{engine}: " if isinstance(engine, str) else ""
+    return f"{when} {record.get('CCGROUPD_EVENT', '?'):<14} {who}{' '.join(message.split())}"
 
 
 if __name__ == "__main__":
