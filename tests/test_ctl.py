@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ccgroupd import protocol
-from ccgroupd.client import argparser, ctl, options, top
+from ccgroupd.client import argparser, ctl, humanize, options, top
 from ccgroupd.config import load_config
 from ccgroupd.errors import (
     EXIT_FAILURE,
@@ -500,6 +500,20 @@ def test_top_without_a_terminal_prints_one_table(answering: FakeDaemon,
     ]
 
 
+@pytest.mark.parametrize("answering", [
+    (ok(builds_sample(100.0, 0, None)), ok(builds_sample(101.0, 1_000_000, 500_000))),
+], indirect=True)
+@pytest.mark.parametrize("where", [["--engine", "ci", "top"], ["top", "--engine", "ci"]])
+def test_top_asks_for_the_named_engines_builds_and_names_it(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str], where: list[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), *where, "--once",
+                     "--interval", "0.01"]) == EXIT_OK
+    assert answering.requests == [{"v": 1, "op": "builds", "args": {"engine": "ci"}}] * 2
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "engine  100.0    1 GiB    2 GiB    30    -     4    8 GiB  "
+        "(engine ci's group, its builds included)")
+
+
 def test_top_from_a_daemon_without_builds_is_its_refusal(
         daemon_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     refusal = ("unknown operation 'builds'; expected one of reload, reset, restart-engine, "
@@ -535,6 +549,121 @@ def test_status_for_people() -> None:
         "  oom_kill 1, oom 1, memory_max 3, memory_high 0, swap_max 0, pids_max 0, "
         "cpu_throttled 7",
     ])
+
+
+GiB = 1024**3
+CI = {**STATUS, "name": "ci",
+      "limits": {**STATUS["limits"], "memory_low": {"value": GiB, "source": "config"},
+                 "memory_min": {"value": None, "source": "config"}}}
+WEB = {**STATUS, "name": "web",
+       "engine": {"state": "backoff", "pid": None, "uptime_s": None, "restarts": 4,
+                  "last_exit": {"exit_code": None, "signal": "SIGKILL", "oom_killed": True}},
+       "usage": {**STATUS["usage"], "cpu_percent": None, "memory_bytes": 12 * 1024**2}}
+BUDGET = {
+    "cgroup": "/sys/fs/cgroup/ccgroupd.slice/engines",
+    "limits": {"cpus": {"value": 2.0, "source": "config"},
+               "memory": {"value": 6 * GiB, "source": "config", "relative": "75%"},
+               "pids": {"value": None, "source": "config"}},
+    "usage": {"cpu_cores": 1.93, "memory_bytes": 1610612736, "pids": 40},
+    "guarantees": {"memory_min_bytes": 0, "memory_low_bytes": 2 * GiB},
+    "shares": {"ci": {"cpu_weight": 100, "cpu_share": 0.125, "memory_low_bytes": GiB},
+               "web": {"cpu_weight": 700, "cpu_share": 0.875, "memory_low_bytes": GiB}},
+}
+
+
+def test_status_of_several_engines_is_the_budget_and_a_row_each() -> None:
+    text = ctl.render_status({"engines": [CI, WEB], "budget": BUDGET})
+    assert text.splitlines() == [
+        "budget:  /sys/fs/cgroup/ccgroupd.slice/engines",
+        "  cpus         2",
+        "  memory       6 GiB (75% of host)",
+        "  pids         max",
+        "  in use       cpu 1.93 of 2 CPUs, memory 1.5 GiB of 6 GiB, pids 40",
+        "  guaranteed   memory_low 2 GiB (33%), memory_min 0 B (0%) of 6 GiB",
+        "",
+        "NAME  STATE     PID     CPU     MEMORY  LOW/MIN     WEIGHT  RESTARTS  LAST EXIT",
+        "ci    running  1234  1.50/2  300M/512M     1G/-  100 (12%)         1  -",
+        "web   backoff     -     ?/2   12M/512M      -/-  700 (88%)         4  OOM kill",
+    ]
+
+
+@pytest.mark.parametrize(("name", "width"), [("backend-apis", 100), ("a" * 32, 120)])
+def test_the_engines_table_stays_aligned_and_within_100_columns(name: str, width: int) -> None:
+    # The widest cells but the name: a name of 12 characters still fits in 100 columns.
+    busy = {**CI, "name": name,
+            "engine": {"state": "stopping", "pid": 4194304, "restarts": 12,
+                       "last_exit": {"exit_code": None, "signal": "SIGSEGV", "oom_killed": False,
+                                     "error": None}},
+            "usage": {"cpu_percent": 12345.6, "memory_bytes": 987654321},
+            "limits": {"cpus": {"value": 128.0}, "memory": {"value": 1024**4},
+                       "memory_low": {"value": 1342177280}, "memory_min": {"value": 256 * 1024**2},
+                       "cpu_weight": {"value": 10000}}}
+    budget = {"shares": {name: {"cpu_weight": 10000, "cpu_share": 0.99}}}
+    quiet = {**WEB, "engine": {"state": "exited", "pid": None, "restarts": None,
+                               "last_exit": {"exit_code": 1, "signal": None, "oom_killed": False}}}
+    without_budget = ctl.render_status({"engines": [busy, WEB, quiet], "budget": None})
+    assert without_budget.startswith("NAME ")  # no budget, no block
+    lines = ctl.render_status({"engines": [busy, WEB, quiet], "budget": budget}).splitlines()[-4:]
+    assert max(len(line) for line in lines) <= width
+    assert lines[1].split()[:2] == [name, "stopping"]
+    assert lines[1].endswith("4194304  123.46/128   942M/1T  1.25G/256M  10000 (99%)        12  "
+                             "SIGSEGV")
+    assert lines[2].endswith("-         ?/2  12M/512M         -/-      default         4  "
+                             "OOM kill")
+    assert lines[3].endswith("-         ?/2  12M/512M         -/-      default         ?  "
+                             "exit 1")
+    # Each column (but the last) ends where its header does, or starts where it does.
+    for header in ("PID", "CPU", "MEMORY", "LOW/MIN", "WEIGHT", "RESTARTS"):
+        end = lines[0].index(header) + len(header)
+        assert all(line[end - 1] != " " and line[end:end + 2] == "  " for line in lines)
+    for header in ("STATE", "LAST EXIT"):
+        start = lines[0].index(header)
+        assert all(line[start - 2:start] == "  " and line[start] != " " for line in lines)
+
+
+@pytest.mark.parametrize(("size", "shown"), [
+    (0, "0"), (512, "512"), (1024, "1K"), (1536, "1.5K"), (512 * 1024**2, "512M"),
+    (1610612736, "1.5G"), (1342177280, "1.25G"), (987654321, "942M"),
+    (1023 * 1024**2 + 1000000, "1024M"), (6 * GiB, "6G"), (1024**4, "1T"),
+    (1000 * 1024**4, "1000T"),
+])
+def test_short_sizes_read_as_set_takes_them(size: int, shown: str) -> None:
+    assert humanize.short_size(size) == shown
+
+
+def test_status_of_no_engine_and_of_a_daemon_without_a_budget() -> None:
+    assert ctl.render_status({"engines": [], "budget": BUDGET}).splitlines()[-2:] == [
+        "", "engines: none"]
+    assert ctl.render_status({"engines": []}) == "engines: none"
+
+
+def test_status_of_one_engine_is_as_it_was_with_its_name() -> None:
+    # The reply without --engine where one runs: its fields at the top level too.
+    named = {**STATUS, "name": "ci"}
+    assert ctl.render_status({**named, "engines": [named], "budget": None}).splitlines() == [
+        "name:    ci", *ctl.render_status(STATUS).splitlines()]
+    # --engine ci: that engine's document, with its name.
+    assert ctl.render_status(WEB).splitlines()[:3] == [
+        "name:    web", f"cgroup:  {STATUS['cgroup']['path']}",
+        "engine:  backoff, 4 restarts"]
+    # A budget, where there is one, after the rest.
+    lines = ctl.render_status({**STATUS, "engines": [CI], "budget": BUDGET}).splitlines()
+    assert lines[0] == "name:    ci"
+    assert lines[-6:] == ctl.render_status({"engines": [CI, WEB], "budget": BUDGET}
+                                           ).splitlines()[:6]
+
+
+def test_status_of_one_engine_without_its_top_level_fields_is_the_overview() -> None:
+    assert ctl.render_status({"engines": [CI], "budget": None}).splitlines()[1].startswith(
+        "ci    running  1234")
+
+
+@pytest.mark.parametrize("answering", [ok({"engines": [CI, WEB], "budget": BUDGET})],
+                         indirect=True)
+def test_status_json_prints_the_overview_as_it_came(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "status", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"engines": [CI, WEB], "budget": BUDGET}
 
 
 BUILDS_STATUS = {

@@ -316,10 +316,20 @@ def render(op: str, result: Mapping[str, Any]) -> str:
 
 
 def render_status(status: Mapping[str, Any]) -> str:
+    """One engine's status; from a daemon that runs several and was not told which, the
+    overview (render_overview). The reply of a daemon with one engine has its fields at the
+    top level too (for one more release): those are shown as they always were."""
+    engines = status.get("engines")
+    if isinstance(engines, list) and (len(engines) != 1 or "engine" not in status):
+        return render_overview(status)
     cgroup = status.get("cgroup", {})
     usage = status.get("usage", {})
     limits = status.get("limits", {})
+    name = status.get("name")
+    if name is None and isinstance(engines, list) and isinstance(engines[0], dict):
+        name = engines[0].get("name")
     lines = [
+        *([] if name is None else [f"name:    {name}"]),
         f"cgroup:  {cgroup.get('path', '?')}",
         f"engine:  {_engine_line(status.get('engine', {}))}",
         "limits:",
@@ -333,7 +343,132 @@ def render_status(status: Mapping[str, Any]) -> str:
         lines.append("  " + ", ".join(f"{name} {count}" for name, count in events.items()))
     if isinstance(status.get("builds"), dict):  # absent from daemons that predate builds
         lines.extend(_builds_lines(status["builds"]))
+    if isinstance(status.get("budget"), dict):
+        lines.extend(_budget_lines(status["budget"]))
     return "\n".join(lines)
+
+
+# The overview's columns, and those whose cells are left-aligned (the rest are numbers).
+OVERVIEW_HEADERS = ("NAME", "STATE", "PID", "CPU", "MEMORY", "LOW/MIN", "WEIGHT", "RESTARTS",
+                    "LAST EXIT")
+_TEXT_COLUMNS = frozenset({"NAME", "STATE", "LAST EXIT"})
+
+
+def render_overview(status: Mapping[str, Any]) -> str:
+    """Several engines: the budget of their parent group (if any), then a row each."""
+    budget = status.get("budget")
+    lines = [*_budget_lines(budget), ""] if isinstance(budget, dict) else []
+    engines = [doc for doc in status.get("engines") or [] if isinstance(doc, dict)]
+    if not engines:
+        return "\n".join([*lines, "engines: none"])
+    shares = (budget.get("shares") if isinstance(budget, dict) else None) or {}
+    rows = [OVERVIEW_HEADERS, *(_engine_row(doc, shares.get(doc.get("name"))) for doc in engines)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(OVERVIEW_HEADERS))]
+    for row in rows:
+        cells = [cell.ljust(size) if header in _TEXT_COLUMNS else cell.rjust(size)
+                 for cell, size, header in zip(row, widths, OVERVIEW_HEADERS, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _engine_row(doc: Mapping[str, Any], share: Any) -> tuple[str, ...]:
+    """One engine's cells of the overview (OVERVIEW_HEADERS), from its status document and
+    its entry in the budget's shares (None without one). Sizes are short ("1.5G")."""
+    from ccgroupd.client.humanize import short_size
+
+    engine = doc.get("engine") or {}
+    usage = doc.get("usage") or {}
+    limits = doc.get("limits") or {}
+
+    def limit(name: str) -> Any:
+        entry = limits.get(name)
+        return entry.get("value") if isinstance(entry, dict) else None
+
+    def known(value: Any, shown: str | None = None) -> str:
+        return "?" if value is None else shown if shown is not None else str(value)
+
+    cpu, memory = usage.get("cpu_percent"), usage.get("memory_bytes")
+    cpu_text = known(cpu, None if cpu is None else f"{cpu / 100:.2f}")
+    memory_text = known(memory, None if memory is None else short_size(memory))
+    memory_limit = limit("memory")
+    memory_limit_text = (describe_limit_value("memory", None) if memory_limit is None
+                         else short_size(memory_limit))
+    share = share if isinstance(share, dict) else {}
+    weight = share.get("cpu_weight", limit("cpu_weight"))  # the share's: the one in force
+    weight_text = describe_limit_value("cpu_weight", weight)
+    if share.get("cpu_share") is not None:
+        weight_text += f" ({share['cpu_share']:.0%})"
+    return (
+        str(doc.get("name", "?")),
+        str(engine.get("state") or "?"),
+        "-" if engine.get("pid") is None else str(engine["pid"]),
+        f"{cpu_text}/{describe_limit_value('cpus', limit('cpus'))}",
+        f"{memory_text}/{memory_limit_text}",
+        "/".join("-" if value is None else short_size(value)  # unset: no protection
+                 for value in (limit("memory_low"), limit("memory_min"))),
+        weight_text,
+        known(engine.get("restarts")),
+        _last_exit(engine.get("last_exit")),
+    )
+
+
+def _last_exit(last_exit: Any) -> str:
+    """How the engine last ended without being asked to: "exit 1", "SIGSEGV", "OOM kill"
+    (its SIGKILL goes without saying), "no start" (it could not be started)."""
+    if not isinstance(last_exit, dict):
+        return "-"
+    if last_exit.get("oom_killed"):
+        return "OOM kill"
+    if last_exit.get("signal"):
+        return str(last_exit["signal"])
+    if last_exit.get("exit_code") is not None:
+        return f"exit {last_exit['exit_code']}"
+    return "no start" if last_exit.get("error") else "?"
+
+
+def _budget_lines(budget: Mapping[str, Any]) -> list[str]:
+    """The engines' parent group: its limits, its usage against them, and the memory the
+    engines' memory_low and memory_min guarantee them, against the budget's memory."""
+    limits = budget.get("limits") or {}
+    usage = budget.get("usage") or {}
+
+    def limit(name: str) -> Any:
+        entry = limits.get(name)
+        return entry.get("value") if isinstance(entry, dict) else None
+
+    lines = [f"budget:  {budget.get('cgroup') or '?'}"]
+    lines += [f"  {name:<12} {describe_limit_value(name, entry.get('value'))}{_of_host(entry)}"
+              for name, entry in limits.items() if isinstance(entry, dict)]
+    cores, memory, pids = (usage.get(key) for key in ("cpu_cores", "memory_bytes", "pids"))
+    memory_limit = limit("memory")
+    used = [
+        "cpu " + ("?" if cores is None else f"{cores:.2f}")
+        + ("" if limit("cpus") is None else f" of {limit('cpus'):g}") + " CPUs",
+        "memory " + ("?" if memory is None else format_bytes(memory))
+        + ("" if memory_limit is None else f" of {format_bytes(memory_limit)}"),
+        "pids " + ("?" if pids is None else str(pids))
+        + ("" if limit("pids") is None else f" of {limit('pids')}"),
+    ]
+    lines.append(f"  {'in use':<12} {', '.join(used)}")
+    guarantees = budget.get("guarantees")
+    if isinstance(guarantees, dict):
+        guaranteed = []
+        for name in ("memory_low", "memory_min"):
+            value = guarantees.get(f"{name}_bytes")
+            text = f"{name} {'?' if value is None else format_bytes(value)}"
+            if value is not None and memory_limit:
+                text += f" ({value / memory_limit:.0%})"
+            guaranteed.append(text)
+        of = ("the budget has no memory limit" if memory_limit is None
+              else f"of {format_bytes(memory_limit)}")
+        lines.append(f"  {'guaranteed':<12} {', '.join(guaranteed)} {of}")
+    return lines
+
+
+def _of_host(entry: Mapping[str, Any]) -> str:
+    """" (75% of host)" for a value written as a share of the host, else ""."""
+    relative = entry.get("relative")
+    return f" ({relative} of host)" if relative else ""
 
 
 def _builds_lines(builds: Mapping[str, Any]) -> list[str]:
