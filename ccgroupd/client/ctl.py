@@ -85,10 +85,11 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
 
     argparse (with re, enum and gettext) was over half of ccgroupctl's start-up time
     in the emulated guest. This reads `[--socket P] [--timeout S] [--engine N] COMMAND
-    [OPTION...]` for the commands in COMMAND_FLAGS and returns None for anything else:
-    help, --version, `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads
-    it and writes the help or the error. tests/test_ctl.py checks that both parsers
-    agree on every command line this one accepts.
+    [OPTION...]` for the commands in COMMAND_FLAGS (--engine after the command too, for
+    those in ENGINE_COMMANDS) and returns None for anything else: help, --version,
+    `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads it and
+    writes the help or the error. tests/test_ctl.py checks that both parsers agree on
+    every command line this one accepts.
     """
     values: dict[str, Any] = {"socket": default_socket_path(), "timeout": None, "engine": None}
     value_options: dict[str, str] = {"--socket": "socket", "--timeout": "timeout",
