@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ccgroupd import protocol
-from ccgroupd.client import argparser, ctl, options, top
+from ccgroupd.client import argparser, ctl, humanize, options, top
 from ccgroupd.config import load_config
 from ccgroupd.errors import (
     EXIT_FAILURE,
@@ -170,6 +170,17 @@ def test_set_options_become_one_set_request(daemon_path: Path) -> None:
     (["--timeout", "-1", "top", "--once"], EXIT_USAGE, "--timeout must be a positive number"),
     (["top", "--once", "--interval=-1"], EXIT_USAGE, "seconds, not -1"),
     (["top", "--sort", "pids"], EXIT_USAGE, "invalid choice: 'pids'"),
+    (["--engine", "ci", "reload"], EXIT_USAGE, "reload acts on every engine on this host: "
+                                               "leave out --engine"),
+    (["reload", "--engine", "ci"], EXIT_USAGE, "unrecognized arguments: --engine ci"),
+    (["--engine", "CI", "status"], EXIT_USAGE,
+     "--engine 'CI': not an engine name ([a-z0-9][a-z0-9_-]{0,31}: lower-case letters, "
+     "digits, _ and -, at most 32)"),
+    (["set", "--engine", "../x", "--cpus", "1"], EXIT_USAGE, "--engine '../x': not an engine"),
+    (["--engine=", "restart-engine"], EXIT_USAGE, "--engine '': not an engine name"),
+    (["reset", "--engine", "a" * 33], EXIT_USAGE, "not an engine name"),
+    (["top", "--once", "--engine", "ci\nweb"], EXIT_USAGE, "--engine 'ci\\nweb': not an"),
+    (["events", "--engine", "x y"], EXIT_USAGE, "--engine 'x y': not an engine name"),
 ])
 def test_bad_input_is_one_line_and_never_reaches_the_daemon(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int,
@@ -229,7 +240,7 @@ TOKENS = [
     "--runtime", "--force", "--force=", "--", "-", "-h", "--help", "--version", "--mem",
     "--since", "-f", "--lines=3", "--all", "--build-cpus", "--build-memory=2G",
     "--build-swap", "--build-cpu-weight=", "--running", "top", "--once", "--interval",
-    "--sort", "memory",
+    "--sort", "memory", "--engine", "--engine=ci", "ci", "--engine=",
 ]
 COMMON_COMMAND_LINES = [
     ["status"], ["status", "--json"], ["reset"], ["reload", "--json"], ["restart-engine"],
@@ -238,6 +249,9 @@ COMMON_COMMAND_LINES = [
     ["--socket", "/run/x.sock", "--timeout", "30", "set", "--cpus", "max", "--json"],
     ["set", "--build-memory", "2G", "--build-cpus", "1", "--running"],
     ["set", "--build-memory-high=1G", "--build-pids", "500", "--build-swap", "0"],
+    ["--engine", "ci", "set", "--cpus", "2"], ["set", "--engine", "ci", "--cpus", "2"],
+    ["--engine=web", "status", "--json"], ["status", "--engine", "web"],
+    ["--engine", "ci", "reset", "--force"], ["restart-engine", "--engine=ci"],
 ]
 
 
@@ -251,10 +265,12 @@ def command_lines() -> Iterator[list[str]]:
         line = [*pick.choice(COMMON_COMMAND_LINES)]
         line.insert(pick.randint(0, len(line)), pick.choice(TOKENS))
         yield line
-    before = [[], ["--socket", "/s"], ["--socket=/s"], ["--timeout", "5"], ["--timeout=.5"]]
+    before = [[], ["--socket", "/s"], ["--socket=/s"], ["--timeout", "5"], ["--timeout=.5"],
+              ["--engine", "ci"], ["--engine=web"]]
     after = [["--json"], ["--runtime"], ["--force"], ["--cpus", "4"], ["--memory=8G"],
              ["--swap", "0"], ["--pids", "x y"], ["--cpu-weight="], ["--memory-high", ""],
-             ["--running"], ["--build-cpus", "1"], ["--build-memory-high="]]
+             ["--running"], ["--build-cpus", "1"], ["--build-memory-high="],
+             ["--engine", "web"], ["--engine=ci"]]
     for _ in range(3000):  # well-formed ones, most of them
         line = [*pick.choice(before), pick.choice(TOKENS[:6])]
         for _ in range(pick.randint(0, 4)):
@@ -288,6 +304,64 @@ def test_quick_parser_agrees_with_argparse(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize("argv", COMMON_COMMAND_LINES)
 def test_quick_parser_reads_what_people_script(argv: list[str]) -> None:
     assert ctl.quick_parse(argv) is not None
+
+
+@pytest.mark.parametrize(("argv", "engine"), [
+    (["status"], None),
+    (["--engine", "ci", "set", "--cpus", "2"], "ci"),
+    (["set", "--engine", "ci", "--cpus", "2"], "ci"),
+    (["set", "--cpus", "2", "--engine=ci"], "ci"),
+    (["--engine", "ci", "status", "--engine", "web"], "web"),  # the last one counts
+    (["--engine", "ci", "--engine", "web", "reset"], "web"),
+    (["--engine", "ci", "reload"], "ci"),  # parsed; main() refuses it
+    (["--engine", "ci", "top", "--once"], "ci"),  # argparse's alone, these
+    (["top", "--engine", "ci"], "ci"),
+    (["--engine", "web", "events", "-f"], "web"),
+    (["events", "--engine", "web", "--all"], "web"),
+])
+def test_engine_before_and_after_the_command(argv: list[str], engine: str | None) -> None:
+    parsed = vars(argparser.build_parser().parse_args(argv))
+    assert parsed["engine"] == engine
+    quick = ctl.quick_parse(argv)
+    if quick is not None:
+        assert vars(quick) == parsed
+    assert ctl.parse_args(argv).engine == engine
+
+
+@pytest.mark.parametrize(("argv", "request_"), [
+    (["status"], {"op": "status", "args": {}}),
+    (["--engine", "ci", "status"], {"op": "status", "args": {"engine": "ci"}}),
+    (["status", "--engine", "ci"], {"op": "status", "args": {"engine": "ci"}}),
+    (["--engine", "ci", "set", "--cpus", "2"],
+     {"op": "set", "args": {"limits": {"cpus": "2"}, "runtime": False, "force": False,
+                            "engine": "ci"}}),
+    (["set", "--engine", "web", "--build-pids", "50"],
+     {"op": "set", "args": {"builds": {"pids": "50"}, "running": False, "runtime": False,
+                            "force": False, "engine": "web"}}),
+    (["reset", "--engine", "ci"], {"op": "reset", "args": {"engine": "ci"}}),
+    (["--engine", "ci", "reset", "--force"],
+     {"op": "reset", "args": {"force": True, "engine": "ci"}}),
+    (["restart-engine", "--engine", "my_project-2"],
+     {"op": "restart-engine", "args": {"engine": "my_project-2"}}),
+])
+def test_requests_name_the_engine_when_told(daemon_path: Path, argv: list[str],
+                                            request_: dict[str, Any]) -> None:
+    daemon = FakeDaemon(daemon_path, ok({"in_force": {}}))
+    try:
+        assert ctl.main(["--socket", str(daemon_path), *argv]) == EXIT_OK
+    finally:
+        daemon.close()
+    assert daemon.requests == [{"v": 1, **request_}]
+
+
+@pytest.mark.parametrize("answering", [protocol.error_reply(
+    EXIT_USAGE, "several engines run here (ci, web): name one with --engine NAME")],
+    indirect=True)
+def test_a_missing_engine_name_is_the_daemons_usage_error(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "set", "--cpus", "2"]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "ccgroupctl: several engines run here (ci, web): name one with --engine NAME\n")
 
 
 @pytest.mark.parametrize(("argv", "code", "output"), [
@@ -426,6 +500,20 @@ def test_top_without_a_terminal_prints_one_table(answering: FakeDaemon,
     ]
 
 
+@pytest.mark.parametrize("answering", [
+    (ok(builds_sample(100.0, 0, None)), ok(builds_sample(101.0, 1_000_000, 500_000))),
+], indirect=True)
+@pytest.mark.parametrize("where", [["--engine", "ci", "top"], ["top", "--engine", "ci"]])
+def test_top_asks_for_the_named_engines_builds_and_names_it(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str], where: list[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), *where, "--once",
+                     "--interval", "0.01"]) == EXIT_OK
+    assert answering.requests == [{"v": 1, "op": "builds", "args": {"engine": "ci"}}] * 2
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "engine  100.0    1 GiB    2 GiB    30    -     4    8 GiB  "
+        "(engine ci's group, its builds included)")
+
+
 def test_top_from_a_daemon_without_builds_is_its_refusal(
         daemon_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     refusal = ("unknown operation 'builds'; expected one of reload, reset, restart-engine, "
@@ -461,6 +549,121 @@ def test_status_for_people() -> None:
         "  oom_kill 1, oom 1, memory_max 3, memory_high 0, swap_max 0, pids_max 0, "
         "cpu_throttled 7",
     ])
+
+
+GiB = 1024**3
+CI = {**STATUS, "name": "ci",
+      "limits": {**STATUS["limits"], "memory_low": {"value": GiB, "source": "config"},
+                 "memory_min": {"value": None, "source": "config"}}}
+WEB = {**STATUS, "name": "web",
+       "engine": {"state": "backoff", "pid": None, "uptime_s": None, "restarts": 4,
+                  "last_exit": {"exit_code": None, "signal": "SIGKILL", "oom_killed": True}},
+       "usage": {**STATUS["usage"], "cpu_percent": None, "memory_bytes": 12 * 1024**2}}
+BUDGET = {
+    "cgroup": "/sys/fs/cgroup/ccgroupd.slice/engines",
+    "limits": {"cpus": {"value": 2.0, "source": "config"},
+               "memory": {"value": 6 * GiB, "source": "config", "relative": "75%"},
+               "pids": {"value": None, "source": "config"}},
+    "usage": {"cpu_cores": 1.93, "memory_bytes": 1610612736, "pids": 40},
+    "guarantees": {"memory_min_bytes": 0, "memory_low_bytes": 2 * GiB},
+    "shares": {"ci": {"cpu_weight": 100, "cpu_share": 0.125, "memory_low_bytes": GiB},
+               "web": {"cpu_weight": 700, "cpu_share": 0.875, "memory_low_bytes": GiB}},
+}
+
+
+def test_status_of_several_engines_is_the_budget_and_a_row_each() -> None:
+    text = ctl.render_status({"engines": [CI, WEB], "budget": BUDGET})
+    assert text.splitlines() == [
+        "budget:  /sys/fs/cgroup/ccgroupd.slice/engines",
+        "  cpus         2",
+        "  memory       6 GiB (75% of host)",
+        "  pids         max",
+        "  in use       cpu 1.93 of 2 CPUs, memory 1.5 GiB of 6 GiB, pids 40",
+        "  guaranteed   memory_low 2 GiB (33%), memory_min 0 B (0%) of 6 GiB",
+        "",
+        "NAME  STATE     PID     CPU     MEMORY  LOW/MIN     WEIGHT  RESTARTS  LAST EXIT",
+        "ci    running  1234  1.50/2  300M/512M     1G/-  100 (12%)         1  -",
+        "web   backoff     -     ?/2   12M/512M      -/-  700 (88%)         4  OOM kill",
+    ]
+
+
+@pytest.mark.parametrize(("name", "width"), [("backend-apis", 100), ("a" * 32, 120)])
+def test_the_engines_table_stays_aligned_and_within_100_columns(name: str, width: int) -> None:
+    # The widest cells but the name: a name of 12 characters still fits in 100 columns.
+    busy = {**CI, "name": name,
+            "engine": {"state": "stopping", "pid": 4194304, "restarts": 12,
+                       "last_exit": {"exit_code": None, "signal": "SIGSEGV", "oom_killed": False,
+                                     "error": None}},
+            "usage": {"cpu_percent": 12345.6, "memory_bytes": 987654321},
+            "limits": {"cpus": {"value": 128.0}, "memory": {"value": 1024**4},
+                       "memory_low": {"value": 1342177280}, "memory_min": {"value": 256 * 1024**2},
+                       "cpu_weight": {"value": 10000}}}
+    budget = {"shares": {name: {"cpu_weight": 10000, "cpu_share": 0.99}}}
+    quiet = {**WEB, "engine": {"state": "exited", "pid": None, "restarts": None,
+                               "last_exit": {"exit_code": 1, "signal": None, "oom_killed": False}}}
+    without_budget = ctl.render_status({"engines": [busy, WEB, quiet], "budget": None})
+    assert without_budget.startswith("NAME ")  # no budget, no block
+    lines = ctl.render_status({"engines": [busy, WEB, quiet], "budget": budget}).splitlines()[-4:]
+    assert max(len(line) for line in lines) <= width
+    assert lines[1].split()[:2] == [name, "stopping"]
+    assert lines[1].endswith("4194304  123.46/128   942M/1T  1.25G/256M  10000 (99%)        12  "
+                             "SIGSEGV")
+    assert lines[2].endswith("-         ?/2  12M/512M         -/-      default         4  "
+                             "OOM kill")
+    assert lines[3].endswith("-         ?/2  12M/512M         -/-      default         ?  "
+                             "exit 1")
+    # Each column (but the last) ends where its header does, or starts where it does.
+    for header in ("PID", "CPU", "MEMORY", "LOW/MIN", "WEIGHT", "RESTARTS"):
+        end = lines[0].index(header) + len(header)
+        assert all(line[end - 1] != " " and line[end:end + 2] == "  " for line in lines)
+    for header in ("STATE", "LAST EXIT"):
+        start = lines[0].index(header)
+        assert all(line[start - 2:start] == "  " and line[start] != " " for line in lines)
+
+
+@pytest.mark.parametrize(("size", "shown"), [
+    (0, "0"), (512, "512"), (1024, "1K"), (1536, "1.5K"), (512 * 1024**2, "512M"),
+    (1610612736, "1.5G"), (1342177280, "1.25G"), (987654321, "942M"),
+    (1023 * 1024**2 + 1000000, "1024M"), (6 * GiB, "6G"), (1024**4, "1T"),
+    (1000 * 1024**4, "1000T"),
+])
+def test_short_sizes_read_as_set_takes_them(size: int, shown: str) -> None:
+    assert humanize.short_size(size) == shown
+
+
+def test_status_of_no_engine_and_of_a_daemon_without_a_budget() -> None:
+    assert ctl.render_status({"engines": [], "budget": BUDGET}).splitlines()[-2:] == [
+        "", "engines: none"]
+    assert ctl.render_status({"engines": []}) == "engines: none"
+
+
+def test_status_of_one_engine_is_as_it_was_with_its_name() -> None:
+    # The reply without --engine where one runs: its fields at the top level too.
+    named = {**STATUS, "name": "ci"}
+    assert ctl.render_status({**named, "engines": [named], "budget": None}).splitlines() == [
+        "name:    ci", *ctl.render_status(STATUS).splitlines()]
+    # --engine ci: that engine's document, with its name.
+    assert ctl.render_status(WEB).splitlines()[:3] == [
+        "name:    web", f"cgroup:  {STATUS['cgroup']['path']}",
+        "engine:  backoff, 4 restarts"]
+    # A budget, where there is one, after the rest.
+    lines = ctl.render_status({**STATUS, "engines": [CI], "budget": BUDGET}).splitlines()
+    assert lines[0] == "name:    ci"
+    assert lines[-6:] == ctl.render_status({"engines": [CI, WEB], "budget": BUDGET}
+                                           ).splitlines()[:6]
+
+
+def test_status_of_one_engine_without_its_top_level_fields_is_the_overview() -> None:
+    assert ctl.render_status({"engines": [CI], "budget": None}).splitlines()[1].startswith(
+        "ci    running  1234")
+
+
+@pytest.mark.parametrize("answering", [ok({"engines": [CI, WEB], "budget": BUDGET})],
+                         indirect=True)
+def test_status_json_prints_the_overview_as_it_came(
+        answering: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--socket", str(answering.path), "status", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"engines": [CI, WEB], "budget": BUDGET}
 
 
 BUILDS_STATUS = {
@@ -545,12 +748,15 @@ def test_set_reply_shows_what_is_in_force() -> None:
 # -- events --------------------------------------------------------------------
 
 
+DAEMON_RECORD = {"_SYSTEMD_UNIT": "ccgroupd.service", "_UID": "0"}
+
+
 @pytest.fixture
 def fake_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A journalctl on PATH that records its arguments and prints three JSON records, one
     of them forged by an unprivileged process (a journalctl that ignored the matches)."""
-    daemon = {"_SYSTEMD_UNIT": "ccgroupd.service", "_UID": "0"}
-    records = [
+    daemon = DAEMON_RECORD
+    return journalctl_printing(tmp_path, monkeypatch, [
         {**daemon, "__REALTIME_TIMESTAMP": "1795835045000000", "CCGROUPD_EVENT": "oom_kill",
          "MESSAGE": "OOM killer killed 1 process in /sys/fs/cgroup/engine (3 since start)"},
         {"_SYSTEMD_UNIT": "user@1000.service", "_UID": "1000",
@@ -558,7 +764,13 @@ def fake_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
          "SYSLOG_IDENTIFIER": "ccgroupd", "MESSAGE": "forged"},
         {**daemon, "__REALTIME_TIMESTAMP": "1795835046000000", "CCGROUPD_EVENT": "pids_max",
          "MESSAGE": [102, 111, 114, 107]},  # journald's form for a non-UTF-8 field
-    ]
+    ])
+
+
+def journalctl_printing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        records: list[dict[str, Any]]) -> Path:
+    """A journalctl on PATH that prints ``records`` (and a line that is not JSON), whatever
+    it is asked; returns the file that receives its arguments."""
     script = tmp_path / "bin" / "journalctl"
     script.parent.mkdir()
     lines = "\n".join(json.dumps(r) for r in records)
@@ -583,6 +795,43 @@ def test_events_summarizes_one_line_per_record(fake_journalctl: Path,
     events = " ".join(f"CCGROUPD_EVENT={name}" for name in VIOLATION_EVENTS)
     assert args == ("--no-pager -o json --lines 10 SYSLOG_IDENTIFIER=ccgroupd "
                     f"_SYSTEMD_UNIT=ccgroupd.service _UID=0 {events} --since 1 hour ago\n")
+
+
+def test_events_of_one_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    args = journalctl_printing(tmp_path, monkeypatch, [
+        {**DAEMON_RECORD, "__REALTIME_TIMESTAMP": "1795835045000000", "CCGROUPD_EVENT": "oom_kill",
+         "CCGROUPD_ENGINE": "ci", "MESSAGE": "OOM killer killed 1 process"},
+        # What a journalctl that ignored the engine match would add: another engine's record,
+        # and one of a daemon that predates engine names.
+        {**DAEMON_RECORD, "__REALTIME_TIMESTAMP": "1795835046000000", "CCGROUPD_EVENT": "oom_kill",
+         "CCGROUPD_ENGINE": "web", "MESSAGE": "not this engine"},
+        {**DAEMON_RECORD, "__REALTIME_TIMESTAMP": "1795835047000000", "CCGROUPD_EVENT": "oom_kill",
+         "MESSAGE": "no engine named"},
+    ])
+    assert ctl.main(["--engine", "ci", "events", "-n", "5"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "2026-11-28 03:04:05 oom_kill       ci: OOM killer killed 1 process"]
+    # Matches of different fields are ANDed, of one field ORed: daemon AND (an event) AND ci.
+    events = " ".join(f"CCGROUPD_EVENT={name}" for name in VIOLATION_EVENTS)
+    assert args.read_text() == ("--no-pager -o json --lines 5 SYSLOG_IDENTIFIER=ccgroupd "
+                                f"_SYSTEMD_UNIT=ccgroupd.service _UID=0 {events} "
+                                "CCGROUPD_ENGINE=ci\n")
+    assert ctl.main(["events", "--engine", "web", "--all", "--json"]) == EXIT_OK
+    assert [json.loads(line)["MESSAGE"] for line in capsys.readouterr().out.splitlines()] == [
+        "not this engine"]
+    assert args.read_text().split()[-1] == "CCGROUPD_ENGINE=web"
+
+
+def test_events_name_the_engine_of_each_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    journalctl_printing(tmp_path, monkeypatch, [
+        {**DAEMON_RECORD, "__REALTIME_TIMESTAMP": "1795835045000000", "CCGROUPD_EVENT": "pids_max",
+         "CCGROUPD_ENGINE": name, "MESSAGE": "pids.max reached"} for name in ("ci", "web")])
+    assert ctl.main(["events"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "2026-11-28 03:04:05 pids_max       ci: pids.max reached",
+        "2026-11-28 03:04:05 pids_max       web: pids.max reached"]
 
 
 def test_events_json_passes_records_through(fake_journalctl: Path,

@@ -194,9 +194,13 @@ def test_completion_offers_commands_then_their_options() -> None:
     assert complete("ccgroupctl", "set", "--cpus", "") == []
     assert complete("ccgroupctl", "set", "--build-memory", "") == []
     assert complete("ccgroupctl", "set", "--run") == ["--running", "--runtime"]
-    assert complete("ccgroupctl", "top", "--") == ["--help", "--interval", "--json", "--once",
-                                                   "--sort"]
+    assert complete("ccgroupctl", "top", "--") == ["--engine", "--help", "--interval", "--json",
+                                                   "--once", "--sort"]
     assert complete("ccgroupctl", "top", "--sort", "") == ["cpu", "memory"]
+    assert complete("ccgroupctl", "--engine", "ci", "st") == ["status"]
+    assert complete("ccgroupctl", "--engine", "") == []
+    assert complete("ccgroupctl", "status", "--e") == ["--engine"]
+    assert complete("ccgroupctl", "reload", "--e") == []
 
 
 def test_ccgroupd_completion_offers_commands_and_config_files() -> None:

@@ -167,6 +167,30 @@ def test_a_frame_is_cut_to_the_terminals_height_and_width() -> None:
     assert lines[0].startswith("ccgroupctl top: 30 builds running, by CPU, every 2 s")
 
 
+def test_the_engines_name_is_in_the_title_and_its_row() -> None:
+    current = top.with_cpu_percent(None, sample(1.0, 0, build("a", 0, MiB)))
+    assert top.title(current, "cpu", 1.0).startswith("ccgroupctl top: 1 build running")
+    assert top.title(current, "cpu", 1.0, "ci").startswith(
+        "ccgroupctl top: engine ci, 1 build running, by CPU")
+    assert top.table(current, "cpu")[1].endswith(top.ENGINE_COMMAND)
+    assert top.table(current, "cpu", asked="ci")[1].endswith(
+        "(engine ci's group, its builds included)")
+    # A daemon that names the engine it answered for (one engine, no --engine) is believed.
+    named = {**current, "name": "web"}
+    assert top.title(named, "cpu", 1.0).startswith("ccgroupctl top: engine web, 1 build")
+    assert top.table(named, "cpu", asked="web")[1].endswith("(engine web's group, its builds "
+                                                            "included)")
+    text = top.frame(current, "memory", 2.0, os.terminal_size((100, 10)), "ci")
+    assert text.startswith(f"{top.HOME}ccgroupctl top: engine ci, 1 build running, by memory")
+
+
+def test_without_a_terminal_the_table_names_the_engine() -> None:
+    out = io.StringIO()
+    assert top.run(top_args(engine="ci"), Daemon(FIRST, SECOND), stdin=io.StringIO(),
+                   stdout=out) == EXIT_OK
+    assert out.getvalue().splitlines()[1].endswith("(engine ci's group, its builds included)")
+
+
 # -- one table, JSON, and the choice between them ------------------------------------
 
 
@@ -202,7 +226,7 @@ SECOND = sample(101.0, 2_000_000, build("a", 500_000, 20 * MiB), build("b", 10, 
 
 def top_args(**values: Any) -> Arguments:
     defaults = {"socket": "/run/s.sock", "timeout": None, "interval": 0.01, "once": False,
-                "json": False, "sort": "cpu"}
+                "json": False, "sort": "cpu", "engine": None}
     return Arguments(**{**defaults, **values})
 
 

@@ -15,6 +15,9 @@ from ccgroupd import __version__, protocol
 from ccgroupd.client.options import (
     BUILD_SET_OPTIONS,
     COMMAND_FLAGS,
+    ENGINE_COMMANDS,
+    ENGINE_HELP,
+    ENGINE_OPTION,
     SET_OPTIONS,
     SOCKET_ENV,
     default_socket_path,
@@ -42,11 +45,21 @@ status --json schema (version 1; fields are only ever added):
   usage.swap_bytes       memory.swap.current; usage.pids = pids.current
   events.<name>          violations counted since the daemon started: oom_kill, oom,
                          memory_max, memory_high, swap_max, pids_max, cpu_throttled
-  engine                 state, pid, uptime_s, restarts
+  engine                 state, pid, uptime_s, restarts; last_exit (exit_code, signal,
+                         oom_killed, error) once it ended without being asked to
+  name                   the engine's name, from daemons that run engines by name
   builds                 running, started_total, finished_total, unaccounted_total,
                          largest (id, cgroup, command, memory_current_bytes) and
                          defaults (the limits each new build gets); from daemons
                          that track builds
+  engines                without --engine: the status of each engine (the fields
+                         above); where one runs, its fields are also at the top
+                         level, for one more release only
+  budget                 without --engine: null, or the engines' parent group's
+                         cgroup, limits (as above, a share of the host also as
+                         relative: "75%"), usage (cpu_cores, memory_bytes, pids),
+                         guarantees (memory_min_bytes, memory_low_bytes) and shares
+                         (by engine: cpu_weight, cpu_share, memory_low_bytes)
   any value may be null when the daemon cannot tell (e.g. the engine is restarting).
 
 the socket is {protocol.DEFAULT_SOCKET_PATH} unless --socket or ${SOCKET_ENV} says otherwise.
@@ -110,12 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the daemon's control socket (default: %(default)s)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="how long to wait for the daemon's answer")
+    parser.add_argument(ENGINE_OPTION, metavar="NAME", help=ENGINE_HELP)
     json_option = _Parser(add_help=False)
     json_option.add_argument("--json", action="store_true", help="print the reply as JSON")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # After the command too. SUPPRESS: given only before it, the subcommand's parser must
+    # not overwrite the value with a default of its own (argparse copies every value the
+    # subparser has into the result).
+    engine_option = _Parser(add_help=False)
+    engine_option.add_argument(ENGINE_OPTION, metavar="NAME", default=argparse.SUPPRESS,
+                               help=ENGINE_HELP)
+
+    def parents(command: str) -> list[_Parser]:
+        return [json_option, engine_option] if command in ENGINE_COMMANDS else [json_option]
 
     set_parser = commands.add_parser(
-        "set", parents=[json_option], help="change limits (persisted unless --runtime)",
+        "set", parents=parents("set"), help="change limits (persisted unless --runtime)",
         description="Change limits of the running engine. Changes persist across daemon "
                     "restarts unless --runtime is given; `reset` drops them.")
     for name, (option, text) in SET_OPTIONS.items():
@@ -126,15 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"([builds] {name})")
     for option, text in COMMAND_FLAGS[protocol.OP_SET].items():
         set_parser.add_argument(option, action="store_true", help=text)
-    commands.add_parser("status", parents=[json_option],
+    commands.add_parser("status", parents=parents("status"),
                         help="limits and their sources, usage, events, engine state")
     reset_parser = commands.add_parser(
-        "reset", parents=[json_option], help="drop all changes: back to the config file's limits")
+        "reset", parents=parents("reset"),
+        help="drop all changes: back to the config file's limits")
     for option, text in COMMAND_FLAGS[protocol.OP_RESET].items():
         reset_parser.add_argument(option, action="store_true", help=text)
-    commands.add_parser("reload", parents=[json_option], help="re-read the config file")
+    commands.add_parser("reload", parents=parents("reload"), help="re-read the config file")
     top_parser = commands.add_parser(
-        "top", parents=[json_option], help="live usage and limits of the engine and each build",
+        "top", parents=parents("top"), help="live usage and limits of the engine and each build",
         description="A table of the engine and each running build (CPU, memory, peak, "
                     "processes, age, limits), refreshed until q. Keys: c sorts by CPU, "
                     "m by memory. Without a terminal, or with --once or --json, prints once.")
@@ -144,10 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="between samples (default: %(default)g)")
     top_parser.add_argument("--sort", choices=("cpu", "memory"), default="cpu",
                             help="order of the builds (default: %(default)s)")
-    commands.add_parser("restart-engine", parents=[json_option],
+    commands.add_parser("restart-engine", parents=parents("restart-engine"),
                         help="stop the engine gracefully and start it again")
     events_parser = commands.add_parser(
-        "events", parents=[json_option], help="recent limit violations from the journal",
+        "events", parents=parents("events"), help="recent limit violations from the journal",
         description="Violation records (OOM kills, limit hits, throttling) from journald.")
     events_parser.add_argument("--since", metavar="TIME",
                                help="as journalctl understands it: '1 hour ago', 'today', ...")

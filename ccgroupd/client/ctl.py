@@ -21,9 +21,17 @@ from ccgroupd.client.options import (
     COMMAND_FLAGS,
     DAEMON_UNIT,
     DEFAULT_TIMEOUT_S,
+    ENGINE_COMMANDS,
+    ENGINE_OPTION,
     SET_OPTIONS,
     START_HINT,
     default_socket_path,
+)
+from ccgroupd.enginenames import (
+    ENGINE_JOURNAL_FIELD,
+    ENGINE_NAME_PATTERN,
+    MAX_ENGINE_NAME_LENGTH,
+    is_engine_name,
 )
 from ccgroupd.errors import (
     EXIT_FAILURE,
@@ -76,14 +84,16 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
     """The command lines people script, parsed as argparse would, without importing it.
 
     argparse (with re, enum and gettext) was over half of ccgroupctl's start-up time
-    in the emulated guest. This reads `[--socket P] [--timeout S] COMMAND [OPTION...]`
-    for the commands in COMMAND_FLAGS and returns None for anything else: help,
-    --version, `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads
-    it and writes the help or the error. tests/test_ctl.py checks that both parsers
-    agree on every command line this one accepts.
+    in the emulated guest. This reads `[--socket P] [--timeout S] [--engine N] COMMAND
+    [OPTION...]` for the commands in COMMAND_FLAGS (--engine after the command too, for
+    those in ENGINE_COMMANDS) and returns None for anything else: help, --version,
+    `events`, a mistake. ccgroupd.client.argparser's argparse parser then reads it and
+    writes the help or the error. tests/test_ctl.py checks that both parsers agree on
+    every command line this one accepts.
     """
-    values: dict[str, Any] = {"socket": default_socket_path(), "timeout": None}
-    value_options: dict[str, str] = {"--socket": "socket", "--timeout": "timeout"}
+    values: dict[str, Any] = {"socket": default_socket_path(), "timeout": None, "engine": None}
+    value_options: dict[str, str] = {"--socket": "socket", "--timeout": "timeout",
+                                     ENGINE_OPTION: "engine"}
     flags: dict[str, str] = {}
     tokens = iter(argv)
     for token in tokens:
@@ -95,6 +105,8 @@ def quick_parse(argv: Sequence[str]) -> Arguments | None:
             flags = {option: option[2:] for option in ("--json", *COMMAND_FLAGS[token])}
             values.update(dict.fromkeys(value_options.values()))
             values.update(dict.fromkeys(flags.values(), False))
+            if token in ENGINE_COMMANDS:  # after the command too; the last one given counts
+                value_options[ENGINE_OPTION] = "engine"
             continue
         option, equals, value = token.partition("=")
         if token in flags:
@@ -129,6 +141,7 @@ def parse_args(argv: Sequence[str]) -> Arguments:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_engine_option(args)
         if args.command == "events":
             return show_events(args)
         op, request_args = _request_for(args)
@@ -158,7 +171,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def check_engine_option(args: Arguments) -> None:
+    """Refuse --engine with a command that takes none, or a name no engine can have,
+    before anything is asked (the name goes into requests and journal matches)."""
+    if args.engine is None:
+        return
+    if args.command not in ENGINE_COMMANDS:
+        raise CtlError(f"{args.command} acts on every engine on this host: "
+                       f"leave out {ENGINE_OPTION}", EXIT_USAGE)
+    if not is_engine_name(args.engine):
+        raise CtlError(f"{ENGINE_OPTION} {protocol.shown(args.engine)}: not an engine name "
+                       f"({ENGINE_NAME_PATTERN}: lower-case letters, digits, _ and -, "
+                       f"at most {MAX_ENGINE_NAME_LENGTH})", EXIT_USAGE)
+
+
 def _request_for(args: Arguments) -> tuple[str, dict[str, Any]]:
+    """The operation and its arguments; ``engine`` only when named (a daemon that predates
+    engine names refuses arguments it does not know)."""
+    op, request = _command_request(args)
+    if args.engine is not None:
+        request["engine"] = args.engine
+    return op, request
+
+
+def _command_request(args: Arguments) -> tuple[str, dict[str, Any]]:
     if args.command == protocol.OP_RESET:
         return args.command, {"force": True} if args.force else {}
     if args.command == "top":
@@ -281,10 +317,20 @@ def render(op: str, result: Mapping[str, Any]) -> str:
 
 
 def render_status(status: Mapping[str, Any]) -> str:
+    """One engine's status; from a daemon that runs several and was not told which, the
+    overview (render_overview). The reply of a daemon with one engine has its fields at the
+    top level too (for one more release): those are shown as they always were."""
+    engines = status.get("engines")
+    if isinstance(engines, list) and (len(engines) != 1 or "engine" not in status):
+        return render_overview(status)
     cgroup = status.get("cgroup", {})
     usage = status.get("usage", {})
     limits = status.get("limits", {})
+    name = status.get("name")
+    if name is None and isinstance(engines, list) and isinstance(engines[0], dict):
+        name = engines[0].get("name")
     lines = [
+        *([] if name is None else [f"name:    {name}"]),
         f"cgroup:  {cgroup.get('path', '?')}",
         f"engine:  {_engine_line(status.get('engine', {}))}",
         "limits:",
@@ -298,7 +344,132 @@ def render_status(status: Mapping[str, Any]) -> str:
         lines.append("  " + ", ".join(f"{name} {count}" for name, count in events.items()))
     if isinstance(status.get("builds"), dict):  # absent from daemons that predate builds
         lines.extend(_builds_lines(status["builds"]))
+    if isinstance(status.get("budget"), dict):
+        lines.extend(_budget_lines(status["budget"]))
     return "\n".join(lines)
+
+
+# The overview's columns, and those whose cells are left-aligned (the rest are numbers).
+OVERVIEW_HEADERS = ("NAME", "STATE", "PID", "CPU", "MEMORY", "LOW/MIN", "WEIGHT", "RESTARTS",
+                    "LAST EXIT")
+_TEXT_COLUMNS = frozenset({"NAME", "STATE", "LAST EXIT"})
+
+
+def render_overview(status: Mapping[str, Any]) -> str:
+    """Several engines: the budget of their parent group (if any), then a row each."""
+    budget = status.get("budget")
+    lines = [*_budget_lines(budget), ""] if isinstance(budget, dict) else []
+    engines = [doc for doc in status.get("engines") or [] if isinstance(doc, dict)]
+    if not engines:
+        return "\n".join([*lines, "engines: none"])
+    shares = (budget.get("shares") if isinstance(budget, dict) else None) or {}
+    rows = [OVERVIEW_HEADERS, *(_engine_row(doc, shares.get(doc.get("name"))) for doc in engines)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(OVERVIEW_HEADERS))]
+    for row in rows:
+        cells = [cell.ljust(size) if header in _TEXT_COLUMNS else cell.rjust(size)
+                 for cell, size, header in zip(row, widths, OVERVIEW_HEADERS, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _engine_row(doc: Mapping[str, Any], share: Any) -> tuple[str, ...]:
+    """One engine's cells of the overview (OVERVIEW_HEADERS), from its status document and
+    its entry in the budget's shares (None without one). Sizes are short ("1.5G")."""
+    from ccgroupd.client.humanize import short_size
+
+    engine = doc.get("engine") or {}
+    usage = doc.get("usage") or {}
+    limits = doc.get("limits") or {}
+
+    def limit(name: str) -> Any:
+        entry = limits.get(name)
+        return entry.get("value") if isinstance(entry, dict) else None
+
+    def known(value: Any, shown: str | None = None) -> str:
+        return "?" if value is None else shown if shown is not None else str(value)
+
+    cpu, memory = usage.get("cpu_percent"), usage.get("memory_bytes")
+    cpu_text = known(cpu, None if cpu is None else f"{cpu / 100:.2f}")
+    memory_text = known(memory, None if memory is None else short_size(memory))
+    memory_limit = limit("memory")
+    memory_limit_text = (describe_limit_value("memory", None) if memory_limit is None
+                         else short_size(memory_limit))
+    share = share if isinstance(share, dict) else {}
+    weight = share.get("cpu_weight", limit("cpu_weight"))  # the share's: the one in force
+    weight_text = describe_limit_value("cpu_weight", weight)
+    if share.get("cpu_share") is not None:
+        weight_text += f" ({share['cpu_share']:.0%})"
+    return (
+        str(doc.get("name", "?")),
+        str(engine.get("state") or "?"),
+        "-" if engine.get("pid") is None else str(engine["pid"]),
+        f"{cpu_text}/{describe_limit_value('cpus', limit('cpus'))}",
+        f"{memory_text}/{memory_limit_text}",
+        "/".join("-" if value is None else short_size(value)  # unset: no protection
+                 for value in (limit("memory_low"), limit("memory_min"))),
+        weight_text,
+        known(engine.get("restarts")),
+        _last_exit(engine.get("last_exit")),
+    )
+
+
+def _last_exit(last_exit: Any) -> str:
+    """How the engine last ended without being asked to: "exit 1", "SIGSEGV", "OOM kill"
+    (its SIGKILL goes without saying), "no start" (it could not be started)."""
+    if not isinstance(last_exit, dict):
+        return "-"
+    if last_exit.get("oom_killed"):
+        return "OOM kill"
+    if last_exit.get("signal"):
+        return str(last_exit["signal"])
+    if last_exit.get("exit_code") is not None:
+        return f"exit {last_exit['exit_code']}"
+    return "no start" if last_exit.get("error") else "?"
+
+
+def _budget_lines(budget: Mapping[str, Any]) -> list[str]:
+    """The engines' parent group: its limits, its usage against them, and the memory the
+    engines' memory_low and memory_min guarantee them, against the budget's memory."""
+    limits = budget.get("limits") or {}
+    usage = budget.get("usage") or {}
+
+    def limit(name: str) -> Any:
+        entry = limits.get(name)
+        return entry.get("value") if isinstance(entry, dict) else None
+
+    lines = [f"budget:  {budget.get('cgroup') or '?'}"]
+    lines += [f"  {name:<12} {describe_limit_value(name, entry.get('value'))}{_of_host(entry)}"
+              for name, entry in limits.items() if isinstance(entry, dict)]
+    cores, memory, pids = (usage.get(key) for key in ("cpu_cores", "memory_bytes", "pids"))
+    memory_limit = limit("memory")
+    used = [
+        "cpu " + ("?" if cores is None else f"{cores:.2f}")
+        + ("" if limit("cpus") is None else f" of {limit('cpus'):g}") + " CPUs",
+        "memory " + ("?" if memory is None else format_bytes(memory))
+        + ("" if memory_limit is None else f" of {format_bytes(memory_limit)}"),
+        "pids " + ("?" if pids is None else str(pids))
+        + ("" if limit("pids") is None else f" of {limit('pids')}"),
+    ]
+    lines.append(f"  {'in use':<12} {', '.join(used)}")
+    guarantees = budget.get("guarantees")
+    if isinstance(guarantees, dict):
+        guaranteed = []
+        for name in ("memory_low", "memory_min"):
+            value = guarantees.get(f"{name}_bytes")
+            text = f"{name} {'?' if value is None else format_bytes(value)}"
+            if value is not None and memory_limit:
+                text += f" ({value / memory_limit:.0%})"
+            guaranteed.append(text)
+        of = ("the budget has no memory limit" if memory_limit is None
+              else f"of {format_bytes(memory_limit)}")
+        lines.append(f"  {'guaranteed':<12} {', '.join(guaranteed)} {of}")
+    return lines
+
+
+def _of_host(entry: Mapping[str, Any]) -> str:
+    """" (75% of host)" for a value written as a share of the host, else ""."""
+    relative = entry.get("relative")
+    return f" ({relative} of host)" if relative else ""
 
 
 def _builds_lines(builds: Mapping[str, Any]) -> list[str]:
@@ -394,9 +565,13 @@ def show_events(args: Arguments) -> int:
     names = _all_event_names() if args.all else VIOLATION_EVENTS
     # SYSLOG_IDENTIFIER and CCGROUPD_EVENT are the sender's to set: any local process can
     # write them. _SYSTEMD_UNIT and _UID are journald's own: only the daemon's records.
+    # journalctl ANDs matches of different fields and ORs those of one field: these read
+    # "from the daemon, and one of the events, (and of this engine)".
     command = ["journalctl", "--no-pager", "-o", "json", "--lines", str(args.lines),
                "SYSLOG_IDENTIFIER=ccgroupd", f"_SYSTEMD_UNIT={DAEMON_UNIT}", "_UID=0",
                *(f"CCGROUPD_EVENT={name}" for name in names)]
+    if args.engine is not None:
+        command.append(f"{ENGINE_JOURNAL_FIELD}={args.engine}")
     if args.since:
         command += ["--since", args.since]
     if args.follow:
@@ -410,7 +585,8 @@ def show_events(args: Arguments) -> int:
     try:
         for line in journal.stdout:
             record = _parse_record(line)
-            if record is not None and _from_the_daemon(record):
+            if (record is not None and _from_the_daemon(record)
+                    and args.engine in (None, record.get(ENGINE_JOURNAL_FIELD))):
                 print(json.dumps(record, sort_keys=True) if args.json else summarize(record),
                       flush=True)
     except KeyboardInterrupt:
@@ -442,7 +618,8 @@ def _parse_record(line: str) -> dict[str, Any] | None:
 
 
 def summarize(record: Mapping[str, Any]) -> str:
-    """One line: local time, event name, the record's human MESSAGE."""
+    """One line: local time, event name, the engine's name (when the record has one) and the
+    record's human MESSAGE."""
     import time
 
     try:
@@ -453,7 +630,9 @@ def summarize(record: Mapping[str, Any]) -> str:
     message = record.get("MESSAGE", "")
     if not isinstance(message, str):  # journald hands non-UTF-8 fields over as byte lists
         message = bytes(message).decode(errors="replace")
-    return f"{when} {record.get('CCGROUPD_EVENT', '?'):<14} {' '.join(message.split())}"
+    engine = record.get(ENGINE_JOURNAL_FIELD)
+    who = f"{engine}: " if isinstance(engine, str) else ""
+    return f"{when} {record.get('CCGROUPD_EVENT', '?'):<14} {who}{' '.join(message.split())}"
 
 
 if __name__ == "__main__":

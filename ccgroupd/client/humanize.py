@@ -19,3 +19,18 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+# Powers of 1024, as ccgroupctl set reads the letters (and the kernel and docker do).
+_SIZE_LETTERS = (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024))
+
+
+def short_size(value: int) -> str:
+    """A size as `set --memory` takes it, to three significant digits: "512M", "1.5G",
+    "1.25G", "942M", "1000M", "0". For the status overview's table, whose columns
+    format_bytes' "941.9 MiB/1.5 GiB" would push past 100 columns."""
+    for letter, size in _SIZE_LETTERS:
+        if value >= size:
+            amount = value / size
+            return f"{amount:.0f}{letter}" if amount >= 1000 else f"{amount:.3g}{letter}"
+    return str(value)

@@ -66,3 +66,13 @@ COMMAND_FLAGS = {
 def default_socket_path() -> str:
     """--socket when the command line does not say: $CCGROUPD_API__SOCKET, or the daemon's."""
     return os.environ.get(SOCKET_ENV, protocol.DEFAULT_SOCKET_PATH)
+
+
+# The commands that act on one engine: they take --engine NAME, before the command (a
+# global option, like --socket) or after it. `reload` re-reads the configuration of every
+# engine and takes none. "top" and "events" are the client's own commands.
+ENGINE_OPTION = "--engine"
+ENGINE_COMMANDS = (protocol.OP_STATUS, "top", protocol.OP_SET, protocol.OP_RESET,
+                   protocol.OP_RESTART_ENGINE, "events")
+ENGINE_HELP = ("the engine to act on, when several run on this host (ccgroupctl status "
+               "lists them); may be left out when one runs")

@@ -31,6 +31,7 @@ KEYS_HELP = "c: sort by CPU, m: by memory, q: quit"
 ID_WIDTH = 12  # BuildKit's ids are 25 characters; 12 tell them apart, as docker's do
 ELLIPSIS = "..."
 ENGINE_COMMAND = "(the engine's group, its builds included)"
+NAMED_ENGINE_COMMAND = "(engine {name}'s group, its builds included)"
 HEADERS = ("ID", "CPU %", "MEM", "PEAK", "PIDS", "AGE", "CPUS", "MEM MAX", "COMMAND")
 NUMERIC = frozenset(HEADERS[1:8])  # right-aligned
 # Clear to the end of each line, then of the screen: a frame overwrites the last in place.
@@ -95,11 +96,16 @@ def _size(value: int | None) -> str:
     return "-" if value is None else format_bytes(value)
 
 
-def row_cells(entry: Mapping[str, Any], engine: bool = False) -> tuple[str, ...]:
-    """One table row (HEADERS' columns) for the engine or a build, as text."""
+def row_cells(entry: Mapping[str, Any], engine: bool = False,
+              name: str | None = None) -> tuple[str, ...]:
+    """One table row (HEADERS' columns) for the engine (called ``name``, if known) or a
+    build, as text."""
     limits = entry.get("limits") or {}
     cpu, pids, age = entry.get("cpu_percent"), entry.get("pids_current"), entry.get("age_s")
-    command = ENGINE_COMMAND if engine else entry.get("command") or "(starting)"
+    if engine:
+        command = ENGINE_COMMAND if name is None else NAMED_ENGINE_COMMAND.format(name=name)
+    else:
+        command = entry.get("command") or "(starting)"
     return (
         "engine" if engine else str(entry.get("id", "?"))[:ID_WIDTH],
         "-" if cpu is None else f"{cpu:.1f}",
@@ -113,10 +119,19 @@ def row_cells(entry: Mapping[str, Any], engine: bool = False) -> tuple[str, ...]
     )
 
 
-def table(sample: Mapping[str, Any], key: str, width: int | None = None) -> list[str]:
+def engine_name(sample: Mapping[str, Any], asked: str | None) -> str | None:
+    """The engine's name: the reply's, else the one asked for (--engine), else None."""
+    name = sample.get("name")
+    return name if isinstance(name, str) else asked
+
+
+def table(sample: Mapping[str, Any], key: str, width: int | None = None,
+          asked: str | None = None) -> list[str]:
     """The header and a row each for the engine, then the builds by ``key``; no line longer
-    than ``width`` (the command is cut, then the line), None for no limit."""
-    rows = [HEADERS, row_cells(sample.get("engine") or {}, engine=True)]
+    than ``width`` (the command is cut, then the line), None for no limit. ``asked``: the
+    engine's name as --engine gave it."""
+    rows = [HEADERS, row_cells(sample.get("engine") or {}, engine=True,
+                               name=engine_name(sample, asked))]
     rows += [row_cells(build) for build in sorted_builds(sample.get("builds", []), key)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(HEADERS) - 1)]
     lines = []
@@ -136,11 +151,14 @@ def fit(line: str, width: int | None) -> str:
     return line[:width - len(ELLIPSIS)] + ELLIPSIS
 
 
-def title(sample: Mapping[str, Any], key: str, interval_s: float) -> str:
+def title(sample: Mapping[str, Any], key: str, interval_s: float,
+          asked: str | None = None) -> str:
     count = len(sample.get("builds", []))
     builds = "1 build" if count == 1 else f"{count} builds"
-    return (f"ccgroupctl top: {builds} running, by {'CPU' if key == 'cpu' else 'memory'}, "
-            f"every {interval_s:g} s ({KEYS_HELP})")
+    name = engine_name(sample, asked)
+    engine = "" if name is None else f"engine {name}, "
+    return (f"ccgroupctl top: {engine}{builds} running, by "
+            f"{'CPU' if key == 'cpu' else 'memory'}, every {interval_s:g} s ({KEYS_HELP})")
 
 
 # -- the command ---------------------------------------------------------------
@@ -158,13 +176,15 @@ def run(args: Any, fetch: Fetch, stdin: TextIO | None = None,
         raise CtlError(f"--interval must be a positive number of seconds, not {interval_s:g}",
                        EXIT_USAGE)
     if args.once or args.json or not stdout.isatty() or not stdin.isatty():
-        return print_once(fetch, args.sort, interval_s, stdout, as_json=args.json)
-    return live(fetch, args.sort, interval_s, stdin, stdout)
+        return print_once(fetch, args.sort, interval_s, stdout, as_json=args.json,
+                          asked=args.engine)
+    return live(fetch, args.sort, interval_s, stdin, stdout, asked=args.engine)
 
 
 def print_once(fetch: Fetch, key: str, interval_s: float, out: TextIO, *, as_json: bool = False,
-               sleep: Callable[[float], None] = time.sleep) -> int:
-    """Two samples ``interval_s`` apart (CPU % needs both), printed as a table or as JSON."""
+               sleep: Callable[[float], None] = time.sleep, asked: str | None = None) -> int:
+    """Two samples ``interval_s`` apart (CPU % needs both), printed as a table or as JSON;
+    ``asked``: the engine's name as --engine gave it."""
     first = fetch()
     sleep(interval_s)
     sample = with_cpu_percent(first, fetch())
@@ -173,7 +193,7 @@ def print_once(fetch: Fetch, key: str, interval_s: float, out: TextIO, *, as_jso
 
         out.write(json.dumps(sample, indent=2, sort_keys=True) + "\n")
     else:
-        out.write("\n".join(table(sample, key, terminal_width(out))) + "\n")
+        out.write("\n".join(table(sample, key, terminal_width(out), asked)) + "\n")
     out.flush()
     return EXIT_OK
 
@@ -203,16 +223,18 @@ def next_sort(pressed: str, key: str) -> str | None:
 
 
 def frame(sample: Mapping[str, Any], key: str, interval_s: float,
-          size: os.terminal_size) -> str:
+          size: os.terminal_size, asked: str | None = None) -> str:
     """One screenful, written over the last from the top left corner. A terminal that says
     it is 0 wide or high (some ptys until set) is taken to have no limit."""
     width = size.columns or None
-    lines = [fit(title(sample, key, interval_s), width), *table(sample, key, width)]
+    lines = [fit(title(sample, key, interval_s, asked), width),
+             *table(sample, key, width, asked)]
     lines = lines[:size.lines or None]
     return HOME + "".join(line + CLEAR_LINE + "\n" for line in lines)[:-1] + CLEAR_BELOW
 
 
-def live(fetch: Fetch, key: str, interval_s: float, stdin: TextIO, stdout: TextIO) -> int:
+def live(fetch: Fetch, key: str, interval_s: float, stdin: TextIO, stdout: TextIO, *,
+         asked: str | None = None) -> int:
     """Redraw every ``interval_s`` until q or Ctrl-C; the terminal is given back as it was,
     whatever ends the loop (an error from the daemon too: ctl prints it afterwards)."""
     import termios
@@ -226,7 +248,8 @@ def live(fetch: Fetch, key: str, interval_s: float, stdin: TextIO, stdout: TextI
         current = fetch()
         sample = with_cpu_percent(None, current)
         while True:
-            stdout.write(frame(sample, key, interval_s, os.get_terminal_size(stdout.fileno())))
+            stdout.write(frame(sample, key, interval_s, os.get_terminal_size(stdout.fileno()),
+                               asked))
             stdout.flush()
             deadline = time.monotonic() + interval_s
             while (left := deadline - time.monotonic()) > 0:
