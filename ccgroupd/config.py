@@ -47,6 +47,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ccgroupd.enginenames import is_engine_name
 from ccgroupd.errors import ConfigError, LimitsError
 from ccgroupd.limits.budget import check_engines
 from ccgroupd.limits.builds import check_builds
@@ -66,8 +67,6 @@ DEFAULT_METRICS_PORT = 9847
 
 DEFAULT_ENGINE_OOM_SCORE_ADJ = -900
 DEFAULT_ENGINES_PARENT = "engines"
-# An engine's name is a cgroup directory, a container name's suffix and a journal field.
-ENGINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # Where a named engine's own directories go by default; $STATE_DIRECTORY and
 # $RUNTIME_DIRECTORY tell the engine, as systemd tells a service.
 ENGINE_STATE_PARENT = Path("/var/lib/dagger")
@@ -373,7 +372,7 @@ class Config(BaseSettings):
     @classmethod
     def _check_engine_names(cls, engines: dict[str, EngineTable]) -> dict[str, EngineTable]:
         for name in engines:
-            if not ENGINE_NAME.fullmatch(name):
+            if not is_engine_name(name):
                 raise LimitsError(f"engines.{name}", name,
                                   "an engine's name is 1-32 of a-z 0-9 _ - and starts with a "
                                   "letter or digit (it names its cgroup and journal records)")
