@@ -22,9 +22,11 @@ after every change, so readers need no hook. Facts checked against a real 6.1
 kernel in the guest VM are listed in tests/vm/scenarios/10-boundary.py.
 
 Everything is seen as root would see it. Known simplifications: one write(2) per
-open file (what Cgroupfs does); threads, freezing and io limits are not modelled,
-nor are cgroup.{type,freeze,threads,stat,max.*,pressure}, pids.peak,
-memory.{reclaim,numa_stat,zswap.*} or the hugetlb/rdma/misc/cpuset files; PSI files
+open file (what Cgroupfs does); threads, freezing and io limits are not modelled
+(io.weight is, as blk-iocost shows it), nor are cgroup.{type,freeze,threads,stat,max.*,
+pressure}, pids.peak, memory.{reclaim,numa_stat,zswap.*}, the hugetlb/rdma/misc files or
+the cpuset files besides cpuset.cpus and cpuset.mems (no effective sets, no
+partitions; the host has ``cpus`` CPUs and ``memory_nodes`` nodes); PSI files
 are read-only text (no triggers); reading cgroup.kill gives "" (the kernel: EINVAL);
 inotify cannot watch a pyfakefs file.
 """
@@ -156,6 +158,59 @@ def _write_cpu_weight(kernel: FakeKernel, group: str, text: str) -> None:
     kernel.group(group).values["cpu.weight"] = str(int(weight))
 
 
+def _write_io_weight(kernel: FakeKernel, group: str, text: str) -> None:
+    # As blk-iocost: "default N" or "N" set the group's weight, "MAJ:MIN N" one device's
+    # and "MAJ:MIN default" drops it; the file shows "default N", then the devices.
+    values = kernel.group(group).values
+    default, *device_lines = values["io.weight"].split("\n")
+    devices = dict(line.split() for line in device_lines)
+    fields = text.split()
+    key, weight = ("default", *fields) if len(fields) == 1 else (*fields, "")
+    if len(fields) not in (1, 2) or not (key == "default" or _is_device(key)):
+        raise _einval("io.weight takes 'default N', 'N' or 'MAJ:MIN N|default'")
+    if key != "default" and weight == "default":
+        devices.pop(key, None)
+    elif not weight.isdigit() or int(weight) not in _CPU_WEIGHT_RANGE:
+        raise _einval("io.weight must be 1..10000")
+    elif key == "default":
+        default = f"default {int(weight)}"
+    else:
+        devices[key] = str(int(weight))
+    values["io.weight"] = "\n".join([default, *(f"{d} {w}" for d, w in sorted(devices.items()))])
+
+
+def _is_device(text: str) -> bool:
+    major, colon, minor = text.partition(":")
+    return bool(colon) and major.isdigit() and minor.isdigit()
+
+
+def _write_cpuset(attribute: str) -> Writer:
+    # As the kernel: a list like "0-3,6" of CPUs (memory nodes) the host has, or "" for
+    # the parent's; shown as the kernel prints bitmaps, "0-3,6" however it was written.
+    def write(kernel: FakeKernel, group: str, text: str) -> None:
+        ids: set[int] = set()
+        listed = text.strip()
+        for part in listed.split(",") if listed else []:
+            first, dash, last = part.partition("-")
+            last = last if dash else first
+            if not (first.isdigit() and last.isdigit()) or int(first) > int(last):
+                raise _einval(f"{attribute} takes a list like 0-3,6")
+            ids.update(range(int(first), int(last) + 1))
+        online = kernel.cpus if attribute == "cpuset.cpus" else kernel.memory_nodes
+        if any(i >= online for i in ids):
+            raise _einval(f"{attribute}: not a subset of the host's {online}")
+        runs: list[list[int]] = []
+        for i in sorted(ids):
+            if runs and runs[-1][1] == i - 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        kernel.group(group).values[attribute] = ",".join(
+            str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+    return write
+
+
 def _write_pids_max(kernel: FakeKernel, group: str, text: str) -> None:
     value = text.strip()
     if value != "max" and (not value.isdigit() or int(value) >= _PIDS_MAX_LIMIT):
@@ -221,6 +276,9 @@ FILES: dict[str, _File] = {
     "memory.swap.max": _File("memory", "max", write=_write_memory("memory.swap.max"), swap=True),
     "memory.swap.events": _File("memory", counters=("high", "max", "fail"), hierarchical=True,
                                 swap=True),
+    "io.weight": _File("io", "default 100", write=_write_io_weight),
+    "cpuset.cpus": _File("cpuset", "", write=_write_cpuset("cpuset.cpus")),
+    "cpuset.mems": _File("cpuset", "", write=_write_cpuset("cpuset.mems")),
     "pids.max": _File("pids", "max", write=_write_pids_max),
     "pids.current": _File("pids"),
     "pids.events": _File("pids", counters=("max",)),
@@ -256,7 +314,7 @@ class FakeKernel:
                  mount_point: str = "/sys/fs/cgroup", proc_root: str = "/proc",
                  swap_accounting: bool = True, psi: bool = True,
                  cgroup_kill: bool = True, init_comm: str = "systemd", self_group: str = "",
-                 exit_on_kill: bool = True) -> None:
+                 exit_on_kill: bool = True, cpus: int = 4, memory_nodes: int = 1) -> None:
         self.fs = fs
         # The daemon writes limits from a worker thread (asyncio.to_thread) while the
         # loop may be killing processes: one kernel-side change at a time, as the real
@@ -272,6 +330,7 @@ class FakeKernel:
         self.proc_root = PurePosixPath(proc_root)
         self.page_size = PAGE_SIZE
         self.swap_accounting = swap_accounting
+        self.cpus, self.memory_nodes = cpus, memory_nodes  # what cpuset.* may name
         self.psi = psi
         self.cgroup_kill = cgroup_kill  # False: a kernel before 5.14
         # When False, cgroup.kill leaves the processes listed (still exiting, as they
@@ -702,8 +761,8 @@ class FakeKernel:
             return int(self._os_write(fd, data))
         if not getattr(handle, "open_modes").can_write:  # noqa: B009 - typed as a union
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        if data:
-            self._kernel_write(*known, bytes(data))
+        # Even an empty write reaches the kernel's handler: "" clears a cpuset.
+        self._kernel_write(*known, bytes(data))
         return len(data)
 
     def _signal(self, pid: int, sig: int) -> None:

@@ -34,7 +34,7 @@ class RecordingCgroupfs(Cgroupfs):
 
 @pytest.fixture
 def kernel(fake_kernel: FakeKernel) -> FakeKernel:
-    fake_kernel.enable("", "cpu", "memory", "pids")
+    fake_kernel.enable("", "cpuset", "cpu", "io", "memory", "pids")
     fake_kernel.mkdir(GROUP)
     return fake_kernel
 

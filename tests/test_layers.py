@@ -60,4 +60,9 @@ def test_describe_lists_every_limit_with_value_and_source() -> None:
         "memory_swap": {"value": None, "source": "config"},
         "pids": {"value": 1000, "source": "config"},
         "cpu_weight": {"value": None, "source": "config"},
+        "memory_min": {"value": None, "source": "config"},
+        "memory_low": {"value": None, "source": "config"},
+        "io_weight": {"value": None, "source": "config"},
+        "cpuset_cpus": {"value": None, "source": "config"},
+        "cpuset_mems": {"value": None, "source": "config"},
     }

@@ -286,7 +286,8 @@ def test_from_mapping_refuses_unknown_key() -> None:
     with pytest.raises(LimitsError) as caught:
         Limits.from_mapping({"cpus": 2, "memory_max_bytes": 1})
     assert str(caught.value) == ("memory_max_bytes = 1: unknown limit (known limits: cpus, memory, "
-                                 "memory_high, memory_swap, pids, cpu_weight)")
+                                 "memory_high, memory_swap, pids, cpu_weight, memory_min, "
+                                 "memory_low, io_weight, cpuset_cpus, cpuset_mems)")
 
 
 def test_empty_mapping_means_no_limits() -> None:
@@ -298,12 +299,19 @@ def test_empty_mapping_means_no_limits() -> None:
         ("memory.high", "max"),
         ("memory.swap.max", "max"),
         ("pids.max", "max"),
+        ("memory.min", "0"),
+        ("memory.low", "0"),
+        ("io.weight", "default 100"),
+        ("cpuset.cpus", ""),
+        ("cpuset.mems", ""),
     ]
 
 
 def test_cgroup_values_every_attribute_in_order() -> None:
     limits = Limits.from_mapping({"cpus": 2.5, "memory": "8G", "memory_high": "6G",
-                                  "memory_swap": "1G", "pids": 4096, "cpu_weight": 200})
+                                  "memory_swap": "1G", "pids": 4096, "cpu_weight": 200,
+                                  "memory_min": "1G", "memory_low": "2G", "io_weight": 50,
+                                  "cpuset_cpus": "0", "cpuset_mems": "0"})
     assert list(limits.cgroup_values().items()) == [
         ("cpu.max", "250000 100000"),
         ("cpu.weight", "200"),
@@ -311,6 +319,11 @@ def test_cgroup_values_every_attribute_in_order() -> None:
         ("memory.high", "6442450944"),
         ("memory.swap.max", "1073741824"),
         ("pids.max", "4096"),
+        ("memory.min", "1073741824"),
+        ("memory.low", "2147483648"),
+        ("io.weight", "default 50"),
+        ("cpuset.cpus", "0"),
+        ("cpuset.mems", "0"),
     ]
 
 
@@ -318,6 +331,8 @@ def test_cgroup_values_as_the_issue_configures() -> None:
     assert Limits.from_mapping({"cpus": 4, "memory": "8G"}).cgroup_values() == {
         "cpu.max": "400000 100000", "cpu.weight": "100", "memory.max": "8589934592",
         "memory.high": "max", "memory.swap.max": "max", "pids.max": "max",
+        "memory.min": "0", "memory.low": "0", "io.weight": "default 100", "cpuset.cpus": "",
+        "cpuset.mems": "",
     }
 
 
@@ -328,7 +343,8 @@ def test_to_mapping_is_json_and_round_trips() -> None:
     assert tuple(mapping) == LIMIT_NAMES
     assert json.loads(json.dumps(mapping)) == {
         "cpus": 0.5, "memory": 3 * GiB // 2, "memory_high": None, "memory_swap": None,
-        "pids": None, "cpu_weight": 10,
+        "pids": None, "cpu_weight": 10, "memory_min": None, "memory_low": None,
+        "io_weight": None, "cpuset_cpus": None, "cpuset_mems": None,
     }
     assert Limits.from_mapping(mapping) == limits
 

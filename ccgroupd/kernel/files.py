@@ -16,6 +16,7 @@ CPU_STAT = "cpu.stat"
 CPU_PRESSURE = "cpu.pressure"
 MEMORY_MAX = "memory.max"
 MEMORY_HIGH = "memory.high"
+MEMORY_MIN = "memory.min"
 MEMORY_LOW = "memory.low"
 MEMORY_SWAP_MAX = "memory.swap.max"
 MEMORY_OOM_GROUP = "memory.oom.group"
@@ -28,13 +29,18 @@ MEMORY_EVENTS_LOCAL = "memory.events.local"  # this group's own, not its descend
 MEMORY_SWAP_EVENTS = "memory.swap.events"
 MEMORY_PRESSURE = "memory.pressure"
 IO_PRESSURE = "io.pressure"
+IO_WEIGHT = "io.weight"  # "default N", then any per-device "MAJ:MIN N" lines
+CPUSET_CPUS = "cpuset.cpus"
+CPUSET_MEMS = "cpuset.mems"
 PIDS_MAX = "pids.max"
 PIDS_CURRENT = "pids.current"
 PIDS_EVENTS = "pids.events"
 PIDS_EVENTS_LOCAL = "pids.events.local"  # Linux 6.11 and later
 
 # Files whose numbers the kernel rounds down to a page on write.
-PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_LOW, MEMORY_SWAP_MAX})
+PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_MIN, MEMORY_LOW, MEMORY_SWAP_MAX})
+# Files holding a list of ids ("0-3,6"), which the kernel shows in its own normal form.
+ID_LISTS = frozenset({CPUSET_CPUS, CPUSET_MEMS})
 
 # systemd marks the cgroup of a unit with Delegate=yes with this extended attribute.
 DELEGATE_XATTR = "trusted.delegate"
