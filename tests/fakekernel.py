@@ -165,7 +165,7 @@ def _write_io_weight(kernel: FakeKernel, group: str, text: str) -> None:
     default, *device_lines = values["io.weight"].split("\n")
     devices = dict(line.split() for line in device_lines)
     fields = text.split()
-    key, weight = ("default", *fields) if len(fields) == 1 else (*fields, "")
+    key, weight = fields if len(fields) == 2 else ["default", *fields, ""][:2]
     if len(fields) not in (1, 2) or not (key == "default" or _is_device(key)):
         raise _einval("io.weight takes 'default N', 'N' or 'MAJ:MIN N|default'")
     if key != "default" and weight == "default":

@@ -18,6 +18,7 @@ from ccgroupd.limits.model import (
     host_cpu_count,
     parse_size,
 )
+from ccgroupd.values import HostSize, resolving_against
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
@@ -410,3 +411,118 @@ def test_check_host_refuses_more_cpus_than_the_host(cpus: float, host_cpus: int)
 def test_host_cpu_count_follows_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
     assert host_cpu_count() == 3
+
+
+# -- protections and cpusets between limits ---------------------------------------
+
+@pytest.mark.parametrize(("values", "field", "message"), [
+    ({"memory": "1G", "memory_low": "2G"}, "memory_low",
+     "memory_low (2 GiB) is above memory (1 GiB): the kernel cannot protect more than the "
+     "group may hold"),
+    ({"memory": "1G", "memory_min": GiB + 1}, "memory_min",
+     "memory_min (1 GiB, 1073741825 bytes) is above memory (1 GiB)"),
+    ({"memory": "8G", "memory_high": "2G", "memory_min": "3G"}, "memory_min",
+     "memory_min (3 GiB) is above memory_high (2 GiB): above memory_high the group is "
+     "throttled"),
+    ({"memory_high": "2G", "memory_low": "3G"}, "memory_low", "is above memory_high (2 GiB)"),
+])
+def test_protection_above_a_memory_limit_refused(values: dict[str, object], field: str,
+                                                 message: str) -> None:
+    with pytest.raises(LimitsError) as caught:
+        Limits.from_mapping(values)
+    assert caught.value.field == field
+    assert message in caught.value.reason
+
+
+@pytest.mark.parametrize("values", [
+    {"memory": "1G", "memory_high": "1G", "memory_min": "1G", "memory_low": "1G"},
+    {"memory_min": "64G", "memory_low": "64G"},  # no limit to be above
+    {"memory": "1G", "memory_min": 0},
+])
+def test_protection_at_most_the_memory_limits_accepted(values: dict[str, object]) -> None:
+    Limits.from_mapping(values)
+
+
+@pytest.fixture
+def four_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+
+@pytest.mark.usefixtures("four_cpus")
+@pytest.mark.parametrize(("engine", "build", "refused"), [
+    ({"cpuset_cpus": "0-3"}, {"cpuset_cpus": "1,3"}, None),
+    ({"cpuset_cpus": "0-3"}, {}, None),
+    ({}, {"cpuset_cpus": "2"}, None),  # the engine has all of the parent's
+    ({"cpuset_cpus": "0-1"}, {"cpuset_cpus": "1-2"}, "builds.cpuset_cpus"),
+    ({"cpuset_mems": "0"}, {"cpuset_mems": "0-1"}, "builds.cpuset_mems"),
+    # Not bounded by the engine's: protections and weights are the build's own.
+    ({"memory_low": "1G", "io_weight": 10}, {"memory_low": "2G", "io_weight": 1000}, None),
+])
+def test_check_within_keeps_a_builds_cpusets_inside_the_engines(
+        engine: dict[str, object], build: dict[str, object], refused: str | None) -> None:
+    outer, inner = Limits.from_mapping(engine), Limits.from_mapping(build)
+    if refused is None:
+        inner.check_within(outer, "builds")
+        return
+    with pytest.raises(LimitsError) as caught:
+        inner.check_within(outer, "builds")
+    assert caught.value.field == refused
+    name = refused.rpartition(".")[2]
+    assert caught.value.reason.startswith(f"not within the engine's {name} ({engine[name]})")
+
+
+# -- shares of the host -------------------------------------------------------------
+
+HOST = HostSize(cpus=4, memory_bytes=8 * GiB)
+BIGGER = HostSize(cpus=8, memory_bytes=16 * GiB)
+
+
+def test_relative_limits_remember_their_share() -> None:
+    with resolving_against(HOST):
+        limits = Limits.from_mapping({"cpus": "50%", "memory": "75%", "memory_high": "4G"})
+    assert (limits.cpus, limits.memory_max_bytes) == (2.0, 6 * GiB)
+    assert limits.relative() == {"cpus": "50%", "memory": "75%"}
+    assert limits.given() == {"cpus": "50%", "memory": "75%", "memory_high": 4 * GiB}
+    assert limits.to_mapping()["memory"] == 6 * GiB  # numbers, as before
+    assert json.loads(limits.model_dump_json())["memory_max_bytes"] == 6 * GiB
+    # The same numbers written absolutely are other limits: status would show them otherwise.
+    absolute = Limits.from_mapping({"cpus": 2, "memory": "6G", "memory_high": "4G"})
+    assert absolute.relative() == {}
+    assert limits != absolute
+    with resolving_against(HOST):
+        assert limits == Limits.from_mapping({"cpus": "50%", "memory": "75%",
+                                              "memory_high": "4G"})
+
+
+def test_with_changes_resolves_the_other_shares_again() -> None:
+    with resolving_against(HOST):
+        limits = Limits.from_mapping({"cpus": "50%", "memory": "75%"})
+    with resolving_against(BIGGER):
+        changed = limits.with_changes({"pids": 100})
+    assert (changed.cpus, changed.memory_max_bytes, changed.pids_max) == (4.0, 12 * GiB, 100)
+    assert changed.relative() == {"cpus": "50%", "memory": "75%"}
+    with resolving_against(HOST):
+        absolute = limits.with_changes({"memory": "2G"})  # an absolute value replaces a share
+    assert absolute.relative() == {"cpus": "50%"}
+    assert absolute.memory_max_bytes == 2 * GiB
+
+
+def test_a_share_given_to_a_build_rule_is_resolved_where_it_is_laid() -> None:
+    with resolving_against(HOST):
+        rule = Limits.from_mapping({"memory": "25%"})
+        defaults = Limits.from_mapping({"cpus": 1})
+    with resolving_against(BIGGER):
+        laid = defaults.with_changes(rule.given())
+    assert laid.memory_max_bytes == 4 * GiB
+    assert laid.relative() == {"memory": "25%"}
+
+
+def test_a_share_that_no_longer_fits_is_refused_on_resolution() -> None:
+    with resolving_against(BIGGER):
+        limits = Limits.from_mapping({"memory_low": "50%", "memory": "10G"})  # 8 GiB of 16
+    with resolving_against(HOST):
+        assert limits.with_changes({}).memory_low_bytes == 4 * GiB
+        with pytest.raises(LimitsError) as caught:
+            limits.with_changes({"memory": "3G"})
+    assert caught.value.field == "memory_low"
+    assert "memory_low (4 GiB) is above memory (3 GiB)" in caught.value.reason
