@@ -81,8 +81,8 @@ _ID_LIST_HINT = 'a list of ids like 0-3,6, or "" for the parent\'s'
 # A share of the host's memory is rounded down to this: a page on most hosts, so the
 # size reads back from the kernel as it was resolved.
 _SHARE_ROUNDING_BYTES = 4096
-# More decimals than this tell no two shares of any host apart (and int() would refuse
-# a long enough string).
+# Nobody means a share more precise than this; the bound also keeps int() away from
+# strings too long for it.
 _MAX_SHARE_DECIMALS = 9
 
 UNLIMITED = "max"  # how the kernel writes "no limit"
