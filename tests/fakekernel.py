@@ -61,7 +61,7 @@ _PAGE_COUNTER_MAX = (2**63 - 1) // PAGE_SIZE
 _CPU_MIN_USEC = 1_000  # quota and period: at least 1 ms
 _CPU_MAX_PERIOD_USEC = 1_000_000  # period: at most 1 s
 _CPU_MAX_QUOTA_USEC = (1 << 44) - 1
-_CPU_WEIGHT_RANGE = range(1, 10_001)
+_WEIGHT_RANGE = range(1, 10_001)  # cpu.weight and io.weight
 _MEMPARSE_SHIFTS = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 _CPU_STAT_CORE_KEYS = ("usage_usec", "user_usec", "system_usec")
 _CPU_STAT_CPU_KEYS = ("nr_periods", "nr_throttled", "throttled_usec", "nr_bursts", "burst_usec")
@@ -153,7 +153,7 @@ def _write_cpu_weight(kernel: FakeKernel, group: str, text: str) -> None:
     weight = text.strip()
     if not weight.isdigit():
         raise _einval("cpu.weight takes a number")
-    if int(weight) not in _CPU_WEIGHT_RANGE:
+    if int(weight) not in _WEIGHT_RANGE:
         raise OSError(errno.ERANGE, "cpu.weight must be 1..10000")
     kernel.group(group).values["cpu.weight"] = str(int(weight))
 
@@ -165,12 +165,14 @@ def _write_io_weight(kernel: FakeKernel, group: str, text: str) -> None:
     default, *device_lines = values["io.weight"].split("\n")
     devices = dict(line.split() for line in device_lines)
     fields = text.split()
-    key, weight = fields if len(fields) == 2 else ["default", *fields, ""][:2]
-    if len(fields) not in (1, 2) or not (key == "default" or _is_device(key)):
+    if len(fields) == 1:
+        fields = ["default", *fields]
+    if len(fields) != 2 or not (fields[0] == "default" or _is_device(fields[0])):
         raise _einval("io.weight takes 'default N', 'N' or 'MAJ:MIN N|default'")
+    key, weight = fields
     if key != "default" and weight == "default":
         devices.pop(key, None)
-    elif not weight.isdigit() or int(weight) not in _CPU_WEIGHT_RANGE:
+    elif not weight.isdigit() or int(weight) not in _WEIGHT_RANGE:
         raise _einval("io.weight must be 1..10000")
     elif key == "default":
         default = f"default {int(weight)}"

@@ -266,3 +266,15 @@ def test_io_weight_and_cpusets_need_their_controllers_only_when_asked_for(
         with pytest.raises(LimitsError) as caught:
             apply_limits(cgroupfs, GROUP, Limits.from_mapping({key: value}))
         assert caught.value.field == attribute
+
+
+def test_a_cpuset_the_kernel_refuses_rolls_back_what_was_written(
+        kernel: FakeKernel) -> None:
+    # cpuset.cpus goes in first; the host has one memory node, so node 1 is refused.
+    recording = RecordingCgroupfs(kernel)
+    limits = Limits.from_mapping({"cpuset_cpus": "0", "cpuset_mems": "0-1", "pids": 10})
+    with pytest.raises(CgroupWriteError) as caught:
+        apply_limits(recording, GROUP, limits)
+    assert caught.value.errno == errno.EINVAL
+    assert recording.written == ["cpuset.cpus", "cpuset.mems"]
+    assert [read(kernel, a) for a in ("cpuset.cpus", "cpuset.mems", "pids.max")] == ["", "", "max"]
