@@ -324,6 +324,7 @@ def test_quick_parser_reads_what_people_script(argv: list[str]) -> None:
 @pytest.mark.parametrize(("argv", "code", "output"), [
     (["--help"], EXIT_OK, "exit codes:"),
     (["set", "--help"], EXIT_OK, "--memory-high"),
+    (["set", "--help"], EXIT_OK, "0.5 or 50% of the"),  # %% is argparse's percent sign
     (["--version"], EXIT_OK, "ccgroupctl "),
     (["set", "--mem", "1G"], EXIT_USAGE, "unrecognized arguments: --mem"),
     (["--timeout", "soon", "status"], EXIT_USAGE, "invalid float value: 'soon'"),

@@ -29,11 +29,12 @@ DEFAULT_TIMEOUT_S = {
     protocol.OP_RESTART_ENGINE: 900.0,
 }
 
-# --option -> limit name, as in the config file's [limits] table. cpus and sizes also
-# take a share of the host ("50%"), which ccgroupd resolves.
+# --option -> limit name, as in the config file's [limits] table, and argparse's help
+# (where a percent sign is written %%).
 SET_OPTIONS = {
-    "cpus": ("--cpus", "CPUs the engine may use, e.g. 4 or 0.5 (cpu.max)"),
-    "memory": ("--memory", "hard memory limit, e.g. 8G or 512M (memory.max)"),
+    "cpus": ("--cpus", "CPUs the engine may use, e.g. 4, 0.5 or 50%% of the host (cpu.max)"),
+    "memory": ("--memory", "hard memory limit, e.g. 8G, 512M or 75%% of the host's memory "
+                           "(memory.max)"),
     "memory_high": ("--memory-high", "memory throttling threshold (memory.high)"),
     "memory_swap": ("--swap", "swap on top of memory, e.g. 2G or 0 (memory.swap.max)"),
     "pids": ("--pids", "maximum number of processes (pids.max)"),
