@@ -22,10 +22,11 @@ after every change, so readers need no hook. Facts checked against a real 6.1
 kernel in the guest VM are listed in tests/vm/scenarios/10-boundary.py.
 
 Everything is seen as root would see it. Known simplifications: one write(2) per
-open file (what Cgroupfs does); threads and freezing are not modelled, nor are
-io.{latency,cost.*}, cgroup.{type,freeze,threads,stat,max.*,pressure}, pids.peak,
-memory.{reclaim,numa_stat,zswap.*}, the hugetlb/rdma/misc files or the cpuset files but a
-read-only cpuset.cpus.effective; io.weight is read-only text (set with update); PSI files
+open file (what Cgroupfs does); threads and freezing are not modelled (io.weight and
+io.max are, as blk-iocost and blk-throttle show them), nor are cgroup.{type,freeze,
+threads,stat,max.*,pressure}, pids.peak, memory.{reclaim,numa_stat,zswap.*}, the
+hugetlb/rdma/misc files or the cpuset files besides cpuset.cpus, cpuset.mems and a read-only cpuset.cpus.effective
+(no partitions; the host has ``cpus`` CPUs and ``memory_nodes`` nodes); PSI files
 are read-only text (no triggers); reading cgroup.kill gives "" (the kernel: EINVAL);
 inotify cannot watch a pyfakefs file.
 
@@ -66,7 +67,7 @@ _PAGE_COUNTER_MAX = (2**63 - 1) // PAGE_SIZE
 _CPU_MIN_USEC = 1_000  # quota and period: at least 1 ms
 _CPU_MAX_PERIOD_USEC = 1_000_000  # period: at most 1 s
 _CPU_MAX_QUOTA_USEC = (1 << 44) - 1
-_CPU_WEIGHT_RANGE = range(1, 10_001)
+_WEIGHT_RANGE = range(1, 10_001)  # cpu.weight and io.weight
 _MEMPARSE_SHIFTS = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 # io.max: "max" is U64_MAX for a byte rate and UINT_MAX for an I/O rate (blk-throttle.c).
 _IO_MAX_KEYS = ("rbps", "wbps", "riops", "wiops")
@@ -162,9 +163,64 @@ def _write_cpu_weight(kernel: FakeKernel, group: str, text: str) -> None:
     weight = text.strip()
     if not weight.isdigit():
         raise _einval("cpu.weight takes a number")
-    if int(weight) not in _CPU_WEIGHT_RANGE:
+    if int(weight) not in _WEIGHT_RANGE:
         raise OSError(errno.ERANGE, "cpu.weight must be 1..10000")
     kernel.group(group).values["cpu.weight"] = str(int(weight))
+
+
+def _write_io_weight(kernel: FakeKernel, group: str, text: str) -> None:
+    # As blk-iocost: "default N" or "N" set the group's weight, "MAJ:MIN N" one device's
+    # and "MAJ:MIN default" drops it; the file shows "default N", then the devices.
+    values = kernel.group(group).values
+    default, *device_lines = values["io.weight"].split("\n")
+    devices = dict(line.split() for line in device_lines)
+    fields = text.split()
+    if len(fields) == 1:
+        fields = ["default", *fields]
+    if len(fields) != 2 or not (fields[0] == "default" or _is_device(fields[0])):
+        raise _einval("io.weight takes 'default N', 'N' or 'MAJ:MIN N|default'")
+    key, weight = fields
+    if key != "default" and weight == "default":
+        devices.pop(key, None)
+    elif not weight.isdigit() or int(weight) not in _WEIGHT_RANGE:
+        raise _einval("io.weight must be 1..10000")
+    elif key == "default":
+        default = f"default {int(weight)}"
+    else:
+        devices[key] = str(int(weight))
+    values["io.weight"] = "\n".join([default, *(f"{d} {w}" for d, w in sorted(devices.items()))])
+
+
+def _is_device(text: str) -> bool:
+    major, colon, minor = text.partition(":")
+    return bool(colon) and major.isdigit() and minor.isdigit()
+
+
+def _write_cpuset(attribute: str) -> Writer:
+    # As the kernel: a list like "0-3,6" of CPUs (memory nodes) the host has, or "" for
+    # the parent's; shown as the kernel prints bitmaps, "0-3,6" however it was written.
+    def write(kernel: FakeKernel, group: str, text: str) -> None:
+        ids: set[int] = set()
+        listed = text.strip()
+        for part in listed.split(",") if listed else []:
+            first, dash, last = part.partition("-")
+            last = last if dash else first
+            if not (first.isdigit() and last.isdigit()) or int(first) > int(last):
+                raise _einval(f"{attribute} takes a list like 0-3,6")
+            ids.update(range(int(first), int(last) + 1))
+        online = kernel.cpus if attribute == "cpuset.cpus" else kernel.memory_nodes
+        if any(i >= online for i in ids):
+            raise _einval(f"{attribute}: not a subset of the host's {online}")
+        runs: list[list[int]] = []
+        for i in sorted(ids):
+            if runs and runs[-1][1] == i - 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        kernel.group(group).values[attribute] = ",".join(
+            str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+    return write
 
 
 def _write_pids_max(kernel: FakeKernel, group: str, text: str) -> None:
@@ -279,13 +335,15 @@ FILES: dict[str, _File] = {
     "memory.swap.max": _File("memory", "max", write=_write_memory("memory.swap.max"), swap=True),
     "memory.swap.events": _File("memory", counters=("high", "max", "fail"), hierarchical=True,
                                 swap=True),
+    "io.weight": _File("io", "default 100", write=_write_io_weight),
+    "cpuset.cpus": _File("cpuset", "", write=_write_cpuset("cpuset.cpus")),
+    "cpuset.mems": _File("cpuset", "", write=_write_cpuset("cpuset.mems")),
     "pids.max": _File("pids", "max", write=_write_pids_max),
     "pids.current": _File("pids"),
     "pids.events": _File("pids", counters=("max",)),
     "io.stat": _File("io", on_root=True),  # set with FakeKernel.update
     "io.max": _File("io", write=_write_io_max),
-    "io.weight": _File("io", "default 100"),  # read-only here: set with FakeKernel.update
-    "cpuset.cpus.effective": _File("cpuset", "0-3"),  # a four-CPU host
+    "cpuset.cpus.effective": _File("cpuset", "0-3"),  # read-only: a four-CPU host
 }
 _PSI_FILES = frozenset({"cpu.pressure", "memory.pressure", "io.pressure"})
 
@@ -317,7 +375,8 @@ class FakeKernel:
                  mount_point: str = "/sys/fs/cgroup", proc_root: str = "/proc",
                  swap_accounting: bool = True, psi: bool = True,
                  cgroup_kill: bool = True, init_comm: str = "systemd", self_group: str = "",
-                 exit_on_kill: bool = True, sys_root: str = "/sys") -> None:
+                 exit_on_kill: bool = True, sys_root: str = "/sys", cpus: int = 4,
+                 memory_nodes: int = 1) -> None:
         self.fs = fs
         # The daemon writes limits from a worker thread (asyncio.to_thread) while the
         # loop may be killing processes: one kernel-side change at a time, as the real
@@ -333,6 +392,7 @@ class FakeKernel:
         self.proc_root = PurePosixPath(proc_root)
         self.page_size = PAGE_SIZE
         self.swap_accounting = swap_accounting
+        self.cpus, self.memory_nodes = cpus, memory_nodes  # what cpuset.* may name
         self.psi = psi
         self.cgroup_kill = cgroup_kill  # False: a kernel before 5.14
         # When False, cgroup.kill leaves the processes listed (still exiting, as they
@@ -804,8 +864,8 @@ class FakeKernel:
             return int(self._os_write(fd, data))
         if not getattr(handle, "open_modes").can_write:  # noqa: B009 - typed as a union
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        if data:
-            self._kernel_write(*known, bytes(data))
+        # Even an empty write reaches the kernel's handler: "" clears a cpuset.
+        self._kernel_write(*known, bytes(data))
         return len(data)
 
     def _signal(self, pid: int, sig: int) -> None:

@@ -141,7 +141,7 @@ def test_missing_controllers_fail(fs: FakeFilesystem) -> None:
 
 
 def test_missing_io_is_fine(fs: FakeFilesystem) -> None:
-    systemd_host(fs, controllers=["cpu", "memory", "pids"])
+    systemd_host(fs, controllers=["cpuset", "cpu", "memory", "pids"])
     findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
     assert findings["controllers"].status is Status.OK
     assert "optional io missing" in findings["controllers"].text

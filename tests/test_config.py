@@ -327,7 +327,8 @@ def test_drop_ins_merge_key_by_key_in_name_order(tmp_path: Path) -> None:
     assert loaded.files == (main, early, late)
     assert loaded.config.limits.to_mapping() == {
         "cpus": 2.0, "memory": 3 * 1024**3, "memory_high": None, "memory_swap": None,
-        "pids": 100, "cpu_weight": None}
+        "pids": 100, "cpu_weight": None, "memory_min": None, "memory_low": None,
+        "io_weight": None, "cpuset_cpus": None, "cpuset_mems": None}
     assert loaded.config.engine.restart == "always"  # a section no drop-in touches
     assert loaded.origins["limits.memory"] == str(late)
     assert loaded.origins["limits.pids"] == str(early)
@@ -484,7 +485,8 @@ def test_example_commented_out_values_are_valid(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, uncommented))
     assert config.limits.to_mapping() == {
         "cpus": 4.0, "memory": 8 * 1024**3, "memory_high": 7 * 1024**3, "memory_swap": 0,
-        "pids": 10000, "cpu_weight": 100}
+        "pids": 10000, "cpu_weight": 100, "memory_min": 0, "memory_low": 2 * 1024**3,
+        "io_weight": 100, "cpuset_cpus": None, "cpuset_mems": None}
     assert config.api.admin_group == "ccgroupd-admin"
 
 

@@ -145,8 +145,36 @@ def test_set_options_become_one_set_request(daemon_path: Path) -> None:
     }]
 
 
+def test_new_limit_options_and_shares_go_to_the_daemon_as_written(daemon_path: Path) -> None:
+    daemon = FakeDaemon(daemon_path, ok({"in_force": {}}))
+    try:
+        code = ctl.main(["--socket", str(daemon_path), "set", "--memory", "75%", "--cpus", "50%",
+                         "--memory-min", "0", "--memory-low", "1%", "--io-weight", "300",
+                         "--cpuset-cpus", "0", "--cpuset-mems=", "--build-memory-low", "64M",
+                         "--build-cpuset-cpus", "0"])
+    finally:
+        daemon.close()
+    assert code == EXIT_OK
+    assert daemon.requests == [{
+        "v": 1, "op": "set",
+        "args": {"limits": {"cpus": "50%", "memory": "75%", "memory_min": "0",
+                            "memory_low": "1%", "io_weight": "300", "cpuset_cpus": "0",
+                            "cpuset_mems": ""},
+                 "builds": {"memory_low": "64M", "cpuset_cpus": "0"},
+                 "running": False, "runtime": False, "force": False},
+    }]
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["set"], EXIT_USAGE, "set needs at least one limit"),
+    (["set", "--memory-min", "max"], EXIT_INVALID,
+     "memory_min = 'max': a protection, not a limit: give a size, or 0 for none"),
+    (["set", "--memory", "1G", "--memory-low", "2G"], EXIT_INVALID,
+     "memory_low (2 GiB) is above memory (1 GiB)"),
+    (["set", "--io-weight", "0"], EXIT_INVALID, "io_weight = '0': out of range"),
+    (["set", "--cpuset-cpus", "3-1"], EXIT_INVALID, "cpuset_cpus = '3-1': range '3-1' runs"),
+    (["set", "--memory", "150%"], EXIT_INVALID, "150% is over 100%"),
+    (["set", "--pids", "50%"], EXIT_INVALID, "pids = '50%': takes no percentage"),
     (["set", "--cpus", "-1"], EXIT_INVALID, "cpus = '-1': a number of CPUs cannot be negative"),
     (["set", "--cpus", "0"], EXIT_INVALID, "cpus = '0': must be more than 0"),
     (["set", "--memory", "12XB"], EXIT_INVALID, "memory = '12XB': unknown unit 'XB'"),
@@ -241,6 +269,8 @@ TOKENS = [
     "--since", "-f", "--lines=3", "--all", "--build-cpus", "--build-memory=2G",
     "--build-swap", "--build-cpu-weight=", "--running", "top", "--once", "--interval",
     "--sort", "memory", "--engine", "--engine=ci", "ci", "--engine=",
+    "--memory-min", "--memory-low=1G", "--io-weight", "--cpuset-cpus",
+    "--cpuset-mems=0", "0-3", "75%", "--build-io-weight",
 ]
 COMMON_COMMAND_LINES = [
     ["status"], ["status", "--json"], ["reset"], ["reload", "--json"], ["restart-engine"],
@@ -252,6 +282,8 @@ COMMON_COMMAND_LINES = [
     ["--engine", "ci", "set", "--cpus", "2"], ["set", "--engine", "ci", "--cpus", "2"],
     ["--engine=web", "status", "--json"], ["status", "--engine", "web"],
     ["--engine", "ci", "reset", "--force"], ["restart-engine", "--engine=ci"],
+    ["set", "--memory", "75%", "--memory-low", "2G", "--io-weight", "200",
+     "--cpuset-cpus", "0-3", "--cpuset-mems", ""],
 ]
 
 
@@ -367,6 +399,7 @@ def test_a_missing_engine_name_is_the_daemons_usage_error(
 @pytest.mark.parametrize(("argv", "code", "output"), [
     (["--help"], EXIT_OK, "exit codes:"),
     (["set", "--help"], EXIT_OK, "--memory-high"),
+    (["set", "--help"], EXIT_OK, "0.5 or 50% of the"),  # %% is argparse's percent sign
     (["--version"], EXIT_OK, "ccgroupctl "),
     (["set", "--mem", "1G"], EXIT_USAGE, "unrecognized arguments: --mem"),
     (["--timeout", "soon", "status"], EXIT_USAGE, "invalid float value: 'soon'"),
@@ -527,6 +560,26 @@ def test_top_from_a_daemon_without_builds_is_its_refusal(
 
 
 # -- human output --------------------------------------------------------------
+
+
+def test_status_shows_a_share_of_the_host_beside_its_value() -> None:
+    limits = {
+        "memory": {"value": 2362232012, "source": "config", "relative": "75%"},
+        "cpus": {"value": 2.0, "source": "persisted", "relative": "50%"},
+        "memory_low": {"value": None, "source": "config"},
+        "io_weight": {"value": None, "source": "config"},
+        "cpuset_cpus": {"value": "0-3", "source": "runtime"},
+        "cpuset_mems": {"value": None, "source": "config"},
+    }
+    text = ctl.render_status({**STATUS, "limits": limits})
+    assert "\n".join([
+        "  memory       2.2 GiB (75% of host) (config)",
+        "  cpus         2 (50% of host) (persisted)",
+        "  memory_low   none         (config)",
+        "  io_weight    default      (config)",
+        "  cpuset_cpus  0-3          (runtime)",
+        "  cpuset_mems  all          (config)",
+    ]) in text
 
 
 def test_status_for_people() -> None:

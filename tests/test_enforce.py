@@ -34,7 +34,7 @@ class RecordingCgroupfs(Cgroupfs):
 
 @pytest.fixture
 def kernel(fake_kernel: FakeKernel) -> FakeKernel:
-    fake_kernel.enable("", "cpu", "memory", "pids")
+    fake_kernel.enable("", "cpuset", "cpu", "io", "memory", "pids")
     fake_kernel.mkdir(GROUP)
     return fake_kernel
 
@@ -152,3 +152,129 @@ def test_find_drift_reports_found_and_expected(kernel: FakeKernel, cgroupfs: Cgr
         "memory.max": ("max", str(GIB)),
         "pids.max": ("11", "10"),
     }
+
+
+# -- protections, io.weight, cpusets -----------------------------------------------
+
+NEW_KEYS = {"memory": "4G", "memory_min": GIB + 100, "memory_low": "2G", "io_weight": 300,
+            "cpuset_cpus": "0,1,2", "cpuset_mems": "0"}
+
+
+@pytest.fixture
+def four_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This host has the fake kernel's 4 CPUs, whatever runs the tests."""
+    monkeypatch.setattr("ccgroupd.values.os.cpu_count", lambda: 4)
+
+
+@pytest.mark.usefixtures("four_cpus")
+def test_apply_limits_writes_protections_io_weight_and_cpusets(
+        kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
+    in_force = apply_limits(cgroupfs, GROUP, Limits.from_mapping(NEW_KEYS))
+
+    assert read(kernel, "memory.min") == str(GIB)  # page-rounded, as the kernel does
+    assert read(kernel, "memory.low") == str(2 * GIB)
+    assert read(kernel, "io.weight") == "default 300"
+    assert read(kernel, "cpuset.cpus") == "0-2"
+    assert read(kernel, "cpuset.mems") == "0"
+    assert in_force["memory.min"] == str(GIB)
+    assert find_drift(cgroupfs, GROUP, Limits.from_mapping(NEW_KEYS)) == {}
+
+    # Unset again: back to the kernel's defaults; "" gives the group its parent's CPUs.
+    apply_limits(cgroupfs, GROUP, Limits())
+    assert [read(kernel, a) for a in ("memory.min", "memory.low", "io.weight", "cpuset.cpus",
+                                      "cpuset.mems")] == ["0", "0", "default 100", "", ""]
+
+
+@pytest.mark.usefixtures("four_cpus")
+def test_cpusets_and_io_weight_hold_however_the_kernel_shows_them(
+        kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
+    limits = Limits.from_mapping(NEW_KEYS)
+    apply_limits(cgroupfs, GROUP, limits)
+    cgroupfs.write(GROUP, "io.weight", "8:0 50")  # a device's own weight is not ours
+    cgroupfs.write(GROUP, "cpuset.cpus", "2,0-1")
+    recording = RecordingCgroupfs(kernel)
+
+    assert find_drift(recording, GROUP, limits) == {}
+    apply_limits(recording, GROUP, limits, limits)
+    assert recording.written == []
+    assert read(kernel, "io.weight") == "default 300\n8:0 50"
+    assert read(kernel, "cpuset.cpus") == "0-2"  # the kernel shows its own form
+
+
+@pytest.mark.usefixtures("four_cpus")
+def test_find_drift_reports_protections_io_weight_and_cpusets(
+        kernel: FakeKernel, cgroupfs: Cgroupfs) -> None:
+    limits = Limits.from_mapping(NEW_KEYS)
+    apply_limits(cgroupfs, GROUP, limits)
+    for attribute, value in [("memory.min", "0"), ("memory.low", "4096"),
+                             ("io.weight", "default 100"), ("cpuset.cpus", "3"),
+                             ("cpuset.mems", "")]:
+        cgroupfs.write(GROUP, attribute, value)
+
+    assert find_drift(cgroupfs, GROUP, limits) == {
+        "memory.min": ("0", str(GIB)),
+        "memory.low": ("4096", str(2 * GIB)),
+        "io.weight": ("default 100", "default 300"),
+        "cpuset.cpus": ("3", "0-2"),
+        "cpuset.mems": ("", "0"),
+    }
+
+
+@pytest.mark.parametrize(("current", "new", "expected"), [
+    # A raised protection under a lowered limit: the protection first, then the limit.
+    ({"memory.max": str(4 * GIB), "memory.low": "0"},
+     {"memory.max": str(2 * GIB), "memory.low": str(GIB)},
+     ["memory.low", "memory.max"]),
+    # A raised protection above a raised limit: the limit first.
+    ({"memory.max": str(GIB), "memory.min": "0"},
+     {"memory.max": str(4 * GIB), "memory.min": str(2 * GIB)},
+     ["memory.max", "memory.min"]),
+    # A lowered protection before the limit above it tightens.
+    ({"memory.high": str(4 * GIB), "memory.low": str(3 * GIB)},
+     {"memory.high": str(GIB), "memory.low": str(GIB // 2)},
+     ["memory.low", "memory.high"]),
+    # cpusets and io.weight are no limits: first, whichever way they change.
+    ({"cpuset.cpus": "0-3", "io.weight": "default 500", "pids.max": "10"},
+     {"pids.max": "20", "io.weight": "default 100", "cpuset.cpus": "0"},
+     ["cpuset.cpus", "io.weight", "pids.max"]),
+])
+def test_write_order_of_protections_and_what_is_no_limit(
+        current: dict[str, str], new: dict[str, str], expected: list[str]) -> None:
+    assert write_order(current, new) == expected
+
+
+def test_apply_limits_raises_a_protection_while_lowering_memory(kernel: FakeKernel,
+                                                                cgroupfs: Cgroupfs) -> None:
+    apply_limits(cgroupfs, GROUP, Limits.from_mapping({"memory": "4G"}))
+    recording = RecordingCgroupfs(kernel)
+    apply_limits(recording, GROUP, Limits.from_mapping({"memory": "2G", "memory_low": "1G"}))
+    assert recording.written == ["memory.low", "memory.max"]
+
+
+@pytest.mark.usefixtures("four_cpus")
+def test_io_weight_and_cpusets_need_their_controllers_only_when_asked_for(
+        fake_kernel: FakeKernel) -> None:
+    fake_kernel.enable("", "cpu", "memory", "pids")
+    fake_kernel.mkdir(GROUP)
+    cgroupfs = Cgroupfs(**fake_kernel.cgroupfs_args())
+
+    in_force = apply_limits(cgroupfs, GROUP, Limits.from_mapping({"memory_low": "1G"}))
+    assert not {"io.weight", "cpuset.cpus", "cpuset.mems"} & set(in_force)
+
+    for key, value, attribute in [("io_weight", 200, "io.weight"),
+                                  ("cpuset_cpus", "1", "cpuset.cpus")]:
+        with pytest.raises(LimitsError) as caught:
+            apply_limits(cgroupfs, GROUP, Limits.from_mapping({key: value}))
+        assert caught.value.field == attribute
+
+
+def test_a_cpuset_the_kernel_refuses_rolls_back_what_was_written(
+        kernel: FakeKernel) -> None:
+    # cpuset.cpus goes in first; the host has one memory node, so node 1 is refused.
+    recording = RecordingCgroupfs(kernel)
+    limits = Limits.from_mapping({"cpuset_cpus": "0", "cpuset_mems": "0-1", "pids": 10})
+    with pytest.raises(CgroupWriteError) as caught:
+        apply_limits(recording, GROUP, limits)
+    assert caught.value.errno == errno.EINVAL
+    assert recording.written == ["cpuset.cpus", "cpuset.mems"]
+    assert [read(kernel, a) for a in ("cpuset.cpus", "cpuset.mems", "pids.max")] == ["", "", "max"]

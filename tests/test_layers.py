@@ -7,6 +7,7 @@ import pytest
 from ccgroupd.errors import LimitsError
 from ccgroupd.limits.layers import LimitLayers
 from ccgroupd.limits.model import Limits
+from ccgroupd.values import HostSize, resolving_against
 
 MiB = 1024**2
 CONFIG = Limits.from_mapping({"cpus": 4, "memory": "8G", "pids": 1000})
@@ -60,4 +61,23 @@ def test_describe_lists_every_limit_with_value_and_source() -> None:
         "memory_swap": {"value": None, "source": "config"},
         "pids": {"value": 1000, "source": "config"},
         "cpu_weight": {"value": None, "source": "config"},
+        "memory_min": {"value": None, "source": "config"},
+        "memory_low": {"value": None, "source": "config"},
+        "io_weight": {"value": None, "source": "config"},
+        "cpuset_cpus": {"value": None, "source": "config"},
+        "cpuset_mems": {"value": None, "source": "config"},
     }
+
+
+def test_describe_shows_the_share_a_value_came_from() -> None:
+    with resolving_against(HostSize(cpus=4, memory_bytes=8 * 1024**3)):
+        config = Limits.from_mapping({"cpus": "50%", "memory": "8G", "pids": 1000})
+        # A set layer keeps "75%" as the operator wrote it; the config layer its share too.
+        described = LimitLayers(config, persisted={"memory": "75%"},
+                                runtime={"memory_high": "1G"}).describe()
+        overridden = LimitLayers(config, runtime={"cpus": 1}).describe()
+    assert described["cpus"] == {"value": 2.0, "source": "config", "relative": "50%"}
+    assert described["memory"] == {"value": 6 * 1024 * MiB, "source": "persisted",
+                                   "relative": "75%"}
+    assert described["memory_high"] == {"value": 1024 * MiB, "source": "runtime"}
+    assert overridden["cpus"] == {"value": 1.0, "source": "runtime"}

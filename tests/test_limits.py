@@ -18,6 +18,7 @@ from ccgroupd.limits.model import (
     host_cpu_count,
     parse_size,
 )
+from ccgroupd.values import HostSize, resolving_against
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
@@ -286,7 +287,8 @@ def test_from_mapping_refuses_unknown_key() -> None:
     with pytest.raises(LimitsError) as caught:
         Limits.from_mapping({"cpus": 2, "memory_max_bytes": 1})
     assert str(caught.value) == ("memory_max_bytes = 1: unknown limit (known limits: cpus, memory, "
-                                 "memory_high, memory_swap, pids, cpu_weight)")
+                                 "memory_high, memory_swap, pids, cpu_weight, memory_min, "
+                                 "memory_low, io_weight, cpuset_cpus, cpuset_mems)")
 
 
 def test_empty_mapping_means_no_limits() -> None:
@@ -298,12 +300,19 @@ def test_empty_mapping_means_no_limits() -> None:
         ("memory.high", "max"),
         ("memory.swap.max", "max"),
         ("pids.max", "max"),
+        ("memory.min", "0"),
+        ("memory.low", "0"),
+        ("io.weight", "default 100"),
+        ("cpuset.cpus", ""),
+        ("cpuset.mems", ""),
     ]
 
 
 def test_cgroup_values_every_attribute_in_order() -> None:
     limits = Limits.from_mapping({"cpus": 2.5, "memory": "8G", "memory_high": "6G",
-                                  "memory_swap": "1G", "pids": 4096, "cpu_weight": 200})
+                                  "memory_swap": "1G", "pids": 4096, "cpu_weight": 200,
+                                  "memory_min": "1G", "memory_low": "2G", "io_weight": 50,
+                                  "cpuset_cpus": "0", "cpuset_mems": "0"})
     assert list(limits.cgroup_values().items()) == [
         ("cpu.max", "250000 100000"),
         ("cpu.weight", "200"),
@@ -311,6 +320,11 @@ def test_cgroup_values_every_attribute_in_order() -> None:
         ("memory.high", "6442450944"),
         ("memory.swap.max", "1073741824"),
         ("pids.max", "4096"),
+        ("memory.min", "1073741824"),
+        ("memory.low", "2147483648"),
+        ("io.weight", "default 50"),
+        ("cpuset.cpus", "0"),
+        ("cpuset.mems", "0"),
     ]
 
 
@@ -318,6 +332,8 @@ def test_cgroup_values_as_the_issue_configures() -> None:
     assert Limits.from_mapping({"cpus": 4, "memory": "8G"}).cgroup_values() == {
         "cpu.max": "400000 100000", "cpu.weight": "100", "memory.max": "8589934592",
         "memory.high": "max", "memory.swap.max": "max", "pids.max": "max",
+        "memory.min": "0", "memory.low": "0", "io.weight": "default 100", "cpuset.cpus": "",
+        "cpuset.mems": "",
     }
 
 
@@ -328,7 +344,8 @@ def test_to_mapping_is_json_and_round_trips() -> None:
     assert tuple(mapping) == LIMIT_NAMES
     assert json.loads(json.dumps(mapping)) == {
         "cpus": 0.5, "memory": 3 * GiB // 2, "memory_high": None, "memory_swap": None,
-        "pids": None, "cpu_weight": 10,
+        "pids": None, "cpu_weight": 10, "memory_min": None, "memory_low": None,
+        "io_weight": None, "cpuset_cpus": None, "cpuset_mems": None,
     }
     assert Limits.from_mapping(mapping) == limits
 
@@ -394,3 +411,118 @@ def test_check_host_refuses_more_cpus_than_the_host(cpus: float, host_cpus: int)
 def test_host_cpu_count_follows_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
     assert host_cpu_count() == 3
+
+
+# -- protections and cpusets between limits ---------------------------------------
+
+@pytest.mark.parametrize(("values", "field", "message"), [
+    ({"memory": "1G", "memory_low": "2G"}, "memory_low",
+     "memory_low (2 GiB) is above memory (1 GiB): the kernel cannot protect more than the "
+     "group may hold"),
+    ({"memory": "1G", "memory_min": GiB + 1}, "memory_min",
+     "memory_min (1 GiB, 1073741825 bytes) is above memory (1 GiB)"),
+    ({"memory": "8G", "memory_high": "2G", "memory_min": "3G"}, "memory_min",
+     "memory_min (3 GiB) is above memory_high (2 GiB): above memory_high the group is "
+     "throttled"),
+    ({"memory_high": "2G", "memory_low": "3G"}, "memory_low", "is above memory_high (2 GiB)"),
+])
+def test_protection_above_a_memory_limit_refused(values: dict[str, object], field: str,
+                                                 message: str) -> None:
+    with pytest.raises(LimitsError) as caught:
+        Limits.from_mapping(values)
+    assert caught.value.field == field
+    assert message in caught.value.reason
+
+
+@pytest.mark.parametrize("values", [
+    {"memory": "1G", "memory_high": "1G", "memory_min": "1G", "memory_low": "1G"},
+    {"memory_min": "64G", "memory_low": "64G"},  # no limit to be above
+    {"memory": "1G", "memory_min": 0},
+])
+def test_protection_at_most_the_memory_limits_accepted(values: dict[str, object]) -> None:
+    Limits.from_mapping(values)
+
+
+@pytest.fixture
+def four_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+
+@pytest.mark.usefixtures("four_cpus")
+@pytest.mark.parametrize(("engine", "build", "refused"), [
+    ({"cpuset_cpus": "0-3"}, {"cpuset_cpus": "1,3"}, None),
+    ({"cpuset_cpus": "0-3"}, {}, None),
+    ({}, {"cpuset_cpus": "2"}, None),  # the engine has all of the parent's
+    ({"cpuset_cpus": "0-1"}, {"cpuset_cpus": "1-2"}, "builds.cpuset_cpus"),
+    ({"cpuset_mems": "0"}, {"cpuset_mems": "0-1"}, "builds.cpuset_mems"),
+    # Not bounded by the engine's: protections and weights are the build's own.
+    ({"memory_low": "1G", "io_weight": 10}, {"memory_low": "2G", "io_weight": 1000}, None),
+])
+def test_check_within_keeps_a_builds_cpusets_inside_the_engines(
+        engine: dict[str, object], build: dict[str, object], refused: str | None) -> None:
+    outer, inner = Limits.from_mapping(engine), Limits.from_mapping(build)
+    if refused is None:
+        inner.check_within(outer, "builds")
+        return
+    with pytest.raises(LimitsError) as caught:
+        inner.check_within(outer, "builds")
+    assert caught.value.field == refused
+    name = refused.rpartition(".")[2]
+    assert caught.value.reason.startswith(f"not within the engine's {name} ({engine[name]})")
+
+
+# -- shares of the host -------------------------------------------------------------
+
+HOST = HostSize(cpus=4, memory_bytes=8 * GiB)
+BIGGER = HostSize(cpus=8, memory_bytes=16 * GiB)
+
+
+def test_relative_limits_remember_their_share() -> None:
+    with resolving_against(HOST):
+        limits = Limits.from_mapping({"cpus": "50%", "memory": "75%", "memory_high": "4G"})
+    assert (limits.cpus, limits.memory_max_bytes) == (2.0, 6 * GiB)
+    assert limits.relative() == {"cpus": "50%", "memory": "75%"}
+    assert limits.given() == {"cpus": "50%", "memory": "75%", "memory_high": 4 * GiB}
+    assert limits.to_mapping()["memory"] == 6 * GiB  # numbers, as before
+    assert json.loads(limits.model_dump_json())["memory_max_bytes"] == 6 * GiB
+    # The same numbers written absolutely are other limits: status would show them otherwise.
+    absolute = Limits.from_mapping({"cpus": 2, "memory": "6G", "memory_high": "4G"})
+    assert absolute.relative() == {}
+    assert limits != absolute
+    with resolving_against(HOST):
+        assert limits == Limits.from_mapping({"cpus": "50%", "memory": "75%",
+                                              "memory_high": "4G"})
+
+
+def test_with_changes_resolves_the_other_shares_again() -> None:
+    with resolving_against(HOST):
+        limits = Limits.from_mapping({"cpus": "50%", "memory": "75%"})
+    with resolving_against(BIGGER):
+        changed = limits.with_changes({"pids": 100})
+    assert (changed.cpus, changed.memory_max_bytes, changed.pids_max) == (4.0, 12 * GiB, 100)
+    assert changed.relative() == {"cpus": "50%", "memory": "75%"}
+    with resolving_against(HOST):
+        absolute = limits.with_changes({"memory": "2G"})  # an absolute value replaces a share
+    assert absolute.relative() == {"cpus": "50%"}
+    assert absolute.memory_max_bytes == 2 * GiB
+
+
+def test_a_share_given_to_a_build_rule_is_resolved_where_it_is_laid() -> None:
+    with resolving_against(HOST):
+        rule = Limits.from_mapping({"memory": "25%"})
+        defaults = Limits.from_mapping({"cpus": 1})
+    with resolving_against(BIGGER):
+        laid = defaults.with_changes(rule.given())
+    assert laid.memory_max_bytes == 4 * GiB
+    assert laid.relative() == {"memory": "25%"}
+
+
+def test_a_share_that_no_longer_fits_is_refused_on_resolution() -> None:
+    with resolving_against(BIGGER):
+        limits = Limits.from_mapping({"memory_low": "50%", "memory": "10G"})  # 8 GiB of 16
+    with resolving_against(HOST):
+        assert limits.with_changes({}).memory_low_bytes == 4 * GiB
+        with pytest.raises(LimitsError) as caught:
+            limits.with_changes({"memory": "3G"})
+    assert caught.value.field == "memory_low"
+    assert "memory_low (4 GiB) is above memory (3 GiB)" in caught.value.reason

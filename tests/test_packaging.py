@@ -188,7 +188,8 @@ def complete(command: str, *words: str) -> list[str]:
 def test_completion_offers_commands_then_their_options() -> None:
     assert complete("ccgroupctl", "re") == ["reload", "reset", "restart-engine"]
     assert complete("ccgroupctl", "--socket", "/tmp/s", "st") == ["status"]
-    assert complete("ccgroupctl", "set", "--mem") == ["--memory", "--memory-high"]
+    assert complete("ccgroupctl", "set", "--mem") == ["--memory", "--memory-high", "--memory-low",
+                                                      "--memory-min"]
     assert complete("ccgroupctl", "events", "--f") == ["--follow"]
     assert complete("ccgroupctl", "--socket", "") == ["FILES"]
     assert complete("ccgroupctl", "set", "--cpus", "") == []

@@ -501,9 +501,14 @@ def describe_build_limits(limits: Mapping[str, Any]) -> str:
 
 
 def _limit_lines(limits: Mapping[str, Any]) -> list[str]:
-    return [f"  {name:<12} {describe_limit_value(name, entry.get('value')):<12} "
-            f"({_origin(entry)})"
+    return [f"  {name:<12} {_limit_value(name, entry):<12} ({_origin(entry)})"
             for name, entry in limits.items()]
+
+
+def _limit_value(name: str, entry: Mapping[str, Any]) -> str:
+    """The value, and the share of the host it was written as: "2.2 GiB (75% of host)"."""
+    shown = describe_limit_value(name, entry.get("value"))
+    return shown if entry.get("relative") is None else f"{shown} ({entry['relative']} of host)"
 
 
 def _origin(entry: Mapping[str, Any]) -> str:

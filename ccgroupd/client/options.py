@@ -29,14 +29,21 @@ DEFAULT_TIMEOUT_S = {
     protocol.OP_RESTART_ENGINE: 900.0,
 }
 
-# --option -> limit name, as in the config file's [limits] table.
+# --option -> limit name, as in the config file's [limits] table, and argparse's help
+# (where a percent sign is written %%).
 SET_OPTIONS = {
-    "cpus": ("--cpus", "CPUs the engine may use, e.g. 4 or 0.5 (cpu.max)"),
-    "memory": ("--memory", "hard memory limit, e.g. 8G or 512M (memory.max)"),
+    "cpus": ("--cpus", "CPUs the engine may use, e.g. 4, 0.5 or 50%% of the host (cpu.max)"),
+    "memory": ("--memory", "hard memory limit, e.g. 8G, 512M or 75%% of the host's memory "
+                           "(memory.max)"),
     "memory_high": ("--memory-high", "memory throttling threshold (memory.high)"),
     "memory_swap": ("--swap", "swap on top of memory, e.g. 2G or 0 (memory.swap.max)"),
     "pids": ("--pids", "maximum number of processes (pids.max)"),
     "cpu_weight": ("--cpu-weight", "relative CPU weight 1-10000, default 100 (cpu.weight)"),
+    "memory_min": ("--memory-min", "memory the kernel never reclaims, e.g. 1G or 0 (memory.min)"),
+    "memory_low": ("--memory-low", "memory reclaimed only under pressure, e.g. 2G (memory.low)"),
+    "io_weight": ("--io-weight", "relative disk I/O weight 1-10000, default 100 (io.weight)"),
+    "cpuset_cpus": ("--cpuset-cpus", "CPUs to run on, e.g. 0-3,6; '' for all (cpuset.cpus)"),
+    "cpuset_mems": ("--cpuset-mems", "memory nodes to use, e.g. 0; '' for all (cpuset.mems)"),
 }
 # The same limits as the default of each build (the config file's [builds] table):
 # limit name -> (--build-OPTION, the attribute the parsers give it). Derived, so that

@@ -11,7 +11,7 @@ from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.status import CpuMeter, read_usage
 from ccgroupd.errors import EXIT_USAGE, CcgroupdError
 from ccgroupd.limits.model import Limits
-from ccgroupd.values import DEFAULT_CPU_WEIGHT
+from ccgroupd.values import DEFAULT_WEIGHT
 
 if TYPE_CHECKING:
     from ccgroupd.daemon.api import Peer
@@ -110,7 +110,7 @@ class EngineCommands:
         if budget is None:
             return None
         controller = budget.controller
-        weights = {name: unit.controller.limits.cpu_weight or DEFAULT_CPU_WEIGHT
+        weights = {name: unit.controller.limits.cpu_weight or DEFAULT_WEIGHT
                    for name, unit in self._engines.items()}
         total_weight = sum(weights.values())
         return {

@@ -2,8 +2,8 @@
 
 Under systemd with Delegate=yes the daemon moves itself into the leaf
 ``<unit>/supervisor`` (the unit's group may hold no processes once controllers are
-enabled for its children), enables cpu, memory, pids (and io if offered) in the unit's
-``cgroup.subtree_control`` and uses ``<unit>/<cgroup.name>``. Without systemd the group
+enabled for its children), enables cpu, memory, pids (and cpuset and io if offered) in
+the unit's ``cgroup.subtree_control`` and uses ``<unit>/<cgroup.name>``. Without systemd the group
 is ``<cgroup root>/<cgroup.name>``, with the controllers enabled top-down from the root.
 No file of a group systemd manages is written: only the delegated unit group's
 subtree_control and what is below.
@@ -29,7 +29,7 @@ log = structlog.get_logger("ccgroupd")
 
 # What the engine group needs, and what it takes when the host offers it.
 REQUIRED_CONTROLLERS = ("cpu", "memory", "pids")
-OPTIONAL_CONTROLLERS = ("io",)
+OPTIONAL_CONTROLLERS = ("cpuset", "io")
 SUPERVISOR_LEAF = "supervisor"
 LEFTOVER_KILL_TIMEOUT_S = 30.0
 

@@ -36,10 +36,13 @@ from ccgroupd.kernel.files import (
     CGROUP_SUBTREE_CONTROL,
     CPU_MAX,
     DELEGATE_XATTR,
+    ID_LISTS,
+    IO_WEIGHT,
     PAGE_ROUNDED,
 )
 from ccgroupd.kernel.inotify import Inotify
 from ccgroupd.kernel.parsers import parse_controllers, parse_file, parse_flat_keyed, parse_pids
+from ccgroupd.values import id_list
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 T = TypeVar("T")
@@ -146,6 +149,11 @@ class Cgroupfs:
     def holds(self, attribute: str, read_back: str, value: str) -> bool:
         """Whether a file that reads ``read_back`` (stripped) shows ``value`` in force."""
         expected = self.expected_read_back(attribute, value)
+        if attribute in ID_LISTS:  # the same ids, however the list is spelled
+            found = id_list(read_back)
+            return found is not None and found == id_list(expected)
+        if attribute == IO_WEIGHT:  # per-device weights may follow; ours is the default
+            return read_back.partition("\n")[0].strip() == expected
         quota_only = attribute == CPU_MAX and " " not in expected
         return (read_back.split(maxsplit=1)[0] if quota_only else read_back) == expected
 

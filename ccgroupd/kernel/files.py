@@ -31,7 +31,9 @@ MEMORY_PRESSURE = "memory.pressure"
 IO_PRESSURE = "io.pressure"
 IO_MAX = "io.max"
 IO_STAT = "io.stat"
-IO_WEIGHT = "io.weight"
+IO_WEIGHT = "io.weight"  # "default N", then any per-device "MAJ:MIN N" lines
+CPUSET_CPUS = "cpuset.cpus"
+CPUSET_MEMS = "cpuset.mems"
 CPUSET_CPUS_EFFECTIVE = "cpuset.cpus.effective"
 PIDS_MAX = "pids.max"
 PIDS_CURRENT = "pids.current"
@@ -39,7 +41,9 @@ PIDS_EVENTS = "pids.events"
 PIDS_EVENTS_LOCAL = "pids.events.local"  # Linux 6.11 and later
 
 # Files whose numbers the kernel rounds down to a page on write.
-PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_LOW, MEMORY_SWAP_MAX})
+PAGE_ROUNDED = frozenset({MEMORY_MAX, MEMORY_HIGH, MEMORY_MIN, MEMORY_LOW, MEMORY_SWAP_MAX})
+# Files holding a list of ids ("0-3,6"), which the kernel shows in its own normal form.
+ID_LISTS = frozenset({CPUSET_CPUS, CPUSET_MEMS})
 
 # systemd marks the cgroup of a unit with Delegate=yes with this extended attribute.
 DELEGATE_XATTR = "trusted.delegate"

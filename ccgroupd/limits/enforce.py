@@ -1,12 +1,21 @@
 """Write a Limits into a group in a safe order, verified, all-or-nothing; and notice drift.
 
-Order: limits that loosen (or keep) go first, limits that tighten go last, each
-in ``WRITE_ORDER``. Raising memory.max before lowering memory.swap.max (and the
-reverse) means no intermediate state is tighter than both the old and the new
-limits, so a change never OOM-kills what neither setting would have killed.
-Among tightening writes memory.high comes before memory.max: the kernel then
-reclaims under the soft limit first, and the hard one, whose write can block in
-reclaim or OOM-kill, is the last thing done.
+Order: what is not a limit goes first, then limits that loosen (or keep), then the
+memory protections, then limits that tighten; within each part, ``WRITE_ORDER``.
+
+- cpuset.cpus, cpuset.mems and io.weight neither loosen nor tighten anything that
+  another write depends on: they go first, whatever their direction.
+- Raising memory.max before lowering memory.swap.max (and the reverse) means no
+  intermediate state is tighter than both the old and the new limits, so a change
+  never OOM-kills what neither setting would have killed.
+- memory.min and memory.low are protections, not limits: between the loosening and
+  the tightening writes every limit is at the looser of its old and new values, so
+  a raised protection lands after the limits above it loosened and a lowered one
+  before they tighten. No write in between holds a protection above its limit (the
+  kernel would not refuse it, but it would protect nothing).
+- Among tightening writes memory.high comes before memory.max: the kernel then
+  reclaims under the soft limit first, and the hard one, whose write can block in
+  reclaim or OOM-kill, is the last thing done.
 
 A failed write rolls back every attribute already written, so the group is left
 as it was; the error that caused it is re-raised with any rollback failure
@@ -23,16 +32,20 @@ from ccgroupd.errors import CgroupError, CgroupReadError, CgroupVerifyError, Lim
 from ccgroupd.kernel import files
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.limits.model import Limits
-from ccgroupd.values import DEFAULT_CPU_WEIGHT, UNLIMITED
+from ccgroupd.values import UNLIMITED
 
-WRITE_ORDER = (files.CPU_WEIGHT, files.CPU_MAX, files.PIDS_MAX, files.MEMORY_SWAP_MAX,
-               files.MEMORY_HIGH, files.MEMORY_MAX)
+WRITE_ORDER = (files.CPUSET_CPUS, files.CPUSET_MEMS, files.IO_WEIGHT,
+               files.CPU_WEIGHT, files.CPU_MAX, files.PIDS_MAX, files.MEMORY_SWAP_MAX,
+               files.MEMORY_MIN, files.MEMORY_LOW, files.MEMORY_HIGH, files.MEMORY_MAX)
+_NOT_LIMITS = frozenset({files.CPUSET_CPUS, files.CPUSET_MEMS, files.IO_WEIGHT})
+_PROTECTIONS = frozenset({files.MEMORY_MIN, files.MEMORY_LOW})
+# What a fresh group has: unset limits write exactly the kernel's defaults.
+_KERNEL_DEFAULTS = Limits().cgroup_values()
 
 
 def _is_default(attribute: str, value: str) -> bool:
-    """True for the kernel's value of a fresh group: no limit at all."""
-    unlimited = value.split(maxsplit=1)[0] == UNLIMITED
-    return unlimited or (attribute == files.CPU_WEIGHT and value == str(DEFAULT_CPU_WEIGHT))
+    """True for the kernel's value of a fresh group (no limit, default weight, ...)."""
+    return value == _KERNEL_DEFAULTS[attribute]
 
 
 def _allowance(attribute: str, value: str) -> float:
@@ -48,16 +61,20 @@ def _allowance(attribute: str, value: str) -> float:
 def write_order(current: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     """The attributes of ``new`` in the order to write them (see the module docstring)."""
     ranked = sorted(new, key=WRITE_ORDER.index)
-    loosening = [a for a in ranked
+    limits = [a for a in ranked if a not in _NOT_LIMITS and a not in _PROTECTIONS]
+    loosening = [a for a in limits
                  if a not in current or _allowance(a, new[a]) >= _allowance(a, current[a])]
-    return loosening + [a for a in ranked if a not in loosening]
+    return ([a for a in ranked if a in _NOT_LIMITS] + loosening
+            + [a for a in ranked if a in _PROTECTIONS]
+            + [a for a in limits if a not in loosening])
 
 
 def read_current(cgroupfs: Cgroupfs, group: str, attributes: Mapping[str, str]) -> dict[str, str]:
     """What the kernel has now for each attribute; a file the group lacks is left out.
 
     A missing file is fine when the wanted value is the kernel default (no swap
-    accounting and ``memory_swap`` unset); asking for a real limit there is refused.
+    accounting and ``memory_swap`` unset, no cpuset or io controller and no cpuset or
+    io_weight asked for); asking for a real limit there is refused.
     """
     current = {}
     for attribute, value in attributes.items():

@@ -48,7 +48,12 @@ class LimitLayers:
         return LimitLayers(self.config)
 
     def describe(self) -> dict[str, dict[str, object]]:
-        """``status`` ``limits``: every limit name -> {"value": ..., "source": ...}."""
-        values = self.effective().to_mapping()
-        return {name: {"value": values[name], "source": self.source(name)}
-                for name in LIMIT_NAMES}
+        """``status`` ``limits``: every limit name -> {"value": ..., "source": ...}, and
+        "relative": "75%" when the value is that share of the host."""
+        effective = self.effective()
+        values, relative = effective.to_mapping(), effective.relative()
+        described: dict[str, dict[str, object]] = {
+            name: {"value": values[name], "source": self.source(name)} for name in LIMIT_NAMES}
+        for name, share in relative.items():
+            described[name]["relative"] = share
+        return described
