@@ -27,8 +27,8 @@ io.max are, as blk-iocost and blk-throttle show them), nor are cgroup.{type,free
 threads,stat,max.*,pressure}, pids.peak, memory.{reclaim,numa_stat,zswap.*}, the
 hugetlb/rdma/misc files or the cpuset files besides cpuset.cpus, cpuset.mems and a
 read-only cpuset.cpus.effective (no partitions; the host has ``cpus`` CPUs and
-``memory_nodes`` nodes); PSI files are read-only text (no triggers); reading cgroup.kill gives "" (the kernel: EINVAL);
-inotify cannot watch a pyfakefs file.
+``memory_nodes`` nodes); PSI files are read-only text (no triggers); reading
+cgroup.kill gives "" (the kernel: EINVAL); inotify cannot watch a pyfakefs file.
 
 Block devices: :meth:`FakeKernel.add_disk` puts a disk and its partitions into sysfs as
 the kernel links them (``/sys/dev/block/MAJ:MIN``); io.max takes limits for those disks
