@@ -51,6 +51,7 @@ from ccgroupd.enginenames import is_engine_name
 from ccgroupd.errors import ConfigError, LimitsError
 from ccgroupd.limits.budget import check_engines
 from ccgroupd.limits.builds import check_builds
+from ccgroupd.limits.io import IoMax
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
 from ccgroupd.protocol import DEFAULT_SOCKET_PATH
 
@@ -163,6 +164,9 @@ class EngineSection(_Section):
     # $STATE_DIRECTORY and $RUNTIME_DIRECTORY (as systemd names a service's).
     state_directory: AbsolutePath | None = None
     runtime_directory: AbsolutePath | None = None
+    # Disk I/O limits ([[engine.io_max]] / [[engines.NAME.io_max]]), each on the whole disk
+    # that holds its path: ccgroupd.limits.io.
+    io_max: list[IoMax] = []
 
     @field_validator("restart_max_delay_s")
     @classmethod
@@ -327,6 +331,8 @@ class DaemonSection(_Section):
     runtime_dir: AbsolutePath = Path("/run/ccgroupd")
     cgroup_root: AbsolutePath = Path("/sys/fs/cgroup")
     proc_root: AbsolutePath = Path("/proc")
+    # Where io_max paths are looked up as disks (/sys/dev/block).
+    sys_root: AbsolutePath = Path("/sys")
     log_format: Literal["auto", "journal", "console", "json"] = "auto"
 
 

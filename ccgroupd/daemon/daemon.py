@@ -54,6 +54,7 @@ from ccgroupd.errors import (
     CcgroupdError,
     ConfigError,
 )
+from ccgroupd.kernel.blockdev import BlockDevices
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.model import Limits, host_cpu_count
@@ -88,7 +89,8 @@ class Daemon:
                  load: Callable[[Path | None], LoadedConfig] = read_config,
                  environ: Mapping[str, str] = os.environ,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 devices: BlockDevices | None = None) -> None:
         self.config = config
         self._config_path = config_path
         self.cgroupfs = cgroupfs or Cgroupfs(config.daemon.cgroup_root)
@@ -101,7 +103,7 @@ class Daemon:
         self.origins = origins or {}  # "limits.memory" -> the file or variable that set it
         self._host = Host(self.cgroupfs, self.procfs, spawner or AsyncioSpawner(),
                           runner or AsyncioSpawner(), environ, sleep, clock, self._spawn_task,
-                          monitor_factory)
+                          monitor_factory, devices or BlockDevices(config.daemon.sys_root))
         self.layout: Layout | None = None
         self.engines: dict[str, EngineUnit] = {}
         self.budget: BudgetGroup | None = None
@@ -307,8 +309,8 @@ class Daemon:
                                   "tables moves every engine's group: restart ccgroupd")
             for new in engine_configs.values():
                 new.limits.check_host(host_cpu_count())
-            build_layers = {name: unit.check_reload(engine_configs[name])
-                            for name, unit in self.engines.items() if name in engine_configs}
+            checked = {name: unit.check_reload(engine_configs[name])
+                       for name, unit in self.engines.items() if name in engine_configs}
             if self.budget is not None:
                 self.budget.check_reload(config.budget)
         except CcgroupdError as error:
@@ -324,8 +326,7 @@ class Daemon:
             unit = self.engines.pop(name)
             self._spawn_task(_remove_engine(unit))
         for name, unit in self.engines.items():
-            await unit.reload(engine_configs[name], build_layers[name], peer,
-                              self._origins_of(name))
+            await unit.reload(engine_configs[name], checked[name], peer, self._origins_of(name))
         assert self.layout is not None
         for name, new in engine_configs.items():
             if name not in self.engines:

@@ -58,9 +58,8 @@ class EngineCommands:
 
     def status(self, engine: str | None = None) -> dict[str, Any]:
         if engine is not None:
-            unit, commands = self._commands(engine)
-            return {"name": unit.name, **commands.status()}
-        documents = [{"name": unit.name, **unit.commands.status()}
+            return _document(*self._commands(engine))
+        documents = [_document(unit, unit.commands)
                      for unit in self._engines.values() if unit.commands is not None]
         overview: dict[str, Any] = {"engines": documents, "budget": self._budget_status()}
         if len(documents) == 1:
@@ -122,3 +121,8 @@ class EngineCommands:
                               "cpu_share": round(weight / total_weight, 3)}
                        for name, weight in weights.items()},
         }
+
+
+def _document(unit: EngineUnit, commands: Commands) -> dict[str, Any]:
+    """One engine's status: the single-engine document, its name and its disk I/O limits."""
+    return {"name": unit.name, **commands.status(), "io_max": unit.io.status()}

@@ -26,12 +26,14 @@ from ccgroupd.daemon.builds.service import BuildServices
 from ccgroupd.daemon.builds.tracker import BuildTracker
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.controller import LimitController
+from ccgroupd.daemon.iolimits import IoLimits
 from ccgroupd.daemon.layout import claim_engine_group
 from ccgroupd.daemon.status import CpuMeter
 from ccgroupd.engine.launch import engine_launch, restart_policy
 from ccgroupd.engine.process import CommandRunner, ProcessSpawner
 from ccgroupd.engine.supervisor import CgroupEngineGroup, EngineState, Launch, Supervisor
 from ccgroupd.errors import CgroupError
+from ccgroupd.kernel.blockdev import BlockDevices
 from ccgroupd.kernel.cgroupfs import Cgroupfs
 from ccgroupd.kernel.procfs import Procfs
 from ccgroupd.limits.layers import LimitLayers
@@ -75,6 +77,15 @@ class Host:
     clock: Callable[[], float]
     spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
     monitor_factory: MonitorFactory | None
+    devices: BlockDevices
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What check_reload found, for reload to apply."""
+
+    build_layers: LimitLayers
+    io_lines: Mapping[str, str]
 
 
 class EngineUnit:
@@ -98,6 +109,7 @@ class EngineUnit:
         self._context.run(structlog.contextvars.bind_contextvars, engine=name)
         self.controller = LimitController(host.cgroupfs, group, state_store, config.limits,
                                           check=lambda limits: limits_check(name, limits))
+        self.io = IoLimits(host.cgroupfs, group, host.devices)
         self.supervisor: Supervisor | None = None
         self.monitor: ViolationMonitor | None = None
         self.builds: BuildServices | None = None
@@ -134,6 +146,8 @@ class EngineUnit:
             host = self._host
             await claim_engine_group(host.cgroupfs, self.group, leftover, host.sleep)
             self.controller.start()
+            io_max = self.config.engine.io_max
+            self.io.apply(io_max, self.io.plan(io_max))
             self.supervisor = self._supervisor()
             self._start_services()
             self._start_engine()
@@ -142,10 +156,14 @@ class EngineUnit:
         host = self._host
         return Supervisor(
             self._launch(self.config), restart_policy(self.config.engine), host.spawner,
-            CgroupEngineGroup(host.cgroupfs, self.group, on_recreated=self.controller.reapply),
+            CgroupEngineGroup(host.cgroupfs, self.group, on_recreated=self._reapply),
             probe_runner=host.runner, clock=host.clock, sleep=host.sleep,
             on_change=self._on_engine_state,
             oom_witness=lambda: self.monitor is not None and self.monitor.recent_oom_kill())
+
+    def _reapply(self) -> None:
+        self.controller.reapply()
+        self.io.reapply()
 
     def _start_engine(self) -> None:
         assert self.supervisor is not None
@@ -220,23 +238,26 @@ class EngineUnit:
 
     # -- reload ------------------------------------------------------------------------
 
-    def check_reload(self, config: Config) -> LimitLayers:
+    def check_reload(self, config: Config) -> Reload:
         """What a reload to ``config`` would need checked before anything changes: raises
-        LimitsError if the engine's new limits or [builds] do not fit."""
+        LimitsError if the engine's new limits or [builds] do not fit, IoDeviceError if an
+        io_max path is on no disk."""
         assert self.builds is not None
         layers = self.controller.layers.with_config(config.limits)
         self.controller.checked(layers)
-        return self.builds.checked_reload(config, layers.effective())
+        return Reload(self.builds.checked_reload(config, layers.effective()),
+                      self.io.plan(config.engine.io_max))
 
-    async def reload(self, config: Config, build_layers: LimitLayers, peer: Peer | None,
+    async def reload(self, config: Config, checked: Reload, peer: Peer | None,
                      origins: Mapping[str, str]) -> None:
         """Apply a reloaded config, checked with check_reload: the engine restarts only if
         what it runs changed."""
         with self.logging_as():
             await self.controller.reload(config.limits, peer)
+            self.io.apply(config.engine.io_max, checked.io_lines)
             assert self.supervisor is not None and self.builds is not None
             self.supervisor.reconfigure(self._launch(config), restart_policy(config.engine))
-            self.builds.reloaded(config, build_layers)
+            self.builds.reloaded(config, checked.build_layers)
             self.config, self.origins = config, origins
 
     # -- what others read --------------------------------------------------------------
