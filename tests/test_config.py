@@ -20,6 +20,7 @@ from ccgroupd.config import (
 )
 from ccgroupd.errors import EXIT_INVALID, ConfigError
 from ccgroupd.limits.model import LIMIT_NAMES, Limits
+from ccgroupd.values import HostSize, resolving_against
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.toml.example"
 SECTIONS = ("cgroup", "limits", "engine", "builds", "monitor", "api", "metrics", "daemon")
@@ -598,11 +599,34 @@ def test_the_single_engine_config_is_one_engine_named_after_its_group() -> None:
      "unknown key engines.ci3.mdoe (did you mean mode?)"),
     ("[builds]\nmemory = '3G'\n" + TWO_ENGINES,
      "builds.memory = 3221225472: above the engine's memory (2 GiB) (engine web)"),
+    (TWO_ENGINES.replace('cpus = 2\n', 'cpus = 2\nmemory_low = "4G"\n')
+     .replace('"6G"', '"5G"')
+     .replace('memory = "2G"', 'memory = "2G"\nmemory_min = "1G"\nmemory_low = "2G"'),
+     "engines.web.memory_low = '2 GiB': the engines' memory_low add up to 6 GiB (ci 4 GiB, "
+     "web 2 GiB), above the budget's memory (5 GiB)"),
+    (TWO_ENGINES.replace('memory = "2G"', 'memory = "2G"\nmemory_low = "3G"'),
+     "engines.web.memory_low = '3 GiB': memory_low (3 GiB) is above memory (2 GiB): the kernel "
+     "cannot protect more than the group may hold"),
+    (TWO_ENGINES.replace('memory = "6G"', 'memory = "150%"'),
+     "budget.memory = '150%': 150% is over 100%: a share of the host cannot exceed it"),
 ])
 def test_bad_engines_are_refused_naming_the_engine_and_key(tmp_path: Path, text: str,
                                                            message: str) -> None:
     path = write(tmp_path, text)
     assert load_error(path) == f"{path}: {message}"
+
+
+def test_guarantees_without_a_budget_memory_are_held_to_the_host(tmp_path: Path) -> None:
+    host = HostSize(cpus=4, memory_bytes=8 * 1024**3)
+    text = TWO_ENGINES.replace('memory = "6G"\n', "").replace(
+        'cpus = 2\n', 'cpus = 2\nmemory_min = "6G"\n').replace(
+        'memory = "2G"', 'memory = "3G"\nmemory_min = "3G"').replace('"4G"', '"7G"')
+    with resolving_against(host):
+        assert load_error(write(tmp_path, text)).endswith(
+            "engines.web.memory_min = '3 GiB': the engines' memory_min add up to 9 GiB (ci 6 GiB,"
+            " web 3 GiB), above the host's memory (8 GiB)")
+        budget = load_config(write(tmp_path, text.replace('"6G"', '"5G"'))).budget
+    assert budget.memory_max_bytes is None
 
 
 def test_an_engine_defined_in_two_files_is_refused(tmp_path: Path) -> None:

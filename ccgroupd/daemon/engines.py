@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.status import CpuMeter, read_usage
 from ccgroupd.errors import EXIT_USAGE, CcgroupdError
+from ccgroupd.limits.budget import check_guarantees
 from ccgroupd.limits.model import Limits
 from ccgroupd.values import DEFAULT_WEIGHT
 
@@ -98,28 +99,41 @@ class EngineCommands:
     # -- the budget ----------------------------------------------------------------------
 
     def check_limits(self, name: str, limits: Limits) -> None:
-        """Refuse limits for engine ``name`` that exceed the budget (LimitsError)."""
+        """Refuse limits for engine ``name`` above the budget's, or guarantees that add up
+        with the other engines' to more than the budget has (LimitsError)."""
         budget = self._budget()
-        if budget is not None:
-            limits.check_within(budget.controller.limits, f"engines.{name}",
-                                outer_name="the budget's")
+        if budget is None:
+            return
+        limits.check_within(budget.controller.limits, f"engines.{name}",
+                            outer_name="the budget's")
+        check_guarantees({**{other: unit.controller.limits
+                             for other, unit in self._engines.items()}, name: limits},
+                         budget.controller.limits)
 
     def _budget_status(self) -> dict[str, Any] | None:
         budget = self._budget()
         if budget is None:
             return None
         controller = budget.controller
-        weights = {name: unit.controller.limits.cpu_weight or DEFAULT_WEIGHT
-                   for name, unit in self._engines.items()}
+        limits = {name: unit.controller.limits for name, unit in self._engines.items()}
+        weights = {name: engine.cpu_weight or DEFAULT_WEIGHT for name, engine in limits.items()}
         total_weight = sum(weights.values())
         return {
             "cgroup": controller.cgroup_path,
             "limits": controller.layers.describe(),
             "usage": read_usage(budget.cgroupfs, budget.group, controller.limits,
                                 self._budget_cpu),
-            "shares": {name: {"cpu_weight": weight,
-                              "cpu_share": round(weight / total_weight, 3)}
-                       for name, weight in weights.items()},
+            "guarantees": {
+                "memory_min_bytes": sum(engine.memory_min_bytes or 0
+                                        for engine in limits.values()),
+                "memory_low_bytes": sum(engine.memory_low_bytes or 0
+                                        for engine in limits.values())},
+            # What each engine gets under contention: its weight's share of the CPU.
+            "shares": {name: {"cpu_weight": weights[name],
+                              "cpu_share": round(weights[name] / total_weight, 3),
+                              "memory_min_bytes": engine.memory_min_bytes or 0,
+                              "memory_low_bytes": engine.memory_low_bytes or 0}
+                       for name, engine in limits.items()},
         }
 
 
