@@ -36,8 +36,22 @@ CONFIG_PATH = "/etc/ccgroupd/config.toml"
 # Made before pyfakefs patches pathlib: pydantic's Path fields do not load under it.
 CI_WRITES = IoMax(path=Path("/var/lib/dagger/ci"), wbps="50M", wiops=1000)
 CI_HOME = IoMax(path=Path("/home/ci"), riops=500)
-CACHE_ON_TMPFS = IoMax(path=Path("/run/cache"), rbps="10M")
-MISSING = IoMax(path=Path("/var/lib/dagger/gone"), wbps="1G")
+
+
+
+
+def engines_with_io(**entries: dict[str, object]) -> LoadedConfig:
+    """Exec engines (/bin/true), each with one io_max entry. Made outside pyfakefs, where
+    pydantic cannot make a Path from a string."""
+    engines = {name: {"command": ["/bin/true"], "io_max": [entry]}
+               for name, entry in entries.items()}
+    return LoadedConfig(Config(engines=engines), (Path(CONFIG_PATH),), {})
+
+
+IO_PASSING = engines_with_io(ci={"path": "/var/lib/dagger/ci", "wbps": "50M", "wiops": 1000},
+                             nightly={"path": "/home/ci", "riops": 500})
+IO_FAILING = engines_with_io(ci={"path": "/var/lib/dagger/gone", "wbps": "1G"},
+                             cache={"path": "/run/cache", "rbps": "10M"})
 SRV_CONFIG = LoadedConfig(
     Config(daemon=DaemonSection(cgroup_root=Path("/srv/cg"), proc_root=Path("/srv/proc"))),
     (Path(CONFIG_PATH),), {"daemon.cgroup_root": CONFIG_PATH})
@@ -171,22 +185,24 @@ def disk_host(fs: FakeFilesystem) -> BlockDevices:
     return BlockDevices(**kernel.blockdevices_args())
 
 
-def test_io_max_paths_on_disks_pass(fs: FakeFilesystem) -> None:
+def test_io_max_paths_on_disks_pass(fs: FakeFilesystem,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     devices = disk_host(fs)
     out = io.StringIO()
-    code = run_check(None, out=out, io_entries=[("ci", CI_WRITES), ("nightly", CI_HOME)],
-                     devices=devices)
+    monkeypatch.setattr("ccgroupd.config.read_config", lambda path: IO_PASSING)
+    code = run_check(None, out=out, devices=devices)
     assert code == EXIT_OK, out.getvalue()
     assert ("OK disk I/O engine ci: /var/lib/dagger/ci is on disk 254:0: wbps 50 MiB/s, "
             "wiops 1000/s") in unwrapped(out.getvalue())
     assert "engine nightly: /home/ci is on disk 254:0: riops 500/s" in unwrapped(out.getvalue())
 
 
-def test_io_max_paths_on_no_disk_fail_the_configuration(fs: FakeFilesystem) -> None:
+def test_io_max_paths_on_no_disk_fail_the_configuration(
+        fs: FakeFilesystem, monkeypatch: pytest.MonkeyPatch) -> None:
     devices = disk_host(fs)
     out = io.StringIO()
-    code = run_check(None, out=out, io_entries=[("ci", MISSING), ("cache", CACHE_ON_TMPFS)],
-                     devices=devices)
+    monkeypatch.setattr("ccgroupd.config.read_config", lambda path: IO_FAILING)
+    code = run_check(None, out=out, devices=devices)
     assert code == EXIT_INVALID
     flat = unwrapped(out.getvalue())
     assert "FAIL config" not in flat
@@ -208,11 +224,12 @@ def test_two_io_max_entries_of_an_engine_on_one_disk_fail(fs: FakeFilesystem) ->
         "254:0; io.max limits a whole disk, so give one entry per disk")
 
 
-def test_config_only_does_not_look_for_disks(fs: FakeFilesystem) -> None:
+def test_config_only_does_not_look_for_disks(fs: FakeFilesystem,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     FakeKernel(fs, layout="hybrid", controllers=["hugetlb"], init_comm="process_api")
     out = io.StringIO()
-    assert run_check(None, config_only=True, out=out, io_entries=[("ci", MISSING)],
-                     devices=BlockDevices()) == EXIT_OK
+    monkeypatch.setattr("ccgroupd.config.read_config", lambda path: IO_FAILING)
+    assert run_check(None, config_only=True, out=out, devices=BlockDevices()) == EXIT_OK
     assert "disk I/O" not in out.getvalue()
 
 

@@ -34,7 +34,7 @@ from ccgroupd.kernel.parsers import Mount, ParseError, parse_psi
 from ccgroupd.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
-    from ccgroupd.config import EngineSection
+    from ccgroupd.config import Config, EngineSection
     from ccgroupd.engine.process import CommandRunner
     from ccgroupd.limits.io import IoMax
 
@@ -68,24 +68,27 @@ class Finding:
 
 
 def run_check(config_path: Path | None, *, config_only: bool = False,
-              out: TextIO | None = None, io_entries: Sequence[tuple[str, IoMax]] = (),
-              devices: BlockDevices | None = None) -> int:
+              out: TextIO | None = None, devices: BlockDevices | None = None) -> int:
     """Print the preflight; 0 if ccgroupd can run here, 6 if the host cannot, 3 for a bad config.
 
     ``config_only``: the configuration alone, for a validator (Ansible's ``validate:``)
-    that must not depend on the host it runs on: 0 or 3.
-    ``io_entries``: (engine name, io_max entry) pairs, whose paths must be on disks of
-    this host (a config failure, 3: the daemon would refuse them); looked up in
-    ``devices`` (default: /sys). Not looked at with ``config_only``.
+    that must not depend on the host it runs on: 0 or 3. Otherwise each engine's io_max
+    paths must be on disks of this host (a config failure, 3: the daemon would refuse
+    them), looked up in ``devices`` (default: daemon.sys_root).
     """
     out = out or sys.stdout
-    config_findings, (cgroupfs, procfs), engine = _load_config(config_path,
+    config_findings, (cgroupfs, procfs), config = _load_config(config_path,
                                                                check_host=not config_only)
     host_findings = [] if config_only else preflight(cgroupfs, procfs, euid=os.geteuid())
-    if not config_only:
-        config_findings += io_path_findings(io_entries, devices or BlockDevices())
-    if engine is not None and not config_only:
-        host_findings.append(engine_launch_finding(engine))
+    if config is not None and not config_only:
+        engines = config.engine_configs()
+        io_entries = [(name, entry) for name, engine in engines.items()
+                      for entry in engine.engine.io_max]
+        config_findings += io_path_findings(
+            io_entries, devices or BlockDevices(config.daemon.sys_root))
+        host_findings += [engine_launch_finding(engine.engine,
+                                                name=name if config.engines else None)
+                          for name, engine in engines.items()]
         host_findings.append(kernel_log_finding())
     for finding in [*config_findings, *host_findings]:
         out.write(_format(finding))
@@ -133,21 +136,22 @@ def _format(finding: Finding) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def engine_launch_finding(engine: EngineSection,
-                          runner: CommandRunner | None = None) -> Finding:
+def engine_launch_finding(engine: EngineSection, runner: CommandRunner | None = None, *,
+                          name: str | None = None) -> Finding:
     """What the daemon would refuse at start-up for this [engine] mode (docker's cgroup
-    driver, a missing rootfs or runc)."""
+    driver, a missing rootfs or runc); ``name``: which of several engines."""
     from ccgroupd.engine.launch import check_launch
     from ccgroupd.engine.process import AsyncioSpawner
 
+    which = f"engine {name}: " if name is not None else ""
     try:
         asyncio.run(check_launch(engine, runner or AsyncioSpawner()))
     except CcgroupdError as error:
-        return Finding(Status.FAIL, "engine", f"mode {engine.mode}: {error}")
+        return Finding(Status.FAIL, "engine", f"{which}mode {engine.mode}: {error}")
     detail = {"exec": f"runs {engine.command[0]} on this host",
               "docker": f"docker uses the cgroupfs driver; image {engine.image}",
               "runc": f"rootfs {engine.rootfs}"}[engine.mode]
-    return Finding(Status.OK, "engine", f"mode {engine.mode}: {detail}")
+    return Finding(Status.OK, "engine", f"{which}mode {engine.mode}: {detail}")
 
 
 def kernel_log_finding(path: Path = KMSG_PATH) -> Finding:
@@ -164,7 +168,7 @@ def kernel_log_finding(path: Path = KMSG_PATH) -> Finding:
 
 
 def _load_config(config_path: Path | None, *, check_host: bool
-                 ) -> tuple[list[Finding], tuple[Cgroupfs, Procfs], EngineSection | None]:
+                 ) -> tuple[list[Finding], tuple[Cgroupfs, Procfs], Config | None]:
     from ccgroupd.config import read_config
     from ccgroupd.limits.model import host_cpu_count
 
@@ -181,12 +185,17 @@ def _load_config(config_path: Path | None, *, check_host: bool
     findings += [Finding(Status.OK, "config", f"{key} from {origin}")
                  for key, origin in sorted(loaded.origins.items())]
     if check_host:
-        try:
-            config.limits.check_host(host_cpu_count())
-        except CcgroupdError as error:
-            findings.append(Finding(Status.FAIL, "config", str(error), ("lower [limits] cpus",)))
+        for name, limits in [*((name, engine.limits) for name, engine in
+                               config.engine_configs().items()), ("budget", config.budget)]:
+            try:
+                limits.check_host(host_cpu_count())
+            except CcgroupdError as error:
+                where = "[limits]" if not config.engines else (
+                    "[budget]" if name == "budget" else f"[engines.{name}]")
+                findings.append(Finding(Status.FAIL, "config", str(error),
+                                        (f"lower {where} cpus",)))
     kernel = Cgroupfs(config.daemon.cgroup_root), Procfs(config.daemon.proc_root)
-    return findings, kernel, config.engine
+    return findings, kernel, config
 
 
 def _guarded(check: Callable[[Cgroupfs], Finding], cgroupfs: Cgroupfs) -> Finding:
