@@ -171,7 +171,13 @@ def test_a_failing_engine_is_given_up_while_the_other_runs(fs: FakeFilesystem,
         # restart-engine starts a failed engine again (here it fails again).
         await daemon.commands.restart_engine(PEER, "web")
         await until(lambda: len(spawner.processes) > spawned_before_restart)
-        return states, len(notifier.sent_key("READY")), await stop(task)
+        await until(lambda: daemon.engines["web"].state is EngineState.FAILED)
+        ready = len(notifier.sent_key("READY"))
+        # A reload that changes what the failed engine runs starts it again.
+        write(fs, TWO_ENGINES.format(web="/bin/web-engine"))
+        await daemon.commands.reload(PEER)
+        await until(lambda: daemon.engines["web"].state is EngineState.RUNNING)
+        return states, ready, await stop(task)
 
     states, ready, code = run(scenario())
     assert states == {"ci": EngineState.RUNNING, "web": EngineState.FAILED}

@@ -185,11 +185,10 @@ class Daemon:
             state_store=(self._state_store if self._state_store is not None
                          and not self.config.engines else StateStore(config.daemon.state_dir)),
             origins=self._origins_of(name), reload=self._reload,
-            limits_check=self.commands.check_limits, on_change=self._status.update)
+            limits_check=self.commands.check_limits, on_change=self._status.update,
+            on_ended=self._on_engine_ended)
         self.engines[name] = unit
         await unit.start(config.cgroup.leftover)
-        assert unit.run_task is not None
-        unit.run_task.add_done_callback(self._on_engine_ended)
 
     def _origins_of(self, name: str) -> Mapping[str, str]:
         """Which file set each of the engine's keys: a named engine's are its table's."""

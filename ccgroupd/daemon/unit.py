@@ -95,7 +95,8 @@ class EngineUnit:
                  state_store: StateStore, origins: Mapping[str, str],
                  reload: Callable[[Peer], Awaitable[None]],
                  limits_check: Callable[[str, Limits], None],
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 on_ended: Callable[[asyncio.Task[EngineState]], None]) -> None:
         self.name = name
         self.config = config
         self.group = group
@@ -105,6 +106,7 @@ class EngineUnit:
         self._reload = reload
         self._limits_check = limits_check
         self._on_change = on_change
+        self._on_ended = on_ended  # each run of the supervisor, when it returns
         self._context = contextvars.copy_context()
         self._context.run(structlog.contextvars.bind_contextvars, engine=name)
         self.controller = LimitController(host.cgroupfs, group, state_store, config.limits,
@@ -170,6 +172,7 @@ class EngineUnit:
         self.up.clear()
         self.gave_up.clear()
         self.run_task = self._context.copy().run(asyncio.create_task, self.supervisor.run())
+        self.run_task.add_done_callback(self._on_ended)
 
     def _launch(self, config: Config) -> Launch:
         return engine_launch(config, self.group, self._host.environ, self._host.runner)
@@ -256,9 +259,12 @@ class EngineUnit:
             await self.controller.reload(config.limits, peer)
             self.io.apply(config.engine.io_max, checked.io_lines)
             assert self.supervisor is not None and self.builds is not None
-            self.supervisor.reconfigure(self._launch(config), restart_policy(config.engine))
+            changed = self.supervisor.reconfigure(self._launch(config),
+                                                  restart_policy(config.engine))
             self.builds.reloaded(config, checked.build_layers)
             self.config, self.origins = config, origins
+            if changed and self.run_task is not None and self.run_task.done():
+                self.restart()  # a failed engine whose launch changed: try it again
 
     # -- what others read --------------------------------------------------------------
 
