@@ -508,11 +508,15 @@ def test_example_engines_are_valid(tmp_path: Path) -> None:
     several = EXAMPLE.read_text().split("\n[budget]\n")[1]
     text = "[budget]\n" + "\n".join(re.sub(r"^(?:# (?=\w+ = )|#  )", "", line)
                                      for line in several.splitlines())
-    config = load_config(write(tmp_path, text))
+    with resolving_against(HostSize(cpus=8, memory_bytes=32 * 1024**3)):
+        config = load_config(write(tmp_path, text))
     assert config.budget.cpus == 6
+    assert config.budget.memory_max_bytes == 24 * 1024**3
     engines = config.engine_configs()
     assert list(engines) == ["ci", "web"]
-    assert engines["ci"].limits.given() == {"cpus": 4.0, "memory": 8 * 1024**3}
+    assert engines["ci"].limits.given() == {"cpus": 4.0, "memory": 8 * 1024**3,
+                                            "memory_low": 4 * 1024**3, "cpu_weight": 500}
+    assert config.budget.relative() == {"memory": "75%"}
     assert engines["web"].engine.mode == "docker"
 
 
