@@ -1,26 +1,26 @@
-"""`ccgroupd run`: the engine's cgroup, its limits, the engine, and systemd, in one event loop.
+"""`ccgroupd run`: the engines' cgroups, their limits, the engines, and systemd, in one
+event loop.
 
 Start-up, in this order (READY=1 only at the end):
-1. Where the engine group goes, and taking it over (ccgroupd.daemon.layout).
-2. The limits (config <- persisted changes <- runtime changes) are written, verified,
-   and logged as ``limits_applied`` (ccgroupd.daemon.controller).
-3. The violation monitor, the control socket and, if ``metrics.enabled``, the
-   Prometheus endpoint start serving: an OOM kill or a ``ccgroupctl`` call in the
-   moment before READY=1 is not lost.
-4. The engine is started through the exec shim, inside the group, as ``[engine] mode``
-   says (ccgroupd.engine.launch; what would make every start fail, such as docker's
-   systemd cgroup driver, is refused before anything is created). With a readiness
-   probe, READY=1 waits for it.
+1. What every engine needs (its CPUs on this host, its launch mode), then where the
+   groups go and taking the layout over (ccgroupd.daemon.layout); with several engines
+   the budget's limits go on their parent group (ccgroupd.daemon.budget).
+2. The control socket and, if ``metrics.enabled``, the Prometheus endpoint start
+   serving: a ``ccgroupctl`` call in the moment before READY=1 is answered.
+3. Each engine, one after the other (ccgroupd.daemon.unit): its group is claimed, its
+   limits written, verified and logged, its monitor starts, then the engine itself
+   through the exec shim, as its ``mode`` says. READY=1 comes once every engine is up
+   (its readiness probe passed) or has given up, provided one is up.
 
 Then the daemon serves: one housekeeping timer (ccgroupd.daemon.housekeeping: watchdog
-ping, STATUS=, the monitor's cpu.stat poll, drift checks) and signals: SIGTERM/SIGINT
-stop the engine gracefully (a second one skips the grace period), SIGHUP reloads the
-config and re-applies the limits without restarting the engine unless what it runs
-changed.
+ping, STATUS=, the monitors' cpu.stat polls, drift checks) and signals: SIGTERM/SIGINT
+stop every engine gracefully (a second one skips the grace period), SIGHUP reloads the
+config: engines are added, removed and changed, and only those whose launch changed
+restart.
 
-The daemon exits 0 after a requested stop, EXIT_ENGINE_FAILED when the engine
-failed (too many restarts) so that systemd marks the unit failed without
-restarting the daemon into the same loop.
+An engine that fails (too many restarts) is given up alone. The daemon exits 0 after a
+requested stop, EXIT_ENGINE_FAILED when every engine has failed, so that systemd marks
+the unit failed without restarting the daemon into the same loop.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class Daemon:
                           runner or AsyncioSpawner(), environ, sleep, clock, self._spawn_task,
                           monitor_factory, devices or BlockDevices(config.daemon.sys_root))
         self.layout: Layout | None = None
+        self._layouts: dict[str, str] = {}  # engine name -> its group
         self.engines: dict[str, EngineUnit] = {}
         self.budget: BudgetGroup | None = None
         self.commands = EngineCommands(self.engines, lambda: self.budget,
@@ -129,11 +130,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         started = False
         try:
-            await self._start_up()
-            if self._stop_signals:
-                return EXIT_OK
-            started = True
+            engine_configs = await self._start_up()
             await self._start_services()
+            started = True
+            for name, config in engine_configs.items():
+                if self._stop_signals:
+                    return EXIT_OK
+                await self._add_engine(name, config, self._layouts[name])
             if not await self._until_ready():
                 return EXIT_OK if self._stop_signals else EXIT_ENGINE_FAILED
             self.notifier.ready(self.status_line())
@@ -156,7 +159,9 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             await self._shut_down(started)
 
-    async def _start_up(self) -> None:
+    async def _start_up(self) -> dict[str, Config]:
+        """Check what every engine needs, set up the layout and the budget; returns each
+        engine's configuration, to start."""
         # The config file's own limits: a host that cannot give them keeps no group. A
         # persisted change that no longer fits (an edited config, a smaller host) is set
         # aside by the controller instead of stopping the daemon.
@@ -169,6 +174,7 @@ class Daemon:
         own = self.procfs.cgroup_of("self")
         layouts = {name: plan_layout(self.cgroupfs, own, config.cgroup.name)
                    for name, config in engine_configs.items()}
+        self._layouts = {name: layout.engine for name, layout in layouts.items()}
         self.layout = next(iter(layouts.values()))
         set_up_layout(self.cgroupfs, self.layout)
         if self.config.engines:
@@ -176,8 +182,7 @@ class Daemon:
                                       self.config.daemon.state_dir, self.config.budget,
                                       spawn=self._spawn_task)
             self.budget.controller.start()
-        for name, config in engine_configs.items():
-            await self._add_engine(name, config, layouts[name].engine)
+        return engine_configs
 
     async def _add_engine(self, name: str, config: Config, group: str) -> None:
         unit = EngineUnit(
