@@ -308,6 +308,9 @@ class Daemon:
             loaded = self._load(self._config_path)
             config = loaded.config
             engine_configs = config.engine_configs()
+            if not config.engines:
+                # The single engine keeps its name (its group's, read at start only).
+                engine_configs = dict(zip(self.engines, engine_configs.values(), strict=True))
             if bool(config.engines) != bool(self.config.engines):
                 raise ConfigError("switching between the single [engine] and [engines.NAME] "
                                   "tables moves every engine's group: restart ccgroupd")
@@ -331,11 +334,11 @@ class Daemon:
             self._spawn_task(_remove_engine(unit))
         for name, unit in self.engines.items():
             await unit.reload(engine_configs[name], checked[name], peer, self._origins_of(name))
-        assert self.layout is not None
         for name, new in engine_configs.items():
             if name not in self.engines:
-                await self._add_engine(name, new, plan_layout(
-                    self.cgroupfs, self.procfs.cgroup_of("self"), new.cgroup.name).engine)
+                # Beside the others, whatever cgroup.parent says now (read at start only).
+                assert self.budget is not None
+                await self._add_engine(name, new, f"{self.budget.group}/{name}")
         self.notifier.ready(self.status_line())
 
     # -- systemd status ------------------------------------------------------------------
