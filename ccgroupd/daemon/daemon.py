@@ -308,12 +308,12 @@ class Daemon:
             loaded = self._load(self._config_path)
             config = loaded.config
             engine_configs = config.engine_configs()
-            if not config.engines:
-                # The single engine keeps its name (its group's, read at start only).
-                engine_configs = dict(zip(self.engines, engine_configs.values(), strict=True))
             if bool(config.engines) != bool(self.config.engines):
                 raise ConfigError("switching between the single [engine] and [engines.NAME] "
                                   "tables moves every engine's group: restart ccgroupd")
+            if not config.engines:
+                # The single engine keeps its name (its group's, read at start only).
+                engine_configs = dict(zip(self.engines, engine_configs.values(), strict=True))
             for new in engine_configs.values():
                 new.limits.check_host(host_cpu_count())
             checked = {name: unit.check_reload(engine_configs[name])
