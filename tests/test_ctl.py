@@ -582,6 +582,16 @@ def test_status_shows_a_share_of_the_host_beside_its_value() -> None:
     ]) in text
 
 
+def test_status_shows_the_disk_io_limits() -> None:
+    entries = [{"path": "/var/lib/dagger", "device": "254:0", "rbps": None,
+                "wbps": 10 * 1024**2, "riops": None, "wiops": 1000}]
+    lines = ctl.render_status({**STATUS, "io_max": entries}).splitlines()
+    at = lines.index("io_max:")
+    assert lines[at + 1] == "  disk 254:0 (/var/lib/dagger): wbps 10 MiB/s, wiops 1000/s"
+    assert lines[at + 2] == "usage:"
+    assert "io_max:" not in ctl.render_status(STATUS)
+
+
 def test_status_for_people() -> None:
     assert ctl.render_status(STATUS) == "\n".join([
         "cgroup:  /sys/fs/cgroup/system.slice/ccgroupd.service/engine",

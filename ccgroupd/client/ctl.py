@@ -335,6 +335,7 @@ def render_status(status: Mapping[str, Any]) -> str:
         f"engine:  {_engine_line(status.get('engine', {}))}",
         "limits:",
         *_limit_lines(limits),
+        *_io_lines(status.get("io_max", [])),
         "usage:",
         *_usage_lines(usage, limits),
     ]
@@ -347,6 +348,18 @@ def render_status(status: Mapping[str, Any]) -> str:
     if isinstance(status.get("budget"), dict):
         lines.extend(_budget_lines(status["budget"]))
     return "\n".join(lines)
+
+
+def _io_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """io_max: "  disk 254:0 (/var/lib/dagger): wbps 10 MiB/s, wiops 1000/s"."""
+    lines = []
+    for entry in entries:
+        rates = [f"{key} {format_bytes(entry[key])}/s" if key.endswith("bps")
+                 else f"{key} {entry[key]}/s"
+                 for key in ("rbps", "wbps", "riops", "wiops") if entry.get(key) is not None]
+        lines.append(f"  disk {entry.get('device', '?')} ({entry.get('path', '?')}): "
+                     f"{', '.join(rates) or 'no limit'}")
+    return ["io_max:", *lines] if lines else []
 
 
 # The overview's columns, and those whose cells are left-aligned (the rest are numbers).
