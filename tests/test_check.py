@@ -164,6 +164,17 @@ def test_missing_io_is_fine(fs: FakeFilesystem) -> None:
         "io is missing from /sys/fs/cgroup/cgroup.controllers: io_max and io_weight cannot be "
         "enforced; CPU, memory and pids limits work without it")
     assert "cgroup_disable=io" in findings["disk I/O"].advice[0]
+    assert findings["CPU pinning"].status is Status.OK
+
+
+def test_missing_cpuset_is_fine_but_said(fs: FakeFilesystem) -> None:
+    systemd_host(fs, controllers=["cpu", "io", "memory", "pids"])
+    findings = by_topic(preflight(Cgroupfs(), Procfs(), euid=0))
+    assert "optional cpuset missing: see CPU pinning" in findings["controllers"].text
+    assert findings["CPU pinning"].status is Status.WARN
+    assert findings["CPU pinning"].text == (
+        "cpuset is missing from /sys/fs/cgroup/cgroup.controllers: cpuset_cpus and "
+        "cpuset_mems cannot be enforced; CPU, memory and pids limits work without it")
 
 
 def test_the_io_controller_is_offered(fs: FakeFilesystem) -> None:

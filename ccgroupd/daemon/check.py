@@ -7,6 +7,7 @@ daemon is the normal case this command exists for.
 from __future__ import annotations
 
 import asyncio
+import functools
 import enum
 import os
 import sys
@@ -118,7 +119,8 @@ def preflight(cgroupfs: Cgroupfs, procfs: Procfs, *, euid: int,
                                 f"{cgroupfs.root}"))
         return findings
     findings.append(_guarded(_controllers, cgroupfs))
-    findings.append(_guarded(_io_controller, cgroupfs))
+    findings += [_guarded(functools.partial(_optional_controller, controller=name), cgroupfs)
+                 for name in OPTIONAL_CONTROLLERS]
     findings.append(_guarded(lambda fs: _cgroup_kill(fs, procfs.cgroup_of("self")), cgroupfs))
     findings.append(_guarded(_psi, cgroupfs))
     findings.append(_guarded(
@@ -288,22 +290,29 @@ def _controllers(cgroupfs: Cgroupfs) -> Finding:
              "(cgroup_disable=...) or a cgroup v1 hierarchy holds it; remove that and reboot",))
     optional = [c for c in OPTIONAL_CONTROLLERS if c not in available]
     if optional:
+        topics = " and ".join(_OPTIONAL[controller][0] for controller in optional)
         return Finding(Status.OK, "controllers",
-                       f"{shown} (optional {' '.join(optional)} missing: see disk I/O)")
+                       f"{shown} (optional {' '.join(optional)} missing: see {topics})")
     return Finding(Status.OK, "controllers", shown)
 
 
-def _io_controller(cgroupfs: Cgroupfs) -> Finding:
-    """Whether engines' disk I/O limits can be enforced: ccgroupd runs without them."""
-    if "io" in cgroupfs.controllers(""):
-        return Finding(Status.OK, "disk I/O", "the io controller is offered: io_max and "
-                       "io_weight can be enforced")
+# An optional controller -> the topic of its finding, the keys it enforces, its v1 name.
+_OPTIONAL = {"io": ("disk I/O", "io_max and io_weight", "blkio"),
+             "cpuset": ("CPU pinning", "cpuset_cpus and cpuset_mems", "cpuset")}
+
+
+def _optional_controller(cgroupfs: Cgroupfs, controller: str) -> Finding:
+    """Whether the keys an optional controller enforces can be: ccgroupd runs without them."""
+    topic, keys, v1_name = _OPTIONAL[controller]
+    if controller in cgroupfs.controllers(""):
+        return Finding(Status.OK, topic, f"the {controller} controller is offered: {keys} can "
+                       "be enforced")
     return Finding(
-        Status.WARN, "disk I/O",
-        f"io is missing from {cgroupfs.root}/cgroup.controllers: io_max and io_weight cannot "
+        Status.WARN, topic,
+        f"{controller} is missing from {cgroupfs.root}/cgroup.controllers: {keys} cannot "
         "be enforced; CPU, memory and pids limits work without it",
-        ("the kernel command line disables it (cgroup_disable=io) or a cgroup v1 blkio "
-         "hierarchy holds it; remove that and reboot",))
+        (f"the kernel command line disables it (cgroup_disable={controller}) or a cgroup v1 "
+         f"{v1_name} hierarchy holds it; remove that and reboot",))
 
 
 def io_path_findings(io_entries: Sequence[tuple[str, IoMax]],
