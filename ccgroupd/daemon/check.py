@@ -7,8 +7,8 @@ daemon is the normal case this command exists for.
 from __future__ import annotations
 
 import asyncio
-import functools
 import enum
+import functools
 import os
 import sys
 import textwrap
