@@ -270,3 +270,38 @@ def test_reload_adds_and_removes_engines_without_restarting_the_others(
     assert not extra_left
     assert [argv[-1] for argv in spawner.argvs] == ["/bin/ci-engine", "/bin/web-engine",
                                                     "/bin/extra"]
+
+
+def test_reload_checks_every_engine_against_the_new_budget_at_once(fs: FakeFilesystem) -> None:
+    kernel = systemd_host(fs)
+    write(fs, TWO_ENGINES.format(web="/bin/web-engine"))
+
+    async def scenario() -> tuple[str, dict[str, str], dict[str, str]]:
+        daemon, notifier = daemon_for(kernel, PickySpawner(kernel))
+        task = await started(daemon, notifier)
+        await daemon.commands.set_limits({"memory": "4G", "memory_low": "2.5G"}, runtime=False,
+                                         force=False, peer=PEER, engine="web")
+        # ci's 2 GiB with web's saved 2.5 GiB would be 4.5 GiB of the budget's 4: refused.
+        write(fs, TWO_ENGINES.format(web="/bin/web-engine").replace(
+            'memory_low = "1G"', 'memory_low = "2G"'))
+        try:
+            await daemon.commands.reload(PEER)
+        except LimitsError as exc:
+            refused = str(exc)
+        low_after_refusal = {name: kernel.group(f"{ENGINES}/{name}").values["memory.low"]
+                             for name in ("ci", "web")}
+        # The budget grows in the same reload: checked together, not one after the other.
+        write(fs, TWO_ENGINES.format(web="/bin/web-engine").replace(
+            'memory = "2G"\nmemory_low = "1G"', 'memory = "3G"\nmemory_low = "3G"').replace(
+            'memory = "4G"', 'memory = "6G"'))
+        await daemon.commands.reload(PEER)
+        low_after_reload = {name: kernel.group(f"{ENGINES}/{name}").values["memory.low"]
+                            for name in ("ci", "web")}
+        await stop(task)
+        return refused, low_after_refusal, low_after_reload
+
+    refused, low_after_refusal, low_after_reload = run(scenario())
+    assert refused == ("engines.web.memory_low = '2.5 GiB': the engines' memory_low add up to "
+                       "4.5 GiB (ci 2 GiB, web 2.5 GiB), above the budget's memory (4 GiB)")
+    assert low_after_refusal == {"ci": str(GIB), "web": str(5 * GIB // 2)}
+    assert low_after_reload == {"ci": str(3 * GIB), "web": str(5 * GIB // 2)}

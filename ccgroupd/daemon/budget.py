@@ -32,9 +32,9 @@ class BudgetGroup:
         self.controller = LimitController(
             cgroupfs, group, StateStore(state_dir, name=BUDGET_STATE_FILE_NAME), config)
 
-    def check_reload(self, config: Limits) -> None:
-        """Raises LimitsError if a reloaded [budget] does not fit this host."""
-        self.controller.checked(self.controller.layers.with_config(config))
+    def check_reload(self, config: Limits) -> Limits:
+        """The budget after a reload; raises LimitsError if it does not fit this host."""
+        return self.controller.checked(self.controller.layers.with_config(config))
 
     async def reload(self, config: Limits, peer: Peer | None) -> None:
         await self.controller.reload(config, peer)

@@ -129,10 +129,15 @@ class LimitController:
                               f"this host has no swap accounting (no {MEMORY_SWAP_MAX} in "
                               f"{self.cgroup_path}); leave memory_swap unset")
 
-    def checked(self, layers: LimitLayers) -> Limits:
-        """The effective limits of ``layers``; raises LimitsError if they do not fit."""
+    def checked(self, layers: LimitLayers, *, alone: bool = False) -> Limits:
+        """The effective limits of ``layers``; raises LimitsError if they do not fit this
+        host and (unless ``alone``: the caller checks them with the others) what else
+        they must fit."""
         limits = layers.effective()
-        self._fits(limits)
+        if alone:
+            self.check_host(limits)
+        else:
+            self._fits(limits)
         return limits
 
     def _fits(self, limits: Limits) -> None:

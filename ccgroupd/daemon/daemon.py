@@ -318,8 +318,12 @@ class Daemon:
                 new.limits.check_host(host_cpu_count())
             checked = {name: unit.check_reload(engine_configs[name])
                        for name, unit in self.engines.items() if name in engine_configs}
+            plan = contextlib.ExitStack()
             if self.budget is not None:
-                self.budget.check_reload(config.budget)
+                after = {name: (checked[name].limits if name in checked else new.limits)
+                         for name, new in engine_configs.items()}
+                plan.enter_context(self.commands.planned(
+                    after, self.budget.check_reload(config.budget)))
         except CcgroupdError as error:
             log.error("config_reload_failed", error=str(error),  # noqa: TRY400
                       file=str(self._config_path) if self._config_path else None)
@@ -327,18 +331,20 @@ class Daemon:
             raise
         # cgroup, api, metrics and daemon settings take effect at the next start.
         self.config, self.origins = config, loaded.origins
-        if self.budget is not None:
-            await self.budget.reload(config.budget, peer)
-        for name in [name for name in self.engines if name not in engine_configs]:
-            unit = self.engines.pop(name)
-            self._spawn_task(_remove_engine(unit))
-        for name, unit in self.engines.items():
-            await unit.reload(engine_configs[name], checked[name], peer, self._origins_of(name))
-        for name, new in engine_configs.items():
-            if name not in self.engines:
-                # Beside the others, whatever cgroup.parent says now (read at start only).
-                assert self.budget is not None
-                await self._add_engine(name, new, f"{self.budget.group}/{name}")
+        with plan:
+            if self.budget is not None:
+                await self.budget.reload(config.budget, peer)
+            for name in [name for name in self.engines if name not in engine_configs]:
+                unit = self.engines.pop(name)
+                self._spawn_task(_remove_engine(unit))
+            for name, unit in self.engines.items():
+                await unit.reload(engine_configs[name], checked[name], peer,
+                                  self._origins_of(name))
+            for name, new in engine_configs.items():
+                if name not in self.engines:
+                    # Beside the others, whatever cgroup.parent says now (read at start only).
+                    assert self.budget is not None
+                    await self._add_engine(name, new, f"{self.budget.group}/{name}")
         self.notifier.ready(self.status_line())
 
     # -- systemd status ------------------------------------------------------------------

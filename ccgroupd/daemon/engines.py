@@ -4,7 +4,8 @@ change of one engine's limits is checked against the budget first."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ccgroupd.daemon.commands import Commands
@@ -36,6 +37,9 @@ class EngineCommands:
         self._budget = budget
         self._reload = reload
         self._budget_cpu = CpuMeter()
+        # During a reload: every engine's limits and the budget's as they will be, which a
+        # change of one engine must fit rather than the others' before the reload.
+        self._planned: tuple[Mapping[str, Limits], Limits] | None = None
 
     def unit(self, name: str | None) -> EngineUnit:
         if name is None:
@@ -104,11 +108,24 @@ class EngineCommands:
         budget = self._budget()
         if budget is None:
             return
-        limits.check_within(budget.controller.limits, f"engines.{name}",
-                            outer_name="the budget's")
-        check_guarantees({**{other: unit.controller.limits
-                             for other, unit in self._engines.items()}, name: limits},
-                         budget.controller.limits)
+        engines, budget_limits = self._planned or (
+            {other: unit.controller.limits for other, unit in self._engines.items()},
+            budget.controller.limits)
+        limits.check_within(budget_limits, f"engines.{name}", outer_name="the budget's")
+        check_guarantees({**engines, name: limits}, budget_limits)
+
+    @contextlib.contextmanager
+    def planned(self, engines: Mapping[str, Limits], budget: Limits) -> Iterator[None]:
+        """Check ``engines`` (every engine's limits after a reload) against the ``budget``
+        after it, and hold changes to them for the reload's duration (LimitsError)."""
+        for name, limits in engines.items():
+            limits.check_within(budget, f"engines.{name}", outer_name="the budget's")
+        check_guarantees(engines, budget)
+        self._planned = engines, budget
+        try:
+            yield
+        finally:
+            self._planned = None
 
     def _budget_status(self) -> dict[str, Any] | None:
         budget = self._budget()

@@ -84,6 +84,7 @@ class Host:
 class Reload:
     """What check_reload found, for reload to apply."""
 
+    limits: Limits  # the engine's limits after the reload
     build_layers: LimitLayers
     io_lines: Mapping[str, str]
 
@@ -243,12 +244,13 @@ class EngineUnit:
 
     def check_reload(self, config: Config) -> Reload:
         """What a reload to ``config`` would need checked before anything changes: raises
-        LimitsError if the engine's new limits or [builds] do not fit, IoDeviceError if an
-        io_max path is on no disk."""
+        LimitsError if the engine's new limits do not fit this host or its [builds] do not
+        fit them, IoDeviceError if an io_max path is on no disk. Whether they fit the
+        budget and the other engines is the caller's to check, with everything reloaded."""
         assert self.builds is not None
         layers = self.controller.layers.with_config(config.limits)
-        self.controller.checked(layers)
-        return Reload(self.builds.checked_reload(config, layers.effective()),
+        limits = self.controller.checked(layers, alone=True)  # the budget: by the caller
+        return Reload(limits, self.builds.checked_reload(config, limits),
                       self.io.plan(config.engine.io_max))
 
     async def reload(self, config: Config, checked: Reload, peer: Peer | None,
