@@ -4,6 +4,7 @@ change of one engine's limits is checked against the budget first."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +31,12 @@ class EngineCommands:
 
     def __init__(self, engines: Mapping[str, EngineUnit],
                  budget: Callable[[], BudgetGroup | None], *,
-                 reload: Callable[[Peer], Awaitable[None]]) -> None:
+                 reload: Callable[[Peer], Awaitable[None]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._engines = engines
         self._budget = budget
         self._reload = reload
-        self._budget_cpu = CpuMeter()
+        self._budget_cpu = CpuMeter(clock)
 
     def unit(self, name: str | None) -> EngineUnit:
         if name is None:
@@ -109,16 +111,24 @@ class EngineCommands:
         if budget is None:
             return None
         controller = budget.controller
-        weights = {name: unit.controller.limits.cpu_weight or DEFAULT_WEIGHT
-                   for name, unit in self._engines.items()}
+        limits = {name: unit.controller.limits for name, unit in self._engines.items()}
+        weights = {name: engine.cpu_weight or DEFAULT_WEIGHT for name, engine in limits.items()}
         total_weight = sum(weights.values())
+        usage = read_usage(budget.cgroupfs, budget.group, controller.limits, self._budget_cpu)
+        cpu_percent = usage["cpu_percent"]
+        # The schema ccgroupctl reads (and documents): CPUs in use, as the budget's cpus.
+        usage["cpu_cores"] = None if cpu_percent is None else round(cpu_percent / 100, 3)
         return {
             "cgroup": controller.cgroup_path,
             "limits": controller.layers.describe(),
-            "usage": read_usage(budget.cgroupfs, budget.group, controller.limits,
-                                self._budget_cpu),
+            "usage": usage,
+            "guarantees": {
+                f"{key}_bytes": sum(getattr(engine, f"{key}_bytes") or 0
+                                    for engine in limits.values())
+                for key in ("memory_min", "memory_low")},
             "shares": {name: {"cpu_weight": weight,
-                              "cpu_share": round(weight / total_weight, 3)}
+                              "cpu_share": round(weight / total_weight, 3),
+                              "memory_low_bytes": limits[name].memory_low_bytes or 0}
                        for name, weight in weights.items()},
         }
 
