@@ -202,10 +202,14 @@ dd_rc=$?
 dd_ms=$((($(date +%s%N) - dd_started_ns) / 1000000))
 rm -f "$io_dir/f"
 echo "dd: $(tail -1 <<<"$dd_out")"
-dd_s=$(awk -v ms="$dd_ms" 'BEGIN {printf "%.2f", ms / 1000}')
-echo "dd of 40 MiB (oflag=direct) inside alpha took $dd_s s: $(awk -v ms="$dd_ms" 'BEGIN {printf "%.2f", 40000 / ms}') MiB/s"
-check "dd inside alpha succeeded" test "$dd_rc" -eq 0
-check "dd took 4 s within 10% ($dd_s s)" test "$dd_ms" -ge 3600 -a "$dd_ms" -le 4400
+# dd's own figure times the writes alone; the wall time adds starting bash and dd (slow
+# under TCG).
+dd_s=$(sed -n 's/.* copied, \([0-9.]*\) s,.*/\1/p' <<<"$dd_out")
+echo "dd of 40 MiB (oflag=direct) inside alpha: ${dd_s:-?} s by dd," \
+    "$(awk -v s="${dd_s:-0}" 'BEGIN {printf "%.2f", s > 0 ? 40 / s : 0}') MiB/s;" \
+    "wall time $(awk -v ms="$dd_ms" 'BEGIN {printf "%.2f s, %.2f MiB/s", ms / 1000, 40000 / ms}')"
+check "dd inside alpha succeeded" test "$dd_rc" -eq 0 -a -n "$dd_s"
+check "dd took 4 s within 10% (${dd_s:-?} s)" awk -v s="${dd_s:-0}" 'BEGIN {exit !(s >= 3.6 && s <= 4.4)}'
 echo "alpha io.stat: $(cat "$alpha_cg/io.stat")"
 
 echo "--- 2. a memory hog in alpha (400 MiB against memory.max 200 MiB); beta untouched"
@@ -312,12 +316,18 @@ check "beta is still running, same pid" test "$(status_of beta '"\(.engine.state
 check "beta still answers" test "$(standin ping)" = pong
 
 echo "--- 7. ccgroupctl status"
+ccgroupctl status >/dev/null  # the budget's CPU use is a rate: a first sample
+sleep 2
 table=$(ccgroupctl status 2>&1)
 echo "$table"
 for name in alpha beta delta; do
-    check "the table lists $name" grep -qw "$name" <<<"$table"
+    check "the table has a row for $name" grep -q "^$name " <<<"$table"
 done
-check "the table shows the budget" grep -qi budget <<<"$table"
+check "the table shows the budget's group" grep -qx "budget:  $budget_cg" <<<"$table"
+check "the budget's CPU use is known (not 'cpu ?')" grep -q '^  in use  *cpu [0-9.]* of 3 CPUs' <<<"$table"
+check "the budget's guaranteed line sums memory_low (128M + 64M)" \
+    grep -q '^  guaranteed  *memory_low 192 MiB' <<<"$table"
+ccgroupctl status --json | jq -c '.budget | {usage, guarantees, shares}'
 
 rm -f "$dropins/delta.toml"
 check "ccgroupctl reload (delta removed) succeeds" ccgroupctl reload >/dev/null
