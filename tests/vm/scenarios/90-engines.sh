@@ -206,7 +206,7 @@ echo "dd: $(tail -1 <<<"$dd_out")"
 # under TCG).
 dd_s=$(sed -n 's/.* copied, \([0-9.]*\) s,.*/\1/p' <<<"$dd_out")
 echo "dd of 40 MiB (oflag=direct) inside alpha: ${dd_s:-?} s by dd," \
-    "$(awk -v s="${dd_s:-0}" 'BEGIN {printf "%.2f", s > 0 ? 40 / s : 0}') MiB/s;" \
+    "$(awk -v s="${dd_s:-0}" 'BEGIN {printf "%.2f", (s > 0 ? 40 / s : 0)}') MiB/s;" \
     "wall time $(awk -v ms="$dd_ms" 'BEGIN {printf "%.2f s, %.2f MiB/s", ms / 1000, 40000 / ms}')"
 check "dd inside alpha succeeded" test "$dd_rc" -eq 0 -a -n "$dd_s"
 check "dd took 4 s within 10% (${dd_s:-?} s)" awk -v s="${dd_s:-0}" 'BEGIN {exit !(s >= 3.6 && s <= 4.4)}'
