@@ -46,6 +46,10 @@ cleanup() {
     rm -f "$dropins/gamma.toml" "$dropins/delta.toml"
     if [[ -e $saved/daemon.json ]]; then cp "$saved/daemon.json" "$daemon_json"; else rm -f "$daemon_json"; fi
     rm -rf "$saved" "$io_dir" "$alpha_engine" "${made_dirs[@]}"
+    local name
+    for name in alpha beta gamma delta; do  # each engine's own directories
+        rm -rf "/var/lib/dagger/$name" "/run/dagger/$name"
+    done
     # docker's runc enabled every controller the kernel has at / and /system.slice (see
     # 70-engine-docker.sh): switch off what was not on before, children first.
     local controller
