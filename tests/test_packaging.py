@@ -514,6 +514,7 @@ SHELL_SCRIPTS = [*(f"packaging/debian/{name}" for name in MAINTAINER_SCRIPTS),
                  "tests/vm/scenarios/70-engine-docker.sh",
                  "tests/vm/scenarios/70-engine-runc.sh",
                  "tests/vm/scenarios/80-builds-runc.sh",
+                 "tests/vm/scenarios/90-engines.sh",
                  "tests/vm/scenarios/runc-builds/engine.sh"]
 
 

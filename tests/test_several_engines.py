@@ -167,6 +167,9 @@ def test_a_failing_engine_is_given_up_while_the_other_runs(fs: FakeFilesystem,
         await until(lambda: daemon.engines["web"].state is EngineState.FAILED)
         await asyncio.sleep(0.05)
         states = {name: unit.state for name, unit in daemon.engines.items()}
+        shares = daemon.commands.status()["budget"]["shares"]
+        # An engine that ended has an empty group: it takes no share of contended CPU.
+        assert (shares["ci"]["cpu_share"], shares["web"]["cpu_share"]) == (1.0, 0.0)
         spawned_before_restart = len(spawner.processes)
         # restart-engine starts a failed engine again (here it fails again).
         await daemon.commands.restart_engine(PEER, "web")

@@ -109,7 +109,7 @@ class Daemon:
         self.engines: dict[str, EngineUnit] = {}
         self.budget: BudgetGroup | None = None
         self.commands = EngineCommands(self.engines, lambda: self.budget,
-                                       reload=self._reload)
+                                       reload=self._reload, clock=clock)
         self._stop_signals = 0
         self._engines_ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()

@@ -5,11 +5,13 @@ change of one engine's limits is checked against the budget first."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ccgroupd.daemon.commands import Commands
 from ccgroupd.daemon.status import CpuMeter, read_usage
+from ccgroupd.engine.supervisor import EngineState
 from ccgroupd.errors import EXIT_USAGE, CcgroupdError
 from ccgroupd.limits.budget import check_guarantees
 from ccgroupd.limits.model import Limits
@@ -32,11 +34,12 @@ class EngineCommands:
 
     def __init__(self, engines: Mapping[str, EngineUnit],
                  budget: Callable[[], BudgetGroup | None], *,
-                 reload: Callable[[Peer], Awaitable[None]]) -> None:
+                 reload: Callable[[Peer], Awaitable[None]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._engines = engines
         self._budget = budget
         self._reload = reload
-        self._budget_cpu = CpuMeter()
+        self._budget_cpu = CpuMeter(clock)
         # During a reload: every engine's limits and the budget's as they will be, which a
         # change of one engine must fit rather than the others' before the reload.
         self._planned: tuple[Mapping[str, Limits], Limits] | None = None
@@ -134,20 +137,26 @@ class EngineCommands:
         controller = budget.controller
         limits = {name: unit.controller.limits for name, unit in self._engines.items()}
         weights = {name: engine.cpu_weight or DEFAULT_WEIGHT for name, engine in limits.items()}
-        total_weight = sum(weights.values())
+        contending = {name for name, unit in self._engines.items()
+                      if unit.state not in (EngineState.FAILED, EngineState.EXITED)}
+        total_weight = sum(weights[name] for name in contending) or 1
+        usage = read_usage(budget.cgroupfs, budget.group, controller.limits, self._budget_cpu)
+        cpu_percent = usage["cpu_percent"]
+        # The schema ccgroupctl reads (and documents): CPUs in use, as the budget's cpus.
+        usage["cpu_cores"] = None if cpu_percent is None else round(cpu_percent / 100, 3)
         return {
             "cgroup": controller.cgroup_path,
             "limits": controller.layers.describe(),
-            "usage": read_usage(budget.cgroupfs, budget.group, controller.limits,
-                                self._budget_cpu),
+            "usage": usage,
             "guarantees": {
-                "memory_min_bytes": sum(engine.memory_min_bytes or 0
-                                        for engine in limits.values()),
-                "memory_low_bytes": sum(engine.memory_low_bytes or 0
-                                        for engine in limits.values())},
-            # What each engine gets under contention: its weight's share of the CPU.
+                f"{key}_bytes": sum(getattr(engine, f"{key}_bytes") or 0
+                                    for engine in limits.values())
+                for key in ("memory_min", "memory_low")},
+            # What each engine gets when all contend: its weight's share of the CPU (an
+            # engine that ended has an empty group, which takes no share).
             "shares": {name: {"cpu_weight": weights[name],
-                              "cpu_share": round(weights[name] / total_weight, 3),
+                              "cpu_share": round(weights[name] / total_weight, 3)
+                              if name in contending else 0.0,
                               "memory_min_bytes": engine.memory_min_bytes or 0,
                               "memory_low_bytes": engine.memory_low_bytes or 0}
                        for name, engine in limits.items()},
