@@ -243,7 +243,7 @@ def test_set_changes_the_named_engine_only_and_keeps_to_the_budget(
 
 
 def test_reload_adds_and_removes_engines_without_restarting_the_others(
-        fs: FakeFilesystem) -> None:
+        fs: FakeFilesystem, records: LogCapture) -> None:
     kernel = systemd_host(fs)
     write(fs, TWO_ENGINES.format(web="/bin/web-engine"))
     third = "\n[engines.extra]\ncommand = ['/bin/extra']\nmemory = '256M'\nstop_grace_s = 5\n"
@@ -255,7 +255,11 @@ def test_reload_adds_and_removes_engines_without_restarting_the_others(
         task = await started(daemon, notifier)
         before = engine_pids(daemon)
         write(fs, TWO_ENGINES.format(web="/bin/web-engine") + third)
+        records.entries.clear()
         await daemon.commands.reload(PEER)
+        # Only the new engine's limits are news: the others' did not change.
+        assert [record.get("engine") for record in records.entries
+                if record["event"] == "limits_applied"] == ["extra"]
         await until(lambda: daemon.engines["extra"].state is EngineState.RUNNING)
         added = engine_pids(daemon)
         extra_group = Path(kernel.root / ENGINES / "extra")

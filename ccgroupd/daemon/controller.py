@@ -156,11 +156,14 @@ class LimitController:
         log_limits_changed(old, new, cgroup=self.cgroup_path, peer=peer, scope=scope)
 
     def _apply(self, new: Limits, previous: Limits | None) -> None:
-        self.in_force = apply_limits(self._cgroupfs, self._group, new, previous)
-        self.limits = new
-        log.info("limits_applied", cgroup=self.cgroup_path,
-                 values=", ".join(f"{attribute}={value}"
-                                  for attribute, value in self.in_force.items()))
+        in_force = apply_limits(self._cgroupfs, self._group, new, previous)
+        # A reload that changed nothing here (another engine's did) is not news.
+        unchanged = previous is not None and in_force == self.in_force
+        self.in_force, self.limits = in_force, new
+        if not unchanged:
+            log.info("limits_applied", cgroup=self.cgroup_path,
+                     values=", ".join(f"{attribute}={value}"
+                                      for attribute, value in in_force.items()))
 
     async def _apply_in_thread(self, new: Limits) -> None:
         await asyncio.to_thread(self._apply, new, self.limits)

@@ -34,12 +34,13 @@ class IoLimits:
         """Write the planned lines; the disks of earlier entries no longer wanted are lifted."""
         if not lines and not self.in_force:
             return
-        self.in_force = apply_io_max(self._cgroupfs, self._group, lines,
-                                     managed=list(self.in_force))
+        in_force = apply_io_max(self._cgroupfs, self._group, lines, managed=list(self.in_force))
         self._entries, self._lines = entries, lines
         self._device_of = {entry.path: self._devices.disk_of(entry.path) for entry in entries}
-        log.info("limits_applied", cgroup=str(self._cgroupfs.path(self._group)),
-                 values=", ".join(f"{IO_MAX}={line}" for line in self.in_force.values()))
+        if in_force != self.in_force:
+            log.info("limits_applied", cgroup=str(self._cgroupfs.path(self._group)),
+                     values=", ".join(f"{IO_MAX}={line}" for line in in_force.values()))
+        self.in_force = in_force
 
     def reapply(self) -> None:
         """Into a group that was recreated empty."""
