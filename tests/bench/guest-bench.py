@@ -109,42 +109,9 @@ from guestlib import (  # noqa: E402
     schedstat_s,
     stats,
     target,
+    timed,
     wait_for,
 )
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-
-
-
-def timed(command: list[str], after: Callable[[], bool] | None = None,
-          exit_code: int = 0) -> tuple[float, bool]:
-    """Wall time in ms of ``command`` (and of ``after``, the in-kernel check), and success:
-    ``command`` exited with ``exit_code`` and ``after`` holds."""
-    started = time.perf_counter()
-    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=60)
-    ok = done.returncode == exit_code and (after() if after else True)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    if done.returncode != exit_code:
-        say(f"   ! {' '.join(command)} -> exit {done.returncode}: {done.stderr.strip()[:200]}")
-    return elapsed_ms, ok
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 # -- the daemon ----------------------------------------------------------------------------
 

@@ -30,10 +30,15 @@ def run(*command: str, check: bool = True,
 
 def stats(values: list[float]) -> dict[str, Any]:
     if not values:
-        return {"n": 0, "median": None, "p95": None, "min": None, "max": None, "values": []}
+        return {"n": 0, "median": None, "p90": None, "p95": None, "min": None, "max": None,
+                "values": []}
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"n": len(values), "median": statistics.median(values), "p95": p95,
+
+    def nearest_rank(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+    return {"n": len(values), "median": statistics.median(values), "p90": nearest_rank(0.9),
+            "p95": nearest_rank(0.95),
             "min": ordered[0], "max": ordered[-1], "values": [round(v, 3) for v in values]}
 
 
@@ -53,6 +58,20 @@ def target(name: str, ok: bool | None, figure: str, bound: str = "") -> None:
     results["targets"].append({"target": name, "verdict": verdict, "figure": figure,
                                "bound": bound})
     say(f"   target: {name}: {verdict} ({figure})")
+
+
+def timed(command: list[str], after: Callable[[], bool] | None = None,
+          exit_code: int = 0) -> tuple[float, bool]:
+    """Wall time in ms of ``command`` (and of ``after``, the in-kernel check), and success:
+    ``command`` exited with ``exit_code`` and ``after`` holds."""
+    started = time.perf_counter()
+    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+    ok = done.returncode == exit_code and (after() if after else True)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if done.returncode != exit_code:
+        say(f"   ! {' '.join(command)} -> exit {done.returncode}: {done.stderr.strip()[:200]}")
+    return elapsed_ms, ok
 
 
 def monotonic_usec() -> int:
