@@ -31,6 +31,9 @@ One boot, every comparison interleaved in the same guest, medians with min-max:
 6. builds (only when asked: ``tests/bench/run builds``): tests/bench/guest-builds.py, build
    groups created and removed by the real runc (issue 13): default limits' latency, OOM
    records with the build's attribution beside systemd's, 1,000 groups at 10/s
+7. engines (only when asked: ``tests/bench/run engines``): tests/bench/guest-engines.py,
+   several engines under one budget: cpu_weight shares, memory_low under a neighbour's
+   pressure, ``ccgroupctl`` with 1 and 10 engines
 
 Figures only: no timed assertions. Targets are reported PASS/MISS. The JSON goes to
 $CCGROUPD_RESULTS/bench.json. Every section restores the config, stops its units and
@@ -957,24 +960,34 @@ def section_start() -> None:
         f"{fmt(stats(floors))}")
 
 
-# -- 6. builds (issue 13; not in the default set) ----------------------------------------------
+# -- 6. builds, 7. engines (not in the default set): scripts of their own ------------------------
 
-BUILDS_SCRIPT = os.environ.get("BENCH_BUILDS_SCRIPT", "")
+def delegate(script_variable: str, results_name: str, key: str) -> None:
+    """Run the guest script that tests/bench/run shipped as $``script_variable``; its figures
+    (RESULTS/``results_name``) join these under ``key``, its targets join these targets."""
+    script = os.environ.get(script_variable, "")
+    if not script:
+        raise RuntimeError(f"{script_variable} is not set (run it through tests/bench/run)")
+    done = subprocess.run([sys.executable, script], check=False, timeout=3600)
+    path = RESULTS / results_name
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = {name: value for name, value in figures.items() if name != "targets"}
+    results["targets"] += figures.get("targets", [])
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} exited {done.returncode}: "
+                           f"{figures.get('errors')}")
 
 
 def section_builds() -> None:
-    """tests/bench/guest-builds.py (shipped by tests/bench/run as $BENCH_BUILDS_SCRIPT): build
-    groups that the real runc creates and removes; its figures and targets join these."""
+    """tests/bench/guest-builds.py: build groups that the real runc creates and removes."""
     say("== 6. builds: runc-created build groups (tests/bench/guest-builds.py)")
-    if not BUILDS_SCRIPT:
-        raise RuntimeError("BENCH_BUILDS_SCRIPT is not set (run it through tests/bench/run)")
-    done = subprocess.run([sys.executable, BUILDS_SCRIPT], check=False, timeout=3600)
-    path = RESULTS / "builds-bench.json"
-    builds = json.loads(path.read_text()) if path.exists() else {}
-    results["builds"] = {key: value for key, value in builds.items() if key != "targets"}
-    results["targets"] += builds.get("targets", [])
-    if done.returncode != 0:
-        raise RuntimeError(f"guest-builds.py exited {done.returncode}: {builds.get('errors')}")
+    delegate("BENCH_BUILDS_SCRIPT", "builds-bench.json", "builds")
+
+
+def section_engines() -> None:
+    """tests/bench/guest-engines.py: several engines under one budget."""
+    say("== 7. engines: several engines under one budget (tests/bench/guest-engines.py)")
+    delegate("BENCH_ENGINES_SCRIPT", "engines-bench.json", "engines")
 
 
 # -- table -------------------------------------------------------------------------------------
@@ -1036,6 +1049,25 @@ def print_table() -> None:
             f"{sc['rss_kib_after']} KiB, inotify "
             f"{sc['inotify_watches_before']} -> {sc['inotify_watches_after']}, build_finished "
             f"{sc['build_finished_records']} {sc['accounting']}")
+    engines = results.get("engines", {})
+    if "cpu" in engines:
+        cpu = engines["cpu"]
+        say(f"engines cpu_weight 100:200:500 under cpus = 2: {cpu['budget_cpus']} CPUs, shares "
+            f"{cpu['shares']}")
+    if "protected" in engines.get("memory", {}):
+        memory = engines["memory"]
+        say(f"engines a's memory.current under pressure (MiB): memory_low min "
+            f"{memory['protected']['a_min_bytes'] / 2**20:.1f}, median "
+            f"{memory['protected']['a_median_steady_bytes'] / 2**20:.1f}; control min "
+            f"{memory['control']['a_min_bytes'] / 2**20:.1f}, median "
+            f"{memory['control']['a_median_steady_bytes'] / 2**20:.1f}")
+    if "many" in engines.get("ctl", {}):
+        ctl = engines["ctl"]
+        say("engines ctl with 10 vs 1 engine (median ms): status "
+            f"{ctl['many']['status']['median']:.1f} vs {ctl['status_one_pooled']['median']:.1f} "
+            f"(x{ctl['status_ratio']}), set "
+            f"{ctl['many']['set']['median']:.1f} vs {ctl['set_one_pooled']['median']:.1f} "
+            f"(x{ctl['set_ratio']}); overview {ctl['overview_status']['median']:.1f}")
     say("-" * 100)
     for t in results["targets"]:
         say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
@@ -1049,8 +1081,8 @@ def main() -> int:
     ENGINE.chmod(0o755)
     sections = {"change": section_change, "start": section_start, "report": section_report,
                 "footprint": section_footprint_and_scale, "storm": section_storm,
-                "builds": section_builds}
-    wanted = sys.argv[1:] or [name for name in sections if name != "builds"]
+                "builds": section_builds, "engines": section_engines}
+    wanted = sys.argv[1:] or [name for name in sections if name not in ("builds", "engines")]
     unknown = [name for name in wanted if name not in sections]
     if unknown:
         say(f"unknown sections {unknown}; known: {list(sections)}")
