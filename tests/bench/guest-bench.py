@@ -1050,17 +1050,16 @@ def print_table() -> None:
             f"{sc['inotify_watches_before']} -> {sc['inotify_watches_after']}, build_finished "
             f"{sc['build_finished_records']} {sc['accounting']}")
     engines = results.get("engines", {})
-    if "cpu" in engines:
-        cpu = engines["cpu"]
-        say(f"engines cpu_weight 100:200:500 under cpus = 2: {cpu['budget_cpus']} CPUs, shares "
-            f"{cpu['shares']}")
-    if "protected" in engines.get("memory", {}):
-        memory = engines["memory"]
-        say(f"engines a's memory.current under pressure (MiB): memory_low min "
-            f"{memory['protected']['a_min_bytes'] / 2**20:.1f}, median "
-            f"{memory['protected']['a_median_steady_bytes'] / 2**20:.1f}; control min "
-            f"{memory['control']['a_min_bytes'] / 2**20:.1f}, median "
-            f"{memory['control']['a_median_steady_bytes'] / 2**20:.1f}")
+    if "budget_cpus_2" in engines.get("cpu", {}):
+        for key, cpu in engines["cpu"].items():
+            say(f"engines cpu_weight 100:200:500, {key}: {cpu['budget_cpus']} CPUs, shares "
+                f"{cpu['shares']}")
+    for key, run_pair in engines.get("memory", {}).items():
+        if isinstance(run_pair, dict):
+            say(f"engines memory_low, {key}: a's memory.current under pressure min/median MiB: "
+                + "; ".join(f"{label} {run_pair[label]['a_min_bytes'] / 2**20:.1f}/"
+                            f"{run_pair[label]['a_median_steady_bytes'] / 2**20:.1f}"
+                            for label in ("protected", "control")))
     if "many" in engines.get("ctl", {}):
         ctl = engines["ctl"]
         say("engines ctl with 10 vs 1 engine (median ms): status "

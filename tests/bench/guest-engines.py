@@ -13,18 +13,22 @@ assertion; the targets are reported PASS/MISS.
    [budget] cpus = 2, each running 4 busy shell loops (one per vCPU). After
    BENCH_ENGINES_CPU_WARMUP_S (5) s, the usage_usec deltas of cpu.stat over
    BENCH_ENGINES_CPU_WINDOW_S (20) s: the budget group's CPUs (target: within 5% of 2.0) and
-   each engine's share of the engines' sum (target: within 10% of 1/8, 2/8, 5/8).
+   each engine's share of the engines' sum (target: within 10% of 1/8, 2/8, 5/8). Then, for
+   reference, the same without the budget's CPU limit (all 4 vCPUs).
 2. memory: engine ``a`` with memory_low = BENCH_ENGINES_MEMORY_LOW_MIB (300) MiB writes a
    file of BENCH_ENGINES_A_MIB (350) MiB and re-reads it in a loop (page cache, its working
    set); then engine ``b`` touches BENCH_ENGINES_B_ANON_MIB (200) MiB of anonymous memory and
-   re-reads a file of its own of BENCH_ENGINES_B_FILE_MIB (400) MiB, under [budget] memory =
-   BENCH_ENGINES_BUDGET_MEMORY_MIB (700) MiB: more than the budget, and all of it page cache
-   but b's anonymous part, so that the kernel has both engines' pages to choose from (without
-   swap, anonymous memory cannot be reclaimed: a neighbour of anonymous memory only would
-   leave the kernel nothing to take but a's pages, protected or not). a's memory.current is
-   sampled every 0.2 s from when b starts, for BENCH_ENGINES_MEMORY_WINDOW_S (20) s after b
-   has all its memory; a's memory.events low at the end. Target: a never below memory_low.
-   Then the same without memory_low on a (the control): what a loses then.
+   re-reads a file of its own of BENCH_ENGINES_B_FILE_MIB (300) MiB without a pause, under
+   [budget] memory = BENCH_ENGINES_BUDGET_MEMORY_MIB (700) MiB: more than the budget, and all
+   of it page cache but b's anonymous part, so that the kernel has both engines' pages to
+   choose from (without swap, anonymous memory cannot be reclaimed: a neighbour of anonymous
+   memory only would leave the kernel nothing to take but a's pages, protected or not). a's
+   memory.current is sampled every 0.2 s from when b starts, for
+   BENCH_ENGINES_MEMORY_WINDOW_S (20) s after b has all its memory; a's memory.events low at
+   the end. Target: a never below memory_low. Each run also without memory_low on a (the
+   control): what a loses then. Twice: a re-reading its file without a pause (hot: the LRU
+   alone keeps much of it), then every BENCH_ENGINES_A_PAUSE_S (5) s (an engine's cache in
+   periodic use: the LRU prefers b's pages to keep).
 3. ctl: ``ccgroupctl --engine e0 status --json`` and ``set --memory 300M|310M --runtime``,
    BENCH_ENGINES_CTL_REPS (30) times each, interleaved, with 1 engine, then with
    BENCH_ENGINES_CTL_ENGINES (10) (idle: ``sleep infinity``; from 1 to 10 and back by
@@ -54,7 +58,8 @@ CPU_WINDOW_S = float(os.environ.get("BENCH_ENGINES_CPU_WINDOW_S", "20"))
 MEMORY_LOW_MIB = int(os.environ.get("BENCH_ENGINES_MEMORY_LOW_MIB", "300"))
 A_MIB = int(os.environ.get("BENCH_ENGINES_A_MIB", "350"))
 B_ANON_MIB = int(os.environ.get("BENCH_ENGINES_B_ANON_MIB", "200"))
-B_FILE_MIB = int(os.environ.get("BENCH_ENGINES_B_FILE_MIB", "400"))
+B_FILE_MIB = int(os.environ.get("BENCH_ENGINES_B_FILE_MIB", "300"))
+A_PAUSE_S = float(os.environ.get("BENCH_ENGINES_A_PAUSE_S", "5"))
 BUDGET_MEMORY_MIB = int(os.environ.get("BENCH_ENGINES_BUDGET_MEMORY_MIB", "700"))
 MEMORY_WINDOW_S = float(os.environ.get("BENCH_ENGINES_MEMORY_WINDOW_S", "20"))
 CTL_REPS = int(os.environ.get("BENCH_ENGINES_CTL_REPS", "30"))
@@ -86,7 +91,7 @@ from guestlib import (  # noqa: E402
 
 results["parameters"] = {
     "cpu_warmup_s": CPU_WARMUP_S, "cpu_window_s": CPU_WINDOW_S, "memory_low_mib": MEMORY_LOW_MIB,
-    "a_mib": A_MIB, "b_anon_mib": B_ANON_MIB, "b_file_mib": B_FILE_MIB,
+    "a_mib": A_MIB, "b_anon_mib": B_ANON_MIB, "b_file_mib": B_FILE_MIB, "a_pause_s": A_PAUSE_S,
     "budget_memory_mib": BUDGET_MEMORY_MIB, "memory_window_s": MEMORY_WINDOW_S,
     "ctl_reps": CTL_REPS, "ctl_engines": CTL_ENGINES, "ctl": CTL}
 
@@ -94,11 +99,13 @@ BUSY = ["/bin/sh", "-c", "for i in 1 2 3 4; do (while :; do :; done) & done; wai
 IDLE = ["/bin/sleep", "infinity"]
 
 # An engine that holds a file in the page cache: writes PATH (MIB MiB, fsync'd) after
-# touching ANON MiB of anonymous memory, then re-reads it in a loop so that its pages stay
-# active; READY is created after the first full pass. With AFTER, it first waits for that file.
+# touching ANON MiB of anonymous memory, then re-reads it in a loop, PAUSE s between passes,
+# so that its pages stay in use; READY is created after the first full pass. With AFTER, it
+# first waits for that file.
 HOLDER = """import os, sys, time
 path, mib, anon_mib, ready, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
     sys.argv[4], sys.argv[5]
+pause = float(sys.argv[6])
 while after != "-" and not os.path.exists(after):
     time.sleep(0.1)
 anon = bytearray(anon_mib << 20)
@@ -119,6 +126,7 @@ while True:
     if first:
         open(ready, "w").close()
         first = False
+    time.sleep(pause)
 """
 
 
@@ -206,51 +214,74 @@ def kernel_files(path: Path, *names: str) -> dict[str, str]:
 
 # -- 1. cpu ------------------------------------------------------------------------------------
 
-def section_cpu() -> None:
-    weights = {"one": 100, "two": 200, "three": 500}
-    total_weight = sum(weights.values())
-    say(f"== engines 1. CPU of 3 busy engines (4 loops each) with cpu_weight "
-        f"{':'.join(map(str, weights.values()))} under [budget] cpus = 2")
-    start({"cpus": 2}, {name: {"command": BUSY, "cpu_weight": weight}
-                        for name, weight in weights.items()})
-    written = {"budget": kernel_files(BUDGET, "cpu.max"),
-               **{name: kernel_files(group(name), "cpu.weight") for name in weights}}
-    say(f"   kernel: {written}")
+WEIGHTS = {"one": 100, "two": 200, "three": 500}
+
+
+def cpu_run(budget: Mapping[str, object]) -> dict[str, Any]:
+    """The three busy engines under ``budget``: CPUs of the budget group and each engine's
+    share of the engines' sum over the window, and the kernel's throttling counters."""
+    total_weight = sum(WEIGHTS.values())
+    start(budget, {name: {"command": BUSY, "cpu_weight": weight}
+                   for name, weight in WEIGHTS.items()})
+    paths = {"budget": BUDGET, **{name: group(name) for name in WEIGHTS}}
+    written = {name: kernel_files(path, "cpu.max", "cpu.weight") for name, path in paths.items()}
     time.sleep(CPU_WARMUP_S)
-    paths = {"budget": BUDGET, **{name: group(name) for name in weights}}
-    began, before = time.monotonic(), {name: usage_usec(p) for name, p in paths.items()}
+    began, before = time.monotonic(), {name: read_keyed(p / "cpu.stat") for name, p in
+                                       paths.items()}
     time.sleep(CPU_WINDOW_S)
-    ended, after = time.monotonic(), {name: usage_usec(p) for name, p in paths.items()}
+    ended, after = time.monotonic(), {name: read_keyed(p / "cpu.stat") for name, p in
+                                      paths.items()}
     stop()
     elapsed_usec = (ended - began) * 1e6
-    delta = {name: after[name] - before[name] for name in paths}
-    engines_sum = sum(delta[name] for name in weights)
-    combined_cpus = delta["budget"] / elapsed_usec
-    shares = {name: delta[name] / engines_sum for name in weights}
-    ideal = {name: weight / total_weight for name, weight in weights.items()}
-    errors = {name: abs(shares[name] - ideal[name]) / ideal[name] for name in weights}
-    results["cpu"] = {"kernel": written, "window_s": round(ended - began, 2),
-                      "usage_usec": delta, "budget_cpus": round(combined_cpus, 4),
-                      "engines_sum_cpus": round(engines_sum / elapsed_usec, 4),
-                      "shares": {n: round(s, 4) for n, s in shares.items()},
-                      "ideal": ideal, "relative_error": {n: round(e, 4) for n, e in errors.items()}}
-    say(f"   over {ended - began:.1f} s: budget group {combined_cpus:.3f} CPUs, engines' sum "
-        f"{engines_sum / elapsed_usec:.3f} CPUs")
-    for name, weight in weights.items():
-        say(f"   {name:5} weight {weight:3}: {delta[name] / elapsed_usec:.3f} CPUs, share "
-            f"{shares[name]:.3f} (ideal {ideal[name]:.3f}, off by {100 * errors[name]:.1f}%)")
+    delta = {name: {key: after[name][key] - before[name][key] for key in after[name]}
+             for name in paths}
+    engines_sum = sum(delta[name]["usage_usec"] for name in WEIGHTS)
+    shares = {name: delta[name]["usage_usec"] / engines_sum for name in WEIGHTS}
+    ideal = {name: weight / total_weight for name, weight in WEIGHTS.items()}
+    out: dict[str, Any] = {
+        "budget": dict(budget), "kernel": written, "window_s": round(ended - began, 2),
+        "cpu_stat_delta": delta,
+        "budget_cpus": round(delta["budget"]["usage_usec"] / elapsed_usec, 4),
+        "engines_sum_cpus": round(engines_sum / elapsed_usec, 4),
+        "shares": {n: round(v, 4) for n, v in shares.items()}, "ideal": ideal,
+        "relative_error": {n: round((shares[n] - ideal[n]) / ideal[n], 4) for n in WEIGHTS}}
+    throttled = delta["budget"].get("nr_throttled")
+    say(f"   [budget] {dict(budget) or 'without limits'}: over {ended - began:.1f} s the budget "
+        f"group used {out['budget_cpus']:.3f} CPUs (throttled in {throttled} periods; "
+        f"cpu.max {written['budget']['cpu.max']})")
+    for name, weight in WEIGHTS.items():
+        say(f"   {name:5} weight {weight:3} (cpu.weight {written[name]['cpu.weight']}, cpu.max "
+            f"{written[name]['cpu.max']}): {delta[name]['usage_usec'] / elapsed_usec:.3f} CPUs, "
+            f"share {shares[name]:.3f} (ideal {ideal[name]:.3f}, "
+            f"{100 * out['relative_error'][name]:+.1f}%)")
+    return out
+
+
+def section_cpu() -> None:
+    say(f"== engines 1. CPU of 3 busy engines (4 loops each) with cpu_weight "
+        f"{':'.join(map(str, WEIGHTS.values()))} under [budget] cpus = 2; for reference the "
+        "same without the budget's CPU limit (all 4 vCPUs)")
+    limited = cpu_run({"cpus": 2})
+    results["cpu"] = {"budget_cpus_2": limited}
+    reference = cpu_run({})
+    results["cpu"]["no_budget_cpu_limit"] = reference
+    combined = limited["budget_cpus"]
     target("3 engines under [budget] cpus = 2 use 2.0 CPUs together (within 5%)",
-           abs(combined_cpus - 2.0) <= 0.05 * 2.0, f"{combined_cpus:.3f} CPUs")
-    target("cpu_weight 1:2:5 gives shares within 10% of 1/8, 2/8, 5/8",
-           all(e <= 0.10 for e in errors.values()),
-           ", ".join(f"{shares[n]:.3f} ({100 * (shares[n] - ideal[n]) / ideal[n]:+.1f}%)"
-                     for n in weights))
+           abs(combined - 2.0) <= 0.05 * 2.0, f"{combined:.3f} CPUs")
+    errors = limited["relative_error"]
+    target("cpu_weight 1:2:5 under [budget] cpus = 2 gives shares within 10% of 1/8, 2/8, 5/8",
+           all(abs(e) <= 0.10 for e in errors.values()),
+           ", ".join(f"{limited['shares'][n]:.3f} ({100 * errors[n]:+.1f}%)" for n in WEIGHTS)
+           + "; without the budget's CPU limit: "
+           + ", ".join(f"{reference['shares'][n]:.3f} "
+                       f"({100 * reference['relative_error'][n]:+.1f}%)" for n in WEIGHTS))
 
 
 # -- 2. memory ---------------------------------------------------------------------------------
 
-def memory_run(protected: bool) -> dict[str, Any]:
-    """One squeeze of a by b; a with memory_low when ``protected``. a's memory.current."""
+def memory_run(protected: bool, pause_s: float) -> dict[str, Any]:
+    """One squeeze of a by b; a with memory_low when ``protected``, re-reading its file every
+    ``pause_s``. a's memory.current."""
     label = "memory_low" if protected else "control"
     shutil.rmtree(WORK, ignore_errors=True)
     shutil.rmtree(DATA, ignore_errors=True)
@@ -261,15 +292,17 @@ def memory_run(protected: bool) -> dict[str, Any]:
     (WORK / "holder.py").write_text(HOLDER)
     a_ready, b_ready = WORK / "a.ready", WORK / "b.ready"
 
-    def holder(name: str, mib: int, anon_mib: int, ready: Path, after: Path | None) -> list[str]:
+    def holder(name: str, mib: int, anon_mib: int, ready: Path, *, after: Path | None,
+               pause: float) -> list[str]:
         return ["/usr/bin/python3", str(WORK / "holder.py"), str(DATA / name), str(mib),
-                str(anon_mib), str(ready), str(after or "-")]
+                str(anon_mib), str(ready), str(after or "-"), str(pause)]
 
-    a: dict[str, object] = {"command": holder("a", A_MIB, 0, a_ready, None)}
+    a: dict[str, object] = {"command": holder("a", A_MIB, 0, a_ready, after=None, pause=pause_s)}
     if protected:
         a["memory_low"] = f"{MEMORY_LOW_MIB}M"
     start({"memory": f"{BUDGET_MEMORY_MIB}M"},
-          {"a": a, "b": {"command": holder("b", B_FILE_MIB, B_ANON_MIB, b_ready, a_ready)}})
+          {"a": a, "b": {"command": holder("b", B_FILE_MIB, B_ANON_MIB, b_ready, after=a_ready,
+                                             pause=0)}})
     written = {"budget": kernel_files(BUDGET, "memory.max"),
                "a": kernel_files(group("a"), "memory.low", "memory.min"),
                "b": kernel_files(group("b"), "memory.low", "memory.max")}
@@ -321,28 +354,32 @@ def memory_run(protected: bool) -> dict[str, Any]:
 
 def section_memory() -> None:
     say(f"== engines 2. memory_low = {MEMORY_LOW_MIB}M of engine a ({A_MIB} MiB of page cache, "
-        f"re-read) while b takes {B_ANON_MIB} MiB anonymous + {B_FILE_MIB} MiB of page cache, "
-        f"[budget] memory = {BUDGET_MEMORY_MIB}M")
+        f"re-read without a pause, then every {A_PAUSE_S:g} s) while b takes {B_ANON_MIB} MiB "
+        f"anonymous + {B_FILE_MIB} MiB of page cache (re-read without a pause), [budget] memory "
+        f"= {BUDGET_MEMORY_MIB}M; each also without memory_low (the control)")
     swaps = Path("/proc/swaps").read_text().splitlines()[1:]
     say(f"   swap: {len(swaps)} device(s)" + ("" if swaps else
                                                  " (anonymous memory cannot be reclaimed)"))
     results["memory"] = {"swap_devices": len(swaps)}
-    protected = memory_run(True)
-    results["memory"]["protected"] = protected
-    control = memory_run(False)
-    results["memory"]["control"] = control
     low = MEMORY_LOW_MIB * MIB
-    lost = control["a_alone_bytes"] - control["a_median_steady_bytes"]
-    say(f"   control: a lost {lost / MIB:.0f} MiB of {control['a_alone_bytes'] / MIB:.0f} "
-        f"(median), down to {control['a_min_bytes'] / MIB:.1f} MiB at the least; with "
-        f"memory_low it kept {protected['a_median_steady_bytes'] / MIB:.1f} MiB (median)")
-    target(f"memory_low = {MEMORY_LOW_MIB}M stays resident under the neighbour's pressure "
-           "(min memory.current)", protected["a_min_bytes"] >= low,
-           f"min {protected['a_min_bytes'] / MIB:.1f} MiB, median "
-           f"{protected['a_median_steady_bytes'] / MIB:.1f} MiB, memory.events low "
-           f"{protected['a_memory_events']['low']}; control min "
-           f"{control['a_min_bytes'] / MIB:.1f} MiB, median "
-           f"{control['a_median_steady_bytes'] / MIB:.1f} MiB")
+    for pause_s in (0.0, A_PAUSE_S):
+        variant = f"a re-reads every {pause_s:g} s" if pause_s else "a re-reads without a pause"
+        say(f"   - {variant}")
+        protected = memory_run(True, pause_s)
+        control = memory_run(False, pause_s)
+        results["memory"][f"pause_{pause_s:g}s"] = {"protected": protected, "control": control}
+        lost = control["a_alone_bytes"] - control["a_median_steady_bytes"]
+        kept = protected["a_alone_bytes"] - protected["a_median_steady_bytes"]
+        say(f"   control: a lost {lost / MIB:.0f} MiB of {control['a_alone_bytes'] / MIB:.0f} "
+            f"(median), down to {control['a_min_bytes'] / MIB:.1f} MiB at the least; with "
+            f"memory_low it lost {kept / MIB:.0f} MiB, min {protected['a_min_bytes'] / MIB:.1f}")
+        target(f"memory_low = {MEMORY_LOW_MIB}M stays resident under the neighbour's pressure, "
+               f"{variant} (min memory.current)", protected["a_min_bytes"] >= low,
+               f"min {protected['a_min_bytes'] / MIB:.1f} MiB, median "
+               f"{protected['a_median_steady_bytes'] / MIB:.1f} MiB, memory.events low "
+               f"{protected['a_memory_events']['low']}; control min "
+               f"{control['a_min_bytes'] / MIB:.1f} MiB, median "
+               f"{control['a_median_steady_bytes'] / MIB:.1f} MiB")
 
 
 # -- 3. ctl ------------------------------------------------------------------------------------
