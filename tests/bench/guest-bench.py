@@ -1050,8 +1050,8 @@ def print_table() -> None:
             f"{sc['inotify_watches_before']} -> {sc['inotify_watches_after']}, build_finished "
             f"{sc['build_finished_records']} {sc['accounting']}")
     engines = results.get("engines", {})
-    if "budget_cpus_2" in engines.get("cpu", {}):
-        for key, cpu in engines["cpu"].items():
+    for key, cpu in engines.get("cpu", {}).items():
+        if isinstance(cpu, dict) and "shares" in cpu:
             say(f"engines cpu_weight 100:200:500, {key}: {cpu['budget_cpus']} CPUs, shares "
                 f"{cpu['shares']}")
     for key, run_pair in engines.get("memory", {}).items():
