@@ -108,11 +108,14 @@ from guestlib import (  # noqa: E402
     results,
     rss_kib,
     run,
+    run_section,
     say,
+    say_verdicts,
     schedstat_s,
     stats,
     target,
     timed,
+    unknown_sections,
     wait_for,
 )
 
@@ -1068,10 +1071,7 @@ def print_table() -> None:
             f"{ctl['many']['set']['median']:.1f} vs {ctl['set_one_pooled']['median']:.1f} "
             f"(x{ctl['set_ratio']}); overview {ctl['overview_status']['median']:.1f}")
     say("-" * 100)
-    for t in results["targets"]:
-        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
-    for error in results["errors"]:
-        say(f"ERROR {error}")
+    say_verdicts()
     say("=" * 100)
 
 
@@ -1082,9 +1082,7 @@ def main() -> int:
                 "footprint": section_footprint_and_scale, "storm": section_storm,
                 "builds": section_builds, "engines": section_engines}
     wanted = sys.argv[1:] or [name for name in sections if name not in ("builds", "engines")]
-    unknown = [name for name in wanted if name not in sections]
-    if unknown:
-        say(f"unknown sections {unknown}; known: {list(sections)}")
+    if unknown_sections(sections, wanted):
         return 2
     results["guest"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
                         "systemd": run("systemctl", "--version").stdout.split("\n")[0]}
@@ -1096,13 +1094,7 @@ def main() -> int:
                               "not_measured": f"installing the package failed: {error!r}"}
         results["errors"].append(f"package: {error!r}")
     for name in wanted:
-        started = time.monotonic()
-        try:
-            sections[name]()
-        except Exception as error:  # a failed section must not stop the others
-            traceback.print_exc()
-            results["errors"].append(f"{name}: {error!r}")
-        say(f"   ({name} took {time.monotonic() - started:.0f} s)")
+        run_section(name, sections[name])
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     ENGINE.unlink(missing_ok=True)

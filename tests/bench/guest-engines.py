@@ -49,7 +49,6 @@ import shutil
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -85,10 +84,13 @@ from guestlib import (  # noqa: E402
     fmt,
     results,
     run,
+    run_section,
     say,
+    say_verdicts,
     stats,
     target,
     timed,
+    unknown_sections,
     wait_for,
 )
 
@@ -485,22 +487,12 @@ def main() -> int:
     sections: dict[str, Callable[[], None]] = {"cpu": section_cpu, "memory": section_memory,
                                                "ctl": section_ctl}
     wanted = sys.argv[1:] or list(sections)
-    unknown = [name for name in wanted if name not in sections]
-    if unknown:
-        say(f"unknown sections {unknown}; known: {list(sections)}")
+    if unknown_sections(sections, wanted):
         return 2
     original = CONFIG.read_text() if CONFIG.exists() else None
     try:
         for name in wanted:
-            began = time.monotonic()
-            try:
-                sections[name]()
-            except Exception as error:  # a failed section must not stop the others
-                traceback.print_exc()
-                results["errors"].append(f"{name}: {error!r}")
-                say(run("journalctl", "-u", "ccgroupd", "-n", "30", "--no-pager",
-                        check=False).stdout)
-            say(f"   ({name} took {time.monotonic() - began:.0f} s)")
+            run_section(name, sections[name])
     finally:
         stop()
         shutil.rmtree(WORK, ignore_errors=True)
@@ -511,10 +503,7 @@ def main() -> int:
         (RESULTS / "engines-bench.json").write_text(json.dumps(results, indent=2) + "\n")
     say("")
     say("=" * 100)
-    for t in results["targets"]:
-        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
-    for problem in results["errors"]:
-        say(f"ERROR {problem}")
+    say_verdicts()
     say("=" * 100)
     return 1 if results["errors"] else 0
 

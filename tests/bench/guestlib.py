@@ -9,7 +9,8 @@ import json
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,34 @@ def target(name: str, ok: bool | None, figure: str, bound: str = "") -> None:
     results["targets"].append({"target": name, "verdict": verdict, "figure": figure,
                                "bound": bound})
     say(f"   target: {name}: {verdict} ({figure})")
+
+
+def unknown_sections(sections: Mapping[str, Callable[[], None]], wanted: list[str]) -> bool:
+    """Say so and return True if ``wanted`` names a section that is not in ``sections``."""
+    unknown = [name for name in wanted if name not in sections]
+    if unknown:
+        say(f"unknown sections {unknown}; known: {list(sections)}")
+    return bool(unknown)
+
+
+def run_section(name: str, section: Callable[[], None]) -> None:
+    """Run one section and say how long it took; its failure goes to results["errors"] (with
+    the traceback on stderr) and does not stop the sections after it."""
+    began = time.monotonic()
+    try:
+        section()
+    except Exception as error:  # a failed section must not stop the others
+        traceback.print_exc()
+        results["errors"].append(f"{name}: {error!r}")
+    say(f"   ({name} took {time.monotonic() - began:.0f} s)")
+
+
+def say_verdicts() -> None:
+    """The targets' PASS/MISS lines and the errors, as the end of a table."""
+    for t in results["targets"]:
+        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
+    for problem in results["errors"]:
+        say(f"ERROR {problem}")
 
 
 def timed(command: list[str], after: Callable[[], bool] | None = None,
