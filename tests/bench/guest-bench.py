@@ -31,6 +31,9 @@ One boot, every comparison interleaved in the same guest, medians with min-max:
 6. builds (only when asked: ``tests/bench/run builds``): tests/bench/guest-builds.py, build
    groups created and removed by the real runc (issue 13): default limits' latency, OOM
    records with the build's attribution beside systemd's, 1,000 groups at 10/s
+7. engines (only when asked: ``tests/bench/run engines``): tests/bench/guest-engines.py,
+   several engines under one budget: cpu_weight shares, memory_low under a neighbour's
+   pressure, ``ccgroupctl`` with 1 and 10 engines
 
 Figures only: no timed assertions. Targets are reported PASS/MISS. The JSON goes to
 $CCGROUPD_RESULTS/bench.json. Every section restores the config, stops its units and
@@ -105,46 +108,16 @@ from guestlib import (  # noqa: E402
     results,
     rss_kib,
     run,
+    run_section,
     say,
+    say_verdicts,
     schedstat_s,
     stats,
     target,
+    timed,
+    unknown_sections,
     wait_for,
 )
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-
-
-
-def timed(command: list[str], after: Callable[[], bool] | None = None,
-          exit_code: int = 0) -> tuple[float, bool]:
-    """Wall time in ms of ``command`` (and of ``after``, the in-kernel check), and success:
-    ``command`` exited with ``exit_code`` and ``after`` holds."""
-    started = time.perf_counter()
-    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=60)
-    ok = done.returncode == exit_code and (after() if after else True)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    if done.returncode != exit_code:
-        say(f"   ! {' '.join(command)} -> exit {done.returncode}: {done.stderr.strip()[:200]}")
-    return elapsed_ms, ok
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 # -- the daemon ----------------------------------------------------------------------------
 
@@ -990,24 +963,34 @@ def section_start() -> None:
         f"{fmt(stats(floors))}")
 
 
-# -- 6. builds (issue 13; not in the default set) ----------------------------------------------
+# -- 6. builds, 7. engines (not in the default set): scripts of their own ------------------------
 
-BUILDS_SCRIPT = os.environ.get("BENCH_BUILDS_SCRIPT", "")
+def delegate(script_variable: str, results_name: str, key: str) -> None:
+    """Run the guest script that tests/bench/run shipped as $``script_variable``; its figures
+    (RESULTS/``results_name``) join these under ``key``, its targets join these targets."""
+    script = os.environ.get(script_variable, "")
+    if not script:
+        raise RuntimeError(f"{script_variable} is not set (run it through tests/bench/run)")
+    done = subprocess.run([sys.executable, script], check=False, timeout=3600)
+    path = RESULTS / results_name
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = {name: value for name, value in figures.items() if name != "targets"}
+    results["targets"] += figures.get("targets", [])
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} exited {done.returncode}: "
+                           f"{figures.get('errors')}")
 
 
 def section_builds() -> None:
-    """tests/bench/guest-builds.py (shipped by tests/bench/run as $BENCH_BUILDS_SCRIPT): build
-    groups that the real runc creates and removes; its figures and targets join these."""
+    """tests/bench/guest-builds.py: build groups that the real runc creates and removes."""
     say("== 6. builds: runc-created build groups (tests/bench/guest-builds.py)")
-    if not BUILDS_SCRIPT:
-        raise RuntimeError("BENCH_BUILDS_SCRIPT is not set (run it through tests/bench/run)")
-    done = subprocess.run([sys.executable, BUILDS_SCRIPT], check=False, timeout=3600)
-    path = RESULTS / "builds-bench.json"
-    builds = json.loads(path.read_text()) if path.exists() else {}
-    results["builds"] = {key: value for key, value in builds.items() if key != "targets"}
-    results["targets"] += builds.get("targets", [])
-    if done.returncode != 0:
-        raise RuntimeError(f"guest-builds.py exited {done.returncode}: {builds.get('errors')}")
+    delegate("BENCH_BUILDS_SCRIPT", "builds-bench.json", "builds")
+
+
+def section_engines() -> None:
+    """tests/bench/guest-engines.py: several engines under one budget."""
+    say("== 7. engines: several engines under one budget (tests/bench/guest-engines.py)")
+    delegate("BENCH_ENGINES_SCRIPT", "engines-bench.json", "engines")
 
 
 # -- table -------------------------------------------------------------------------------------
@@ -1069,11 +1052,26 @@ def print_table() -> None:
             f"{sc['rss_kib_after']} KiB, inotify "
             f"{sc['inotify_watches_before']} -> {sc['inotify_watches_after']}, build_finished "
             f"{sc['build_finished_records']} {sc['accounting']}")
+    engines = results.get("engines", {})
+    for key, cpu in engines.get("cpu", {}).items():
+        if isinstance(cpu, dict) and "shares" in cpu:
+            say(f"engines cpu_weight 100:200:500, {key}: {cpu['budget_cpus']} CPUs, shares "
+                f"{cpu['shares']}")
+    for key, run_pair in engines.get("memory", {}).items():
+        if isinstance(run_pair, dict):
+            say(f"engines memory_low, {key}: a's memory.current under pressure min/median MiB: "
+                + "; ".join(f"{label} {run_pair[label]['a_min_bytes'] / 2**20:.1f}/"
+                            f"{run_pair[label]['a_median_steady_bytes'] / 2**20:.1f}"
+                            for label in ("protected", "control")))
+    if "many" in engines.get("ctl", {}):
+        ctl = engines["ctl"]
+        say("engines ctl with 10 vs 1 engine (median ms): status "
+            f"{ctl['many']['status']['median']:.1f} vs {ctl['status_one_pooled']['median']:.1f} "
+            f"(x{ctl['status_ratio']}), set "
+            f"{ctl['many']['set']['median']:.1f} vs {ctl['set_one_pooled']['median']:.1f} "
+            f"(x{ctl['set_ratio']}); overview {ctl['overview_status']['median']:.1f}")
     say("-" * 100)
-    for t in results["targets"]:
-        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
-    for error in results["errors"]:
-        say(f"ERROR {error}")
+    say_verdicts()
     say("=" * 100)
 
 
@@ -1082,11 +1080,9 @@ def main() -> int:
     ENGINE.chmod(0o755)
     sections = {"change": section_change, "start": section_start, "report": section_report,
                 "footprint": section_footprint_and_scale, "storm": section_storm,
-                "builds": section_builds}
-    wanted = sys.argv[1:] or [name for name in sections if name != "builds"]
-    unknown = [name for name in wanted if name not in sections]
-    if unknown:
-        say(f"unknown sections {unknown}; known: {list(sections)}")
+                "builds": section_builds, "engines": section_engines}
+    wanted = sys.argv[1:] or [name for name in sections if name not in ("builds", "engines")]
+    if unknown_sections(sections, wanted):
         return 2
     results["guest"] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
                         "systemd": run("systemctl", "--version").stdout.split("\n")[0]}
@@ -1098,13 +1094,7 @@ def main() -> int:
                               "not_measured": f"installing the package failed: {error!r}"}
         results["errors"].append(f"package: {error!r}")
     for name in wanted:
-        started = time.monotonic()
-        try:
-            sections[name]()
-        except Exception as error:  # a failed section must not stop the others
-            traceback.print_exc()
-            results["errors"].append(f"{name}: {error!r}")
-        say(f"   ({name} took {time.monotonic() - started:.0f} s)")
+        run_section(name, sections[name])
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     ENGINE.unlink(missing_ok=True)

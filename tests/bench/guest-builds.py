@@ -91,10 +91,13 @@ from guestlib import (  # noqa: E402
     results,
     rss_kib,
     run,
+    run_section,
     say,
+    say_verdicts,
     schedstat_s,
     stats,
     target,
+    unknown_sections,
     wait_for,
 )
 
@@ -516,22 +519,14 @@ def section_scale() -> None:
 def main() -> int:
     sections = {"limits": section_limits, "oom": section_oom, "scale": section_scale}
     wanted = sys.argv[1:] or list(sections)
-    unknown = [name for name in wanted if name not in sections]
-    if unknown:
-        say(f"unknown sections {unknown}; known: {list(sections)}")
+    if unknown_sections(sections, wanted):
         return 2
     original = CONFIG.read_text() if CONFIG.exists() else None
     try:
         start()
         say(f"   daemon pid {main_pid()}, engine pid {(RB / 'engine.pid').read_text().strip()}")
         for name in wanted:
-            began = time.monotonic()
-            try:
-                sections[name]()
-            except Exception as error:  # a failed section must not stop the others
-                traceback.print_exc()
-                results["errors"].append(f"{name}: {error!r}")
-            say(f"   ({name} took {time.monotonic() - began:.0f} s)")
+            run_section(name, sections[name])
     except Exception as error:
         traceback.print_exc()
         results["errors"].append(f"setup: {error!r}")
@@ -543,10 +538,7 @@ def main() -> int:
         (RESULTS / "builds-bench.json").write_text(json.dumps(results, indent=2) + "\n")
     say("")
     say("=" * 100)
-    for t in results["targets"]:
-        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
-    for problem in results["errors"]:
-        say(f"ERROR {problem}")
+    say_verdicts()
     say("=" * 100)
     return 1 if results["errors"] else 0
 

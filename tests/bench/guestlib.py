@@ -9,7 +9,8 @@ import json
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,15 @@ def run(*command: str, check: bool = True,
 
 def stats(values: list[float]) -> dict[str, Any]:
     if not values:
-        return {"n": 0, "median": None, "p95": None, "min": None, "max": None, "values": []}
+        return {"n": 0, "median": None, "p90": None, "p95": None, "min": None, "max": None,
+                "values": []}
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"n": len(values), "median": statistics.median(values), "p95": p95,
+
+    def nearest_rank(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+    return {"n": len(values), "median": statistics.median(values), "p90": nearest_rank(0.9),
+            "p95": nearest_rank(0.95),
             "min": ordered[0], "max": ordered[-1], "values": [round(v, 3) for v in values]}
 
 
@@ -53,6 +59,48 @@ def target(name: str, ok: bool | None, figure: str, bound: str = "") -> None:
     results["targets"].append({"target": name, "verdict": verdict, "figure": figure,
                                "bound": bound})
     say(f"   target: {name}: {verdict} ({figure})")
+
+
+def unknown_sections(sections: Mapping[str, Callable[[], None]], wanted: list[str]) -> bool:
+    """Say so and return True if ``wanted`` names a section that is not in ``sections``."""
+    unknown = [name for name in wanted if name not in sections]
+    if unknown:
+        say(f"unknown sections {unknown}; known: {list(sections)}")
+    return bool(unknown)
+
+
+def run_section(name: str, section: Callable[[], None]) -> None:
+    """Run one section and say how long it took; its failure goes to results["errors"] (with
+    the traceback on stderr) and does not stop the sections after it."""
+    began = time.monotonic()
+    try:
+        section()
+    except Exception as error:  # a failed section must not stop the others
+        traceback.print_exc()
+        results["errors"].append(f"{name}: {error!r}")
+    say(f"   ({name} took {time.monotonic() - began:.0f} s)")
+
+
+def say_verdicts() -> None:
+    """The targets' PASS/MISS lines and the errors, as the end of a table."""
+    for t in results["targets"]:
+        say(f"{t['verdict']:5} {t['target']}: {t['figure']}")
+    for problem in results["errors"]:
+        say(f"ERROR {problem}")
+
+
+def timed(command: list[str], after: Callable[[], bool] | None = None,
+          exit_code: int = 0) -> tuple[float, bool]:
+    """Wall time in ms of ``command`` (and of ``after``, the in-kernel check), and success:
+    ``command`` exited with ``exit_code`` and ``after`` holds."""
+    started = time.perf_counter()
+    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+    ok = done.returncode == exit_code and (after() if after else True)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if done.returncode != exit_code:
+        say(f"   ! {' '.join(command)} -> exit {done.returncode}: {done.stderr.strip()[:200]}")
+    return elapsed_ms, ok
 
 
 def monotonic_usec() -> int:
