@@ -18,37 +18,14 @@ image=ccgroupd-standin:test
 unit_cg=/sys/fs/cgroup/system.slice/ccgroupd.service
 group=$unit_cg/dagger-engine
 config=/etc/ccgroupd/config.toml
-daemon_json=/etc/docker/daemon.json
-saved=$(mktemp -d)
-cp "$config" "$saved/config.toml"
-[[ ! -e $daemon_json ]] || cp "$daemon_json" "$saved/daemon.json"
-made_dirs=()
-for dir in /run/dagger /var/lib/dagger; do
-    [[ -e $dir ]] || made_dirs+=("$dir")
-done
-controllers() { cat "/sys/fs/cgroup$1/cgroup.subtree_control"; }
-root_controls_before=$(controllers /)
-slice_controls_before=$(controllers /system.slice)
+docker_host_save /run/dagger /var/lib/dagger
 
 cleanup() {
     forget_daemon_state
     docker rm --force ccgroupd-engine >/dev/null 2>&1
     docker rmi "$image" >/dev/null 2>&1
     systemctl stop docker.socket docker.service containerd.service
-    cp "$saved/config.toml" "$config"
-    if [[ -e $saved/daemon.json ]]; then cp "$saved/daemon.json" "$daemon_json"; else rm -f "$daemon_json"; fi
-    rm -rf "$saved" "${made_dirs[@]}"
-    # docker's runc enabled every controller the kernel has (hugetlb, rdma, misc as well)
-    # in the subtree_control of each ancestor of the container, / and /system.slice
-    # included, and systemd leaves controllers it does not manage on. Switch off what was
-    # not on before, children first (a parent cannot drop what a child still uses).
-    local controller
-    for controller in $(controllers /); do
-        grep -qw "$controller" <<<"$root_controls_before" && continue
-        grep -qw "$controller" <<<"$slice_controls_before" ||
-            echo "-$controller" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
-        echo "-$controller" >/sys/fs/cgroup/cgroup.subtree_control
-    done
+    docker_host_restore
 }
 reset_unit
 trap cleanup EXIT
@@ -81,7 +58,7 @@ EOF
 
 echo "--- docker with the cgroupfs driver"
 mkdir -p /etc/docker
-echo '{"exec-opts": ["native.cgroupdriver=cgroupfs"]}' >"$daemon_json"
+echo '{"exec-opts": ["native.cgroupdriver=cgroupfs"]}' >"$DOCKER_DAEMON_JSON"
 docker_started_s=$SECONDS
 check "docker starts" systemctl start docker
 echo "dockerd and containerd started in $((SECONDS - docker_started_s)) s"
@@ -112,8 +89,8 @@ outside=$(for pid in $(pgrep -x standin-engine); do
 done)
 check "every engine and build process is under the engine group" test -z "$outside"
 echo "$outside"
-echo "subtree_control of / before: $root_controls_before; now: $(controllers /)"
-echo "subtree_control of /system.slice before: $slice_controls_before; now: $(controllers /system.slice)"
+echo "subtree_control of / before: $root_controls_before; now: $(subtree_controllers /)"
+echo "subtree_control of /system.slice before: $slice_controls_before; now: $(subtree_controllers /system.slice)"
 
 echo "--- stop"
 stop_standin_engine
@@ -122,7 +99,7 @@ docker ps -a
 check "the engine group is gone" test ! -e "$group"
 
 echo "--- docker with the systemd driver: refused"
-echo '{}' >"$daemon_json"
+echo '{}' >"$DOCKER_DAEMON_JSON"
 check "docker restarts" systemctl restart docker
 check "docker reports the systemd driver" \
     test "$(docker info --format '{{.CgroupDriver}}')" = systemd

@@ -19,22 +19,12 @@ budget_cg=$unit_cg/engines
 alpha_cg=$budget_cg/alpha beta_cg=$budget_cg/beta gamma_cg=$budget_cg/gamma delta_cg=$budget_cg/delta
 config=/etc/ccgroupd/config.toml
 dropins=/etc/ccgroupd/config.d
-daemon_json=/etc/docker/daemon.json
 alpha_engine=/usr/local/bin/vm90-engine
 io_dir=/var/lib/vm90-io
 beta_socket=/run/dagger/beta/engine.sock
 STANDIN_SOCKET=$beta_socket  # for lib.sh's standin
 
-saved=$(mktemp -d)
-cp "$config" "$saved/config.toml"
-[[ ! -e $daemon_json ]] || cp "$daemon_json" "$saved/daemon.json"
-made_dirs=()
-for dir in /run/dagger /var/lib/dagger "$dropins" /etc/docker; do
-    [[ -e $dir ]] || made_dirs+=("$dir")
-done
-controllers() { cat "/sys/fs/cgroup$1/cgroup.subtree_control"; }
-root_controls_before=$(controllers /)
-slice_controls_before=$(controllers /system.slice)
+docker_host_save /run/dagger /var/lib/dagger "$dropins" /etc/docker
 
 # shellcheck disable=SC2329  # invoked by the EXIT trap
 cleanup() {
@@ -42,23 +32,13 @@ cleanup() {
     docker rm --force ccgroupd-beta >/dev/null 2>&1
     docker rmi "$image" >/dev/null 2>&1
     systemctl stop docker.socket docker.service containerd.service
-    cp "$saved/config.toml" "$config"
     rm -f "$dropins/gamma.toml" "$dropins/delta.toml"
-    if [[ -e $saved/daemon.json ]]; then cp "$saved/daemon.json" "$daemon_json"; else rm -f "$daemon_json"; fi
-    rm -rf "$saved" "$io_dir" "$alpha_engine" "${made_dirs[@]}"
+    rm -rf "$io_dir" "$alpha_engine"
     local name
     for name in alpha beta gamma delta; do  # each engine's own directories
         rm -rf "/var/lib/dagger/$name" "/run/dagger/$name"
     done
-    # docker's runc enabled every controller the kernel has at / and /system.slice (see
-    # 70-engine-docker.sh): switch off what was not on before, children first.
-    local controller
-    for controller in $(controllers /); do
-        grep -qw "$controller" <<<"$root_controls_before" && continue
-        grep -qw "$controller" <<<"$slice_controls_before" ||
-            echo "-$controller" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
-        echo "-$controller" >/sys/fs/cgroup/cgroup.subtree_control
-    done
+    docker_host_restore
 }
 reset_unit
 trap cleanup EXIT
@@ -143,7 +123,7 @@ EOF
 
 echo "--- docker (cgroupfs driver) and the stand-in image for beta"
 mkdir -p /etc/docker
-echo '{"exec-opts": ["native.cgroupdriver=cgroupfs"]}' >"$daemon_json"
+echo '{"exec-opts": ["native.cgroupdriver=cgroupfs"]}' >"$DOCKER_DAEMON_JSON"
 check "docker starts" systemctl start docker
 check "the stand-in image imports" docker import --change 'ENTRYPOINT ["/usr/local/bin/standin-engine"]' \
     "$STANDIN_DIR/rootfs.tar" "$image"

@@ -184,3 +184,42 @@ stop_standin_engine() {
         test "$(event_records engine_exited | tail -1 | jq -r .CCGROUPD_EXIT_CODE)" = 0
     check "no engine or build process left" test -z "$(pgrep -x standin-engine)"
 }
+
+# Scenarios that run docker change the host: the config, docker's daemon.json, the
+# directories they make, and (docker's runc) the subtree_control of / and /system.slice.
+# docker_host_save DIR... records them (and which DIRs did not exist);
+# docker_host_restore, from the scenario's cleanup, puts them back.
+DOCKER_DAEMON_JSON=/etc/docker/daemon.json
+subtree_controllers() { cat "/sys/fs/cgroup$1/cgroup.subtree_control"; }
+docker_host_save() {
+    docker_saved=$(mktemp -d)
+    cp /etc/ccgroupd/config.toml "$docker_saved/config.toml"
+    [[ ! -e $DOCKER_DAEMON_JSON ]] || cp "$DOCKER_DAEMON_JSON" "$docker_saved/daemon.json"
+    docker_made_dirs=()
+    local dir
+    for dir in "$@"; do
+        [[ -e $dir ]] || docker_made_dirs+=("$dir")
+    done
+    root_controls_before=$(subtree_controllers /)
+    slice_controls_before=$(subtree_controllers /system.slice)
+}
+docker_host_restore() {
+    cp "$docker_saved/config.toml" /etc/ccgroupd/config.toml
+    if [[ -e $docker_saved/daemon.json ]]; then
+        cp "$docker_saved/daemon.json" "$DOCKER_DAEMON_JSON"
+    else
+        rm -f "$DOCKER_DAEMON_JSON"
+    fi
+    rm -rf "$docker_saved" "${docker_made_dirs[@]}"
+    # docker's runc enabled every controller the kernel has (hugetlb, rdma, misc as well)
+    # in the subtree_control of each ancestor of the container, / and /system.slice
+    # included, and systemd leaves controllers it does not manage on. Switch off what was
+    # not on before, children first (a parent cannot drop what a child still uses).
+    local controller
+    for controller in $(subtree_controllers /); do
+        grep -qw "$controller" <<<"$root_controls_before" && continue
+        grep -qw "$controller" <<<"$slice_controls_before" ||
+            echo "-$controller" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
+        echo "-$controller" >/sys/fs/cgroup/cgroup.subtree_control
+    done
+}
