@@ -140,8 +140,8 @@ class Daemon:
             if not await self._until_ready():
                 return EXIT_OK if self._stop_signals else EXIT_ENGINE_FAILED
             self.notifier.ready(self.status_line())
-            log.info("daemon_started", version=__version__, cgroup=self._main_path(),
-                     delegated=self.layout is not None and self.layout.delegated)
+            log.info("daemon_started", version=__version__,
+                     cgroup=main_path(self.engines, self.budget), delegated=self.layout is not None and self.layout.delegated)
             self._spawn_task(housekeep(
                 self.config.monitor, notifier=self.notifier,
                 parts=lambda: [*self.engines.values(), *([self.budget] if self.budget else [])],
@@ -196,12 +196,7 @@ class Daemon:
         await unit.start(config.cgroup.leftover)
 
     def _origins_of(self, name: str) -> Mapping[str, str]:
-        """Which file set each of the engine's keys: a named engine's are its table's."""
-        if not self.config.engines:
-            return self.origins
-        table = self.origins.get(f"engines.{name}")
-        return {f"limits.{key}": table for key in self.config.engines[name].limits.given()
-                if table is not None}
+        return engine_origins(self.config, self.origins, name)
 
     def _on_engine_ended(self, _task: asyncio.Task[EngineState]) -> None:
         if all(unit.run_task is not None and unit.run_task.done()
@@ -209,25 +204,9 @@ class Daemon:
             self._engines_ended.set()
 
     async def _until_ready(self) -> bool:
-        """Wait until each engine is up or has ended; an engine that gave up is stopped
-        (and logged). False if none is up."""
+        """Wait until each engine is up or has ended; False if none is up."""
         for unit in self.engines.values():
-            assert unit.run_task is not None
-            up = asyncio.ensure_future(unit.up.wait())
-            gave_up = asyncio.ensure_future(unit.gave_up.wait())
-            await asyncio.wait({unit.run_task, up, gave_up},
-                               return_when=asyncio.FIRST_COMPLETED)
-            up.cancel()
-            gave_up.cancel()
-            if unit.gave_up.is_set() and not unit.run_task.done():
-                # No READY=1 would ever come: fail the start instead of waiting for
-                # systemd's TimeoutStartSec.
-                with unit.logging_as():
-                    log.error("engine_failed", cgroup=unit.path,
-                              reason=(f"it ended before it was ready, and restart = "
-                                      f"{unit.config.engine.restart!r} does not start it again"))
-                unit.request_stop()
-                await unit.run_task
+            await unit.until_ready()
         return any(unit.up.is_set() for unit in self.engines.values())
 
     async def _start_services(self) -> None:
@@ -285,8 +264,8 @@ class Daemon:
             return  # still starting up: serve() checks _stop_signals before the engines start
         if self._stop_signals == 1:
             name = signal.Signals(signum).name
-            log.info("daemon_stopping", reason=name, cgroup=self._main_path())
-            self.notifier.stopping(f"stopping ({name}): {self._engine_states()}")
+            log.info("daemon_stopping", reason=name, cgroup=main_path(self.engines, self.budget))
+            self.notifier.stopping(f"stopping ({name}): {engine_states(self.engines)}")
         for unit in self.engines.values():
             unit.request_stop(force=self._stop_signals > 1)
 
@@ -307,15 +286,7 @@ class Daemon:
         try:
             loaded = self._load(self._config_path)
             config = loaded.config
-            engine_configs = config.engine_configs()
-            if bool(config.engines) != bool(self.config.engines):
-                raise ConfigError("switching between the single [engine] and [engines.NAME] "
-                                  "tables moves every engine's group: restart ccgroupd")
-            if not config.engines:
-                # The single engine keeps its name (its group's, read at start only).
-                engine_configs = dict(zip(self.engines, engine_configs.values(), strict=True))
-            for new in engine_configs.values():
-                new.limits.check_host(host_cpu_count())
+            engine_configs = reloaded_engines(self.config, config, list(self.engines))
             checked = {name: unit.check_reload(engine_configs[name])
                        for name, unit in self.engines.items() if name in engine_configs}
             plan = contextlib.ExitStack()
@@ -349,25 +320,54 @@ class Daemon:
 
     # -- systemd status ------------------------------------------------------------------
 
-    def _main_path(self) -> str:
-        """The group the daemon's own records name: the budget's, or the one engine's."""
-        if self.budget is not None:
-            return self.budget.controller.cgroup_path
-        return next(iter(self.engines.values())).path if self.engines else ""
-
-    def _engine_states(self) -> str:
-        return ", ".join(f"engine {name} {unit.state.value if unit.state else 'not started'}"
-                         for name, unit in self.engines.items())
-
     def status_line(self) -> str:
-        """systemd's STATUS=: the one engine's limits and state; with several, each one's."""
-        if self.budget is None and len(self.engines) == 1:
-            unit = next(iter(self.engines.values()))
-            return status_line(unit.controller.limits, unit.supervisor,
-                               unit.monitor.last_violation() if unit.monitor else None)
-        budget = self.budget.controller.limits if self.budget is not None else Limits()
-        return status_line(budget, None, None, engines=[
-            (name, unit.supervisor) for name, unit in self.engines.items()])
+        return daemon_status_line(self.engines, self.budget)
+
+
+def reloaded_engines(running: Config, reloaded: Config, names: list[str]) -> dict[str, Config]:
+    """Each engine's configuration after a reload from ``running`` to ``reloaded`` (whose
+    engines run as ``names``); raises CcgroupdError for what a reload cannot do."""
+    if bool(reloaded.engines) != bool(running.engines):
+        raise ConfigError("switching between the single [engine] and [engines.NAME] "
+                          "tables moves every engine's group: restart ccgroupd")
+    engine_configs = reloaded.engine_configs()
+    if not reloaded.engines:
+        # The single engine keeps its name (its group's, read at start only).
+        engine_configs = dict(zip(names, engine_configs.values(), strict=True))
+    for new in engine_configs.values():
+        new.limits.check_host(host_cpu_count())
+    return engine_configs
+
+
+def daemon_status_line(engines: Mapping[str, EngineUnit], budget: BudgetGroup | None) -> str:
+    """systemd's STATUS=: the one engine's limits and state; with several, each one's."""
+    if budget is None and len(engines) == 1:
+        unit = next(iter(engines.values()))
+        return status_line(unit.controller.limits, unit.supervisor,
+                           unit.monitor.last_violation() if unit.monitor else None)
+    return status_line(budget.controller.limits if budget is not None else Limits(), None, None,
+                       engines=[(name, unit.supervisor) for name, unit in engines.items()])
+
+
+def main_path(engines: Mapping[str, EngineUnit], budget: BudgetGroup | None) -> str:
+    """The group the daemon's own records name: the budget's, or the one engine's."""
+    if budget is not None:
+        return budget.controller.cgroup_path
+    return next(iter(engines.values())).path if engines else ""
+
+
+def engine_states(engines: Mapping[str, EngineUnit]) -> str:
+    return ", ".join(f"engine {name} {unit.state.value if unit.state else 'not started'}"
+                     for name, unit in engines.items())
+
+
+def engine_origins(config: Config, origins: Mapping[str, str], name: str) -> Mapping[str, str]:
+    """Which file set each of the engine's keys: a named engine's are its table's."""
+    if not config.engines:
+        return origins
+    table = origins.get(f"engines.{name}")
+    return {f"limits.{key}": table for key in config.engines[name].limits.given()
+            if table is not None}
 
 
 async def _remove_engine(unit: EngineUnit) -> None:

@@ -218,6 +218,24 @@ class EngineUnit:
             self.gave_up.set()
         self._on_change()
 
+    async def until_ready(self) -> None:
+        """Wait until the engine is up or has ended; one that gave up is stopped, and
+        logged: no READY=1 would ever come, so the start fails instead of waiting for
+        systemd's TimeoutStartSec."""
+        assert self.run_task is not None
+        up = asyncio.ensure_future(self.up.wait())
+        gave_up = asyncio.ensure_future(self.gave_up.wait())
+        await asyncio.wait({self.run_task, up, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+        up.cancel()
+        gave_up.cancel()
+        if self.gave_up.is_set() and not self.run_task.done():
+            with self.logging_as():
+                log.error("engine_failed", cgroup=self.path,
+                          reason=(f"it ended before it was ready, and restart = "
+                                  f"{self.config.engine.restart!r} does not start it again"))
+            self.request_stop()
+            await self.run_task
+
     def request_stop(self, *, force: bool = False) -> None:
         if self.supervisor is not None:
             if force:
