@@ -141,7 +141,8 @@ class Daemon:
                 return EXIT_OK if self._stop_signals else EXIT_ENGINE_FAILED
             self.notifier.ready(self.status_line())
             log.info("daemon_started", version=__version__,
-                     cgroup=main_path(self.engines, self.budget), delegated=self.layout is not None and self.layout.delegated)
+                     cgroup=main_path(self.engines, self.budget),
+                     delegated=self.layout is not None and self.layout.delegated)
             self._spawn_task(housekeep(
                 self.config.monitor, notifier=self.notifier,
                 parts=lambda: [*self.engines.values(), *([self.budget] if self.budget else [])],
