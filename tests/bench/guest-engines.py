@@ -15,8 +15,9 @@ assertion; the targets are reported PASS/MISS.
    BENCH_ENGINES_CPU_WINDOW_S (20) s: the budget group's CPUs (target: within 5% of 2.0) and
    each engine's share of the engines' sum (target: within 10% of 1/8, 2/8, 5/8); and, once a
    second, the vCPU of each runnable task (placement). BENCH_ENGINES_CPU_RUNS (3) times, the
-   daemon started afresh each time; then, for reference, once without the budget's CPU limit
-   (all 4 vCPUs).
+   daemon started afresh each time, and as many times with the budget's 2 CPUs given by
+   pinning ([budget] cpuset_cpus = "0-1") instead of a quota; then, for reference, once
+   without the budget's CPU limit (all 4 vCPUs).
 2. memory: engine ``a`` with memory_low = BENCH_ENGINES_MEMORY_LOW_MIB (300) MiB writes a
    file of BENCH_ENGINES_A_MIB (350) MiB and re-reads it in a loop (page cache, its working
    set); then engine ``b`` touches BENCH_ENGINES_B_ANON_MIB (200) MiB of anonymous memory and
@@ -285,21 +286,26 @@ def cpu_run(budget: Mapping[str, object]) -> dict[str, Any]:
 
 def section_cpu() -> None:
     say(f"== engines 1. CPU of 3 busy engines (4 loops each) with cpu_weight "
-        f"{':'.join(map(str, WEIGHTS.values()))} under [budget] cpus = 2; for reference the "
-        "same without the budget's CPU limit (all 4 vCPUs)")
+        f"{':'.join(map(str, WEIGHTS.values()))} under a budget of 2 CPUs: [budget] cpus = 2 "
+        "(a quota) and [budget] cpuset_cpus = 0-1 (pinned); for reference the same without "
+        "the budget's CPU limit (all 4 vCPUs)")
     results["cpu"] = {}
     for index in range(CPU_RUNS):
-        say(f"   - run {index + 1} of {CPU_RUNS} (the daemon and engines started afresh)")
-        limited = cpu_run({"cpus": 2})
-        results["cpu"][f"budget_cpus_2_run{index + 1}"] = limited
-        combined = limited["budget_cpus"]
-        target(f"3 engines under [budget] cpus = 2 use 2.0 CPUs together (within 5%), run "
-               f"{index + 1}", abs(combined - 2.0) <= 0.05 * 2.0, f"{combined:.3f} CPUs")
-        errors = limited["relative_error"]
-        target(f"cpu_weight 1:2:5 under [budget] cpus = 2 gives shares within 10% of 1/8, 2/8, "
-               f"5/8, run {index + 1}", all(abs(e) <= 0.10 for e in errors.values()),
-               ", ".join(f"{limited['shares'][n]:.3f} ({100 * errors[n]:+.1f}%)"
-                         for n in WEIGHTS))
+        for label, budget in (("cpus = 2", {"cpus": 2}), ("cpuset_cpus = 0-1",
+                                                          {"cpuset_cpus": "0-1"})):
+            say(f"   - [budget] {label}, run {index + 1} of {CPU_RUNS} (the daemon and engines "
+                "started afresh)")
+            run = cpu_run(budget)
+            key = "budget_cpus_2" if "cpus" in budget else "budget_cpuset_0_1"
+            results["cpu"][f"{key}_run{index + 1}"] = run
+            combined = run["budget_cpus"]
+            target(f"3 engines under [budget] {label} use 2.0 CPUs together (within 5%), run "
+                   f"{index + 1}", abs(combined - 2.0) <= 0.05 * 2.0, f"{combined:.3f} CPUs")
+            errors = run["relative_error"]
+            target(f"cpu_weight 1:2:5 under [budget] {label} gives shares within 10% of 1/8, "
+                   f"2/8, 5/8, run {index + 1}", all(abs(e) <= 0.10 for e in errors.values()),
+                   ", ".join(f"{run['shares'][n]:.3f} ({100 * errors[n]:+.1f}%)"
+                             for n in WEIGHTS))
     say("   - reference: no CPU limit on the budget")
     reference = cpu_run({})
     results["cpu"]["no_budget_cpu_limit"] = reference
