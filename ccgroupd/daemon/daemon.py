@@ -106,6 +106,7 @@ class Daemon:
                           monitor_factory, devices or BlockDevices(config.daemon.sys_root))
         self.layout: Layout | None = None
         self._layouts: dict[str, str] = {}  # engine name -> its group
+        self._removing: set[EngineUnit] = set()  # removed by a reload, still stopping
         self.engines: dict[str, EngineUnit] = {}
         self.budget: BudgetGroup | None = None
         self.commands = EngineCommands(self.engines, lambda: self.budget,
@@ -241,7 +242,7 @@ class Daemon:
         self._engines_ended.set()
 
     async def _shut_down(self, started: bool) -> None:
-        units = list(self.engines.values())
+        units = [*self.engines.values(), *self._removing]
         for unit in units:
             # Only an error in the daemon itself gets here with an engine still up.
             unit.request_stop()
@@ -308,7 +309,8 @@ class Daemon:
                 await self.budget.reload(config.budget, peer)
             for name in [name for name in self.engines if name not in engine_configs]:
                 unit = self.engines.pop(name)
-                self._spawn_task(_remove_engine(unit))
+                self._removing.add(unit)
+                self._spawn_task(_remove_engine(unit, self._removing))
             for name, unit in self.engines.items():
                 await unit.reload(engine_configs[name], checked[name], peer,
                                   self._origins_of(name))
@@ -323,6 +325,16 @@ class Daemon:
 
     def status_line(self) -> str:
         return daemon_status_line(self.engines, self.budget)
+
+
+async def _remove_engine(unit: EngineUnit, removing: set[EngineUnit]) -> None:
+    """An engine a reload removed: stopped gracefully, its group removed. It stays in
+    ``removing`` until then, so that a stop of the daemon meanwhile waits for it too."""
+    unit.request_stop()
+    if unit.run_task is not None:
+        await asyncio.gather(unit.run_task, return_exceptions=True)
+    await unit.close(remove_group=True)
+    removing.discard(unit)
 
 
 def reloaded_engines(running: Config, reloaded: Config, names: list[str]) -> dict[str, Config]:
@@ -369,14 +381,6 @@ def engine_origins(config: Config, origins: Mapping[str, str], name: str) -> Map
     table = origins.get(f"engines.{name}")
     return {f"limits.{key}": table for key in config.engines[name].limits.given()
             if table is not None}
-
-
-async def _remove_engine(unit: EngineUnit) -> None:
-    """An engine a reload removed: stopped gracefully, its group removed."""
-    unit.request_stop()
-    if unit.run_task is not None:
-        await asyncio.gather(unit.run_task, return_exceptions=True)
-    await unit.close(remove_group=True)
 
 
 def run_daemon(config_path: Path | None) -> int:

@@ -36,7 +36,8 @@ class IoLimits:
             return
         in_force = apply_io_max(self._cgroupfs, self._group, lines, managed=list(self.in_force))
         self._entries, self._lines = entries, lines
-        self._device_of = {entry.path: self._devices.disk_of(entry.path) for entry in entries}
+        # io_max_lines gave one disk per entry, in order (two on one disk are refused).
+        self._device_of = {entry.path: device for entry, device in zip(entries, lines, strict=True)}
         if in_force != self.in_force:
             log.info("limits_applied", cgroup=str(self._cgroupfs.path(self._group)),
                      values=", ".join(f"{IO_MAX}={line}" for line in in_force.values()))
